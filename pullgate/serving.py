@@ -1,0 +1,139 @@
+"""One way to run a pullgate gRPC server: health, reflection, deadline propagation, error translation, clean stop.
+
+Every server in pullgate (the four owners and the gateway) runs through `run()`, so they all answer health
+checks, expose reflection for grpcurl and `buf curl`, bound their outgoing calls by the incoming deadline,
+turn errors into status codes in one place, and stop gracefully on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from pullgate.errors import ServiceError
+from resilience.errors import ResilienceError
+from resilience.server import DeadlineInterceptor
+
+log = logging.getLogger("pullgate.serving")
+
+_Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One gRPC service to register: its full name, the generated `add_*_to_server`, and the servicer."""
+
+    full_name: str
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: object
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything a server needs to start, as given on the command line."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    data_dir: Path = Path("var")
+    upstreams: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    port_file: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+App = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[Sequence[Binding]]]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Turns ServiceError and ResilienceError into their status codes, and anything else into INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior: _Behavior = handler.unary_unary  # type: ignore[assignment]
+        method = handler_call_details.method
+
+        async def translated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await behavior(request, context)
+            except (ServiceError, ResilienceError) as error:
+                await context.abort(error.code, str(error))
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("unhandled error in %s", method)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            translated,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    bindings: Sequence[Binding], host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[tuple[grpc.aio.Server, int, HealthServicer]]:
+    """A started server with the bindings, health and reflection; yields (server, bound port, health)."""
+    server = grpc.aio.server(interceptors=[DeadlineInterceptor(), ErrorInterceptor()])
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for binding in bindings:
+        binding.add(binding.servicer, server)
+    names = [b.full_name for b in bindings]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    await server.start()
+    for name in ["", *names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        yield server, bound, health
+    finally:
+        await health.enter_graceful_shutdown()
+        await server.stop(grace=5.0)
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the bound port atomically, so a launcher polling for the file never reads half of it."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+
+
+async def run(options: ServeOptions, app: App) -> None:
+    """Run one server until SIGTERM or SIGINT, then stop gracefully (in-flight calls get a grace period)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with app(options) as bindings, running(bindings, options.host, options.port) as (_, port, _h):
+        log.info("%s serving on %s:%d", options.name, options.host, port)
+        if options.port_file is not None:
+            write_port_file(options.port_file, port)
+        await stop.wait()
+        log.info("%s stopping", options.name)
+    log.info("%s stopped", options.name)
