@@ -50,7 +50,9 @@ class ServeOptions:
     data_dir: Path = Path("var")
     upstreams: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     port_file: Path | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    config_file: Path | None = None
+    faults: str = ""
+    allow_fault_injection: bool = False
 
 
 App = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[Sequence[Binding]]]
