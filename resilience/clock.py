@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -26,3 +29,30 @@ class SystemClock:
 
 
 SYSTEM_CLOCK: Clock = SystemClock()
+
+
+async def wait_for(aw: Awaitable[T], deadline_at: float | None, clock: Clock = SYSTEM_CLOCK) -> T:
+    """Await `aw` until `deadline_at` on `clock`; raise TimeoutError after (and cancel `aw`).
+
+    On the real clock this is `asyncio.timeout_at` (a timer handle, no extra task); on any other clock a
+    watchdog task sleeps on that clock, so tests drive the timeout by moving time.
+    """
+    if deadline_at is None:
+        return await aw
+    if isinstance(clock, SystemClock):
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(loop.time() + (deadline_at - clock.now())):
+            return await aw
+    task = asyncio.ensure_future(aw)
+    watchdog = asyncio.ensure_future(clock.sleep(deadline_at - clock.now()))
+    try:
+        await asyncio.wait((task, watchdog), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watchdog.cancel()
+    if not task.done():
+        task.cancel()
+        raise TimeoutError
+    return task.result()

@@ -1,6 +1,10 @@
 """The layer's errors. grpc errors become these once, in the transport; servers turn them into status codes.
 
-ResilienceError          code: grpc.StatusCode to answer with, downstream: which owner
+ResilienceError            code: grpc.StatusCode to answer with, downstream: which owner, reason: for a person
+ ├── CircuitOpen           UNAVAILABLE; the breaker of every usable replica is open, no call was sent
+ ├── BulkheadFull          RESOURCE_EXHAUSTED; too many calls in flight to this downstream
+ ├── DeadlineExceeded      DEADLINE_EXCEEDED; the deadline passed, on the wire or before a call was sent
+ └── StatusError           the owner answered with a non-OK status (NOT_FOUND, UNAVAILABLE, ...)
 """
 
 from __future__ import annotations
@@ -16,3 +20,38 @@ class ResilienceError(Exception):
         self.code = code
         self.downstream = downstream
         self.reason = reason
+
+
+class CircuitOpen(ResilienceError):
+    """The circuit breaker refused the call; nothing was sent."""
+
+    def __init__(self, downstream: str, replica: str | None = None) -> None:
+        where = f" ({replica})" if replica else ""
+        super().__init__(grpc.StatusCode.UNAVAILABLE, downstream, f"circuit open{where}")
+        self.replica = replica
+
+
+class BulkheadFull(ResilienceError):
+    """The downstream's concurrency limit stayed full for longer than the bulkhead's wait; nothing was sent."""
+
+    def __init__(self, downstream: str, limit: int) -> None:
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, downstream, f"bulkhead full ({limit} calls in flight)")
+        self.limit = limit
+
+
+class DeadlineExceeded(ResilienceError):
+    """The deadline passed. `sent` is False when the layer gave up before anything went on the wire."""
+
+    def __init__(self, downstream: str, reason: str = "deadline exceeded", *, sent: bool = True) -> None:
+        super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, downstream, reason)
+        self.sent = sent
+
+
+class StatusError(ResilienceError):
+    """The owner (or grpc on its behalf) answered with a non-OK status."""
+
+    def __init__(self, code: grpc.StatusCode, downstream: str, details: str, replica: str | None = None) -> None:
+        reason = f"{code.name}: {details}" if details else code.name
+        super().__init__(code, downstream, reason)
+        self.details = details
+        self.replica = replica

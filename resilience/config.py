@@ -1,0 +1,266 @@
+"""Typed, frozen, validated configuration, in gRPC's own words (gRFC A6). Durations are in seconds.
+
+With no file, every downstream gets the defaults below. A TOML file overrides them per downstream::
+
+    [resilience.default.retry]          # every downstream
+    max_attempts = 2
+
+    [resilience.catalog.hedging]        # only catalog; keys not given come from [resilience.default.*]
+    hedging_delay = 0.02
+
+    [resilience.inventory.cache]
+    enabled = false                     # every policy can be switched off
+
+A wrong key or value raises ConfigError naming the key path and the file, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class ConfigError(ValueError):
+    """A configuration key has a wrong name or value. `key` is its dotted path, `source` the file."""
+
+    def __init__(self, key: str, problem: str, source: str = "<defaults>") -> None:
+        super().__init__(f"{source}: {key}: {problem}")
+        self.key = key
+        self.problem = problem
+        self.source = source
+
+
+class _Checked:
+    """Validation shared by the policy configs: each field's rule is `_rules[name] = (predicate, text)`."""
+
+    _rules: ClassVar[dict[str, tuple[typing.Callable[[Any], bool], str]]] = {}
+
+    def __post_init__(self) -> None:
+        for name, (ok, text) in self._rules.items():
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise ConfigError(name, f"must be {text}, got {value!r}")
+
+
+def _positive(v: float) -> bool:
+    return v > 0 and math.isfinite(v)
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0 and math.isfinite(v)
+
+
+def _fraction(v: float) -> bool:
+    return 0 <= v <= 1
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutConfig(_Checked):
+    """`total` bounds a whole call (all attempts) when the caller's deadline is later or absent; `per_attempt`
+    bounds each attempt (0 = only the total). Both are clipped by the caller's deadline."""
+
+    enabled: bool = True
+    total: float = 5.0
+    per_attempt: float = 1.0
+    _rules: ClassVar = {"total": (_positive, "> 0"), "per_attempt": (_non_negative, ">= 0")}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig(_Checked):
+    """Retries for idempotent methods: exponential backoff with full jitter, drawn from the budget."""
+
+    enabled: bool = True
+    max_attempts: int = 3
+    initial_backoff: float = 0.02
+    max_backoff: float = 0.5
+    backoff_multiplier: float = 2.0
+    _rules: ClassVar = {
+        "max_attempts": (lambda v: 1 <= v <= 10, "1..10"),
+        "initial_backoff": (_non_negative, ">= 0"),
+        "max_backoff": (_non_negative, ">= 0"),
+        "backoff_multiplier": (lambda v: 1 <= v <= 100, "1..100"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class HedgingConfig(_Checked):
+    """Hedged requests for reads: another attempt after `hedging_delay` or the method's recent `percentile`
+    latency, whichever is larger; at most `max_extra_load` extra requests (a fraction of requests)."""
+
+    enabled: bool = True
+    max_attempts: int = 2
+    hedging_delay: float = 0.01
+    percentile: float = 0.95
+    max_extra_load: float = 0.05
+    _rules: ClassVar = {
+        "max_attempts": (lambda v: 1 <= v <= 5, "1..5"),
+        "hedging_delay": (_non_negative, ">= 0"),
+        "percentile": (lambda v: 0.5 <= v < 1, "in [0.5, 1)"),
+        "max_extra_load": (_fraction, "in [0, 1]"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig(_Checked):
+    """The retry budget shared by retries and hedges: `token_ratio` extra requests per request over the last
+    `ttl` seconds, plus `min_per_second` always allowed (so a quiet client can still retry)."""
+
+    enabled: bool = True
+    token_ratio: float = 0.2
+    min_per_second: float = 10.0
+    ttl: float = 10.0
+    _rules: ClassVar = {
+        "token_ratio": (lambda v: 0 <= v <= 10, "in [0, 10]"),
+        "min_per_second": (_non_negative, ">= 0"),
+        "ttl": (lambda v: 1 <= v <= 600, "in [1, 600]"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig(_Checked):
+    """A circuit breaker per replica: open after `fail_max` consecutive failures, probe after `reset_timeout`."""
+
+    enabled: bool = True
+    fail_max: int = 5
+    reset_timeout: float = 5.0
+    _rules: ClassVar = {"fail_max": (lambda v: v >= 1, ">= 1"), "reset_timeout": (_positive, "> 0")}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig(_Checked):
+    """A per-method cache of read answers (`ttl` seconds, at most `max_entries`), and a stale store keeping the
+    last good answer up to `max_stale` seconds for stale-if-error. `max_staleness` is what a caller accepts
+    when it does not say (the default bound); no caller can get anything older than `max_stale`."""
+
+    enabled: bool = True
+    ttl: float = 1.0
+    max_entries: int = 10_000
+    max_staleness: float = 30.0
+    max_stale: float = 300.0
+    max_stale_entries: int = 10_000
+    _rules: ClassVar = {
+        "ttl": (_positive, "> 0"),
+        "max_entries": (lambda v: v >= 1, ">= 1"),
+        "max_staleness": (_non_negative, ">= 0"),
+        "max_stale": (_non_negative, ">= 0"),
+        "max_stale_entries": (lambda v: v >= 1, ">= 1"),
+    }
+
+    def __post_init__(self) -> None:
+        _Checked.__post_init__(self)
+        if self.max_staleness > self.max_stale:
+            raise ConfigError("max_staleness", f"must be <= max_stale ({self.max_stale}), got {self.max_staleness}")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadConfig(_Checked):
+    """At most `max_concurrent` calls in flight to one downstream; a call waits at most `max_wait` for a slot."""
+
+    enabled: bool = True
+    max_concurrent: int = 100
+    max_wait: float = 0.05
+    _rules: ClassVar = {"max_concurrent": (lambda v: v >= 1, ">= 1"), "max_wait": (_non_negative, ">= 0")}
+
+
+@dataclass(frozen=True, slots=True)
+class DownstreamConfig:
+    """Everything the layer needs for one downstream. `DownstreamConfig()` is the default for all."""
+
+    timeout: TimeoutConfig = field(default_factory=TimeoutConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    hedging: HedgingConfig = field(default_factory=HedgingConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    bulkhead: BulkheadConfig = field(default_factory=BulkheadConfig)
+
+
+POLICIES: dict[str, type[Any]] = typing.get_type_hints(DownstreamConfig)
+"""The policy tables a downstream may have, by name."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResilienceConfig:
+    """The `[resilience]` table: a default for every downstream and overrides by downstream name."""
+
+    default: DownstreamConfig = field(default_factory=DownstreamConfig)
+    downstreams: Mapping[str, DownstreamConfig] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    def for_downstream(self, name: str) -> DownstreamConfig:
+        """The config of downstream `name`: its overrides on top of `[resilience.default]`."""
+        return self.downstreams.get(name, self.default)
+
+    @classmethod
+    def load(cls, path: str | Path, known_downstreams: Collection[str] | None = None) -> ResilienceConfig:
+        """Read the `[resilience]` table of a TOML file (other tables are left to their owners)."""
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError("resilience", f"not valid TOML: {error}", str(path)) from None
+        except OSError as error:
+            raise ConfigError("resilience", f"cannot read: {error.strerror}", str(path)) from None
+        table = data.get("resilience", {})
+        return cls.from_mapping(table, source=str(path), known_downstreams=known_downstreams)
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], source: str = "<mapping>", known_downstreams: Collection[str] | None = None
+    ) -> ResilienceConfig:
+        """Build from the contents of a `[resilience]` table. With `known_downstreams`, any other name than
+        those and `default` is an error (a typo would otherwise configure nothing)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("resilience", "must be a table", source)
+        default = _downstream(DownstreamConfig(), data.get("default", {}), "resilience.default", source)
+        overrides = {}
+        for name, table in data.items():
+            if name == "default":
+                continue
+            if known_downstreams is not None and name not in known_downstreams:
+                known = ", ".join(["default", *sorted(known_downstreams)])
+                raise ConfigError(f"resilience.{name}", f"unknown downstream; expected one of {known}", source)
+            overrides[name] = _downstream(default, table, f"resilience.{name}", source)
+        return cls(default=default, downstreams=types.MappingProxyType(overrides), source=source)
+
+
+def _downstream(base: DownstreamConfig, table: Any, path: str, source: str) -> DownstreamConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(path, "must be a table", source)
+    changes = {}
+    for policy, values in table.items():
+        kind = POLICIES.get(policy)
+        if kind is None:
+            raise ConfigError(f"{path}.{policy}", f"unknown policy; expected one of {', '.join(POLICIES)}", source)
+        changes[policy] = _policy(getattr(base, policy), values, f"{path}.{policy}", source)
+    return dataclasses.replace(base, **changes)
+
+
+def _policy(base: Any, table: Any, path: str, source: str) -> Any:
+    if not isinstance(table, Mapping):
+        raise ConfigError(path, "must be a table", source)
+    hints = typing.get_type_hints(type(base))
+    names = [f.name for f in dataclasses.fields(base)]
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(f"{path}.{key}", f"unknown key; expected one of {', '.join(names)}", source)
+        want = hints[key]
+        if want is bool:
+            ok = isinstance(value, bool)
+        elif want is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(f"{path}.{key}", f"must be {want.__name__}, got {value!r}", source)
+    try:
+        return dataclasses.replace(base, **table)
+    except ConfigError as error:
+        raise ConfigError(f"{path}.{error.key}", error.problem, source) from None

@@ -1,0 +1,75 @@
+"""A downstream: one owner service, its replicas, and the stack every call to it goes through."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from resilience import deadline
+from resilience.clock import SYSTEM_CLOCK, Clock
+from resilience.config import DownstreamConfig
+from resilience.context import Call, CallContext
+from resilience.errors import ResilienceError
+from resilience.method import Method, Req, Resp
+from resilience.result import Result
+from resilience.stack import Stack, build
+from resilience.transport import Transport
+
+
+class Downstream:
+    """Calls to one owner through the resilience stack.
+
+    >>> customers = Downstream("customers", ["127.0.0.1:50051", "127.0.0.1:50061"])
+    >>> result = await customers.call(GET_CUSTOMER, GetCustomerRequest(customer_id="42"))
+    >>> result.value.customer.name, result.provenance.source
+    """
+
+    def __init__(
+        self,
+        name: str,
+        addresses: list[str] | tuple[str, ...],
+        config: DownstreamConfig = DownstreamConfig(),  # noqa: B008 (frozen)
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        endpoint: Call | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`endpoint` replaces the grpc transport (tests script calls with it); `rng` drives every random
+        choice (replica picks, backoff jitter), so tests can seed it."""
+        self.name = name
+        self.addresses = tuple(addresses)
+        self.config = config
+        self._clock = clock
+        self._transport = Transport(name, list(addresses), clock) if endpoint is None else None
+        self.stack: Stack = build(
+            config, self.addresses, endpoint or self._transport or _unreachable, clock, rng or random.Random()
+        )
+
+    async def call(
+        self, method: Method[Req, Resp], request: Req, max_staleness: float | None = None
+    ) -> Result[Resp]:
+        """Call `method`, bounded by the current deadline; raise ResilienceError when no answer can be had.
+
+        `max_staleness`: None = the config's default bound; 0.0 = strong (never read a cache, may fill it);
+        a number of seconds = cached or stale data only if younger; math.inf = anything the stale store holds.
+        """
+        if max_staleness is not None and (math.isnan(max_staleness) or max_staleness < 0):
+            raise ValueError(f"max_staleness must be >= 0 or None, got {max_staleness}")
+        ctx = CallContext(method, self.name, deadline.current(), max_staleness)
+        try:
+            value = await self.stack.call(request, ctx)
+        except ResilienceError as error:
+            if ctx.stats.attempts > 1 and "attempts" not in error.reason:
+                error.reason = f"{error.reason} after {ctx.stats.attempts} attempts"
+                error.args = (f"{error.downstream}: {error.reason}",)
+            raise
+        return Result(value, ctx.stats.provenance())
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            await self._transport.close()
+
+
+async def _unreachable(request: Any, ctx: CallContext) -> Any:
+    raise AssertionError("no endpoint")

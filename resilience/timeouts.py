@@ -1,0 +1,54 @@
+"""Deadlines inside the stack: the total timeout bounds a whole call, the attempt timeout each attempt.
+
+Both only ever tighten what is already in force (a deadline never grows back), and both fail at once,
+without a network call, when the time is already gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resilience.clock import SYSTEM_CLOCK, Clock, wait_for
+from resilience.config import TimeoutConfig
+from resilience.context import Call, CallContext
+from resilience.deadline import Deadline, earliest
+from resilience.errors import DeadlineExceeded
+
+
+class TotalTimeout:
+    """Bounds everything below (attempts, backoff sleeps, hedge delays) by the call's deadline."""
+
+    def __init__(self, config: TimeoutConfig, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._total = config.total if config.enabled else None
+        self._clock = clock
+
+    def deadline_for(self, ctx: CallContext) -> Deadline | None:
+        """The caller's deadline clipped by the configured total (what Cached also bounds its waiters by)."""
+        own = None if self._total is None else Deadline(self._clock.now() + self._total)
+        return earliest(ctx.deadline, own)
+
+    async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
+        ctx.deadline = self.deadline_for(ctx)
+        if ctx.deadline is None:
+            return await inner(request, ctx)
+        if ctx.deadline.expired(self._clock):
+            raise DeadlineExceeded(ctx.downstream, "deadline exceeded before the call", sent=False)
+        try:
+            return await wait_for(inner(request, ctx), ctx.deadline.at, self._clock)
+        except TimeoutError:
+            raise DeadlineExceeded(ctx.downstream, "deadline exceeded", sent=True) from None
+
+
+class AttemptTimeout:
+    """Gives each attempt its own slice (`per_attempt`), clipped by what is left of the call's deadline."""
+
+    def __init__(self, config: TimeoutConfig, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._slice = config.per_attempt if config.enabled and config.per_attempt > 0 else None
+        self._clock = clock
+
+    async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
+        own = None if self._slice is None else Deadline(self._clock.now() + self._slice)
+        ctx.attempt_deadline = earliest(ctx.deadline, own)
+        if ctx.attempt_deadline is not None and ctx.attempt_deadline.expired(self._clock):
+            raise DeadlineExceeded(ctx.downstream, "deadline exceeded before the attempt", sent=False)
+        return await inner(request, ctx)

@@ -1,0 +1,73 @@
+"""The bottom of the stack: one grpc.aio channel per replica, and the only place that touches grpc errors.
+
+grpc's own retries are switched off on these channels (`grpc.enable_retries = 0`): grpc Python applies a
+service config `retryPolicy` by default, and its retries would multiply with the layer's (3 x 3 = 9 attempts
+for one call, none of them counted by the budget or the breaker). grpc Python ignores `hedgingPolicy`
+altogether, so the layer hedges itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from resilience.clock import SYSTEM_CLOCK, Clock
+from resilience.context import CallContext
+from resilience.errors import DeadlineExceeded, ResilienceError, StatusError
+
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.enable_retries", 0),
+    ("grpc.keepalive_time_ms", 30_000),
+)
+
+
+class Transport:
+    """Sends one attempt to `ctx.replica` with the time left of `ctx.attempt_deadline` (or `ctx.deadline`)."""
+
+    def __init__(self, downstream: str, addresses: list[str], clock: Clock = SYSTEM_CLOCK) -> None:
+        if not addresses:
+            raise ValueError(f"{downstream}: no addresses")
+        self.downstream = downstream
+        self._clock = clock
+        self._channels = {a: grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addresses}
+        self._callables: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+
+    async def __call__(self, request: Any, ctx: CallContext) -> Any:
+        replica = ctx.replica or next(iter(self._channels))
+        bound = ctx.attempt_deadline or ctx.deadline
+        timeout = None
+        if bound is not None:
+            timeout = bound.remaining(self._clock)
+            if timeout <= 0.0:
+                raise DeadlineExceeded(self.downstream, sent=False)
+        key = (replica, ctx.method.path)
+        callable_ = self._callables.get(key)
+        if callable_ is None:
+            callable_ = self._channels[replica].unary_unary(
+                ctx.method.path,
+                request_serializer=ctx.method.request_type.SerializeToString,
+                response_deserializer=ctx.method.response_type.FromString,
+            )
+            self._callables[key] = callable_
+        call = callable_(request, timeout=timeout)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            call.cancel()  # the owner sees the cancellation and can stop working
+            raise
+        except grpc.aio.AioRpcError as error:
+            raise translate(error, self.downstream, replica) from None
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close(None) for channel in self._channels.values()))
+
+
+def translate(error: grpc.aio.AioRpcError, downstream: str, replica: str) -> ResilienceError:
+    """A grpc error as one of the layer's errors."""
+    code = error.code()
+    details = error.details() or ""
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(downstream, f"deadline exceeded at {replica}", sent=True)
+    return StatusError(code, downstream, details, replica)
