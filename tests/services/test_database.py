@@ -1,0 +1,135 @@
+"""The services' databases: WAL mode, migrations, a deterministic and consistent seed, data that survives a restart."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pullgate.customers.v1 import customers_pb2, customers_pb2_grpc
+from pullgate.orders.v1 import orders_pb2
+from services import demo
+from services._sqlite import Database, script
+from services.catalog.store import ProductStore
+from services.customers.store import CustomerStore
+from services.inventory.store import InventoryStore
+from tests.support import count_rows, start_service
+
+Store = CustomerStore | ProductStore | InventoryStore
+STORES: dict[str, Callable[[Path], Awaitable[Store]]] = {
+    "customers": CustomerStore.open,
+    "catalog": ProductStore.open,
+    "inventory": InventoryStore.open,
+}
+
+
+def dump(db: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return list(conn.iterdump())
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+async def test_seed_is_deterministic(tmp_path: Path, name: str) -> None:
+    """Two fresh databases of one service hold exactly the same rows."""
+    for run in ("a", "b"):
+        store = await STORES[name](tmp_path / run / f"{name}.db")
+        await store.close()
+    assert dump(tmp_path / "a" / f"{name}.db") == dump(tmp_path / "b" / f"{name}.db")
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+async def test_database_is_wal_and_at_the_newest_version(tmp_path: Path, name: str) -> None:
+    """A service's database is in WAL mode with user_version at its number of migrations."""
+    store = await STORES[name](tmp_path / f"{name}.db")
+    try:
+        with contextlib.closing(sqlite3.connect(tmp_path / f"{name}.db")) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+    finally:
+        await store.close()
+
+
+async def test_seeded_stock_adds_up(tmp_path: Path) -> None:
+    """For every sku, initial = available + reserved, and reserved = the open reservations' lines."""
+    store = await InventoryStore.open(tmp_path / "inventory.db")
+    try:
+        rows = await store.get_many([s.sku for s in demo.STOCK])
+        held = await store.held()
+    finally:
+        await store.close()
+    for initial, row in zip(demo.STOCK, rows, strict=True):
+        assert row.available + row.reserved == initial.initial, row.sku
+        assert row.reserved == held.get(row.sku, 0) == demo.reserved(row.sku), row.sku
+        assert row.available >= 0
+
+
+def test_demo_ids_agree_across_services() -> None:
+    """Every demo order names a demo customer and demo products; order "1" is customer "1"'s, confirmed, 3+ lines."""
+    customer_ids = {c.customer_id for c in demo.CUSTOMERS}
+    skus = {p.sku for p in demo.PRODUCTS}
+    assert {s.sku for s in demo.STOCK} == skus
+    for order in demo.ORDERS:
+        assert order.customer_id in customer_ids
+        assert {sku for sku, _ in order.lines} <= skus
+    first = demo.ORDERS[0]
+    assert (first.order_id, first.customer_id, first.status) == ("1", "1", orders_pb2.ORDER_STATUS_CONFIRMED)
+    assert len(first.lines) >= 3
+    assert [o.order_id for o in demo.ORDERS] == [str(i) for i in range(1, len(demo.ORDERS) + 1)]
+
+
+async def test_reopened_database_keeps_its_data_and_is_not_reseeded(tmp_path: Path) -> None:
+    """A customer created before a restart is there after it, and the demo rows are not added twice."""
+    request = customers_pb2.CreateCustomerRequest(name="Joan Clarke", email="joan@example.org")
+    async with start_service("customers", tmp_path) as address, grpc.aio.insecure_channel(address) as channel:
+        created = await customers_pb2_grpc.CustomerServiceStub(channel).CreateCustomer(request)
+    async with start_service("customers", tmp_path) as address, grpc.aio.insecure_channel(address) as channel:
+        stub = customers_pb2_grpc.CustomerServiceStub(channel)
+        fetched = await stub.GetCustomer(customers_pb2.GetCustomerRequest(customer_id=created.customer.customer_id))
+        assert fetched.customer == created.customer
+        another = await stub.CreateCustomer(customers_pb2.CreateCustomerRequest(name="Bea", email="bea@example.org"))
+        assert int(another.customer.customer_id) == int(created.customer.customer_id) + 1
+    assert count_rows(tmp_path / "customers.db", "customers") == len(demo.CUSTOMERS) + 2
+
+
+async def test_migrations_run_once_and_in_order(tmp_path: Path) -> None:
+    """A later migration runs on an existing database without re-running the seed."""
+    seeded: list[int] = []
+    first = [script("CREATE TABLE t (x INTEGER) STRICT")]
+    db = await Database.open(tmp_path / "x.db", first, lambda conn: seeded.append(1))
+    await db.close()
+    second = [*first, script("ALTER TABLE t ADD COLUMN y INTEGER")]
+    db = await Database.open(tmp_path / "x.db", second, lambda conn: seeded.append(2))
+    try:
+        columns = await db.transaction(lambda conn: [r[1] for r in conn.execute("PRAGMA table_info(t)")])
+        version = await db.transaction(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        await db.close()
+    assert (columns, version, seeded) == (["x", "y"], 2, [1])
+
+
+async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    """Opening a database whose schema is newer than the code's migrations fails, naming the file."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "x.db")) as conn:
+        conn.execute("PRAGMA user_version = 5")
+    with pytest.raises(RuntimeError, match=r"x\.db: schema version 5 is newer"):
+        await Database.open(tmp_path / "x.db", [script("CREATE TABLE t (x INTEGER)")])
+
+
+async def test_a_failing_transaction_writes_nothing(tmp_path: Path) -> None:
+    """An exception inside a transaction rolls back everything it wrote."""
+    db = await Database.open(tmp_path / "x.db", [script("CREATE TABLE t (x INTEGER) STRICT")])
+
+    def write_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        raise ValueError("boom")
+
+    try:
+        with pytest.raises(ValueError, match="boom"):
+            await db.transaction(write_then_fail)
+        assert await db.transaction(lambda conn: conn.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
+    finally:
+        await db.close()

@@ -1,0 +1,46 @@
+"""Helpers for tests that run real pullgate servers in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pullgate.serving import App, ServeOptions, running
+
+
+@contextlib.asynccontextmanager
+async def start_service(
+    name: str, data_dir: Path, upstreams: Mapping[str, Sequence[str]] | None = None
+) -> AsyncIterator[str]:
+    """Run `services.<name>` on 127.0.0.1, port 0, over `data_dir`; yields its address ("127.0.0.1:PORT").
+
+    `upstreams` maps an owner's name to its addresses, as the launcher passes them (orders needs
+    customers, catalog and inventory). The server and its database are closed on exit.
+    """
+    app: App = importlib.import_module(f"services.{name}").app
+    options = ServeOptions(
+        name=name,
+        data_dir=data_dir,
+        upstreams={owner: tuple(addresses) for owner, addresses in (upstreams or {}).items()},
+    )
+    async with app(options) as bindings, running(bindings, "127.0.0.1", 0) as (_, port, _health):
+        yield f"127.0.0.1:{port}"
+
+
+async def rpc_error(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
+    """The status code and details of a call that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value.code(), caught.value.details() or ""
+
+
+def count_rows(db: Path, table: str, where: str = "1") -> int:
+    """Rows of `table` matching `where`, read through a separate read-only connection (tests only)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
