@@ -2,7 +2,8 @@
 
 Every server in pullgate (the four owners and the gateway) runs through `run()`, so they all answer health
 checks, expose reflection for grpcurl and `buf curl`, bound their outgoing calls by the incoming deadline,
-turn errors into status codes in one place, and stop gracefully on SIGTERM or SIGINT.
+turn errors into status codes in one place, inject faults on demand (`--faults`, and at run time only with
+`--allow-fault-injection`; see docs/faults.md), and stop gracefully on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.errors import ServiceError
+from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
 from resilience.errors import ResilienceError
 from resilience.server import DeadlineInterceptor
 
@@ -94,17 +97,49 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 @contextlib.asynccontextmanager
 async def running(
-    bindings: Sequence[Binding], host: str = "127.0.0.1", port: int = 0
+    bindings: Sequence[Binding],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    faults: FaultInjector | None = None,
+    allow_fault_injection: bool = False,
 ) -> AsyncIterator[tuple[grpc.aio.Server, int, HealthServicer]]:
-    """A started server with the bindings, health and reflection; yields (server, bound port, health)."""
-    server = grpc.aio.server(interceptors=[DeadlineInterceptor(), ErrorInterceptor()])
+    """A started server with the bindings, health and reflection; yields (server, bound port, health).
+
+    `faults` holds the faults the application services start with (none by default). With
+    `allow_fault_injection` the admin FaultService is registered to change them at run time; without it the
+    service does not exist, and with no faults for this server either, the fault interceptor is not installed
+    at all (it costs nothing in production). A FaultInjector made here for the admin service alone matches only
+    clauses without a service name; pass `FaultInjector(name)` to match `name=` clauses too.
+    """
+    names = [b.full_name for b in bindings]
+    injector = faults if faults is not None else FaultInjector("")
+    interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
+        # Outermost: the caller's deadline becomes the current one before anything else runs, so an injected
+        # delay spends the caller's time like a slow handler would, and what the handler calls after it gets
+        # only what is left.
+        DeadlineInterceptor(),
+    ]
+    if allow_fault_injection or injector.spec.for_server(injector.server_name):
+        # Faults stand for a sick server or network in front of the application: they act before the handler
+        # runs, and above ErrorInterceptor so an injected abort is passed on as is, never logged or counted as
+        # a bug in the handler. Only the application services are named, so health, reflection and the admin
+        # service itself (which must stay usable to clear faults) are never faulted.
+        interceptors.append(FaultInterceptor(injector, names))
+    # Innermost: it turns what the handler raises into status codes, once.
+    interceptors.append(ErrorInterceptor())
+    server = grpc.aio.server(interceptors=interceptors)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for binding in bindings:
         binding.add(binding.servicer, server)
-    names = [b.full_name for b in bindings]
+    admin: list[str] = []
+    if allow_fault_injection:
+        admin_pb2_grpc.add_FaultServiceServicer_to_server(FaultService(injector), server)
+        admin.append(admin_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        [*names, *admin, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
     )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
@@ -127,12 +162,22 @@ def write_port_file(path: Path, port: int) -> None:
 
 
 async def run(options: ServeOptions, app: App) -> None:
-    """Run one server until SIGTERM or SIGINT, then stop gracefully (in-flight calls get a grace period)."""
+    """Run one server until SIGTERM or SIGINT, then stop gracefully (in-flight calls get a grace period).
+
+    A bad `options.faults` raises FaultSpecError (naming the clause) before the app or the server starts.
+    """
+    faults = FaultInjector(options.name, parse_faults(options.faults))
+    if active := faults.spec.for_server(options.name):
+        log.warning("%s injecting faults: %s", options.name, active)
+    if options.allow_fault_injection:
+        log.warning("%s allows fault injection at run time (pullgate.admin.v1.FaultService)", options.name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with app(options) as bindings, running(bindings, options.host, options.port) as (_, port, _h):
+    async with app(options) as bindings, running(
+        bindings, options.host, options.port, faults=faults, allow_fault_injection=options.allow_fault_injection
+    ) as (_, port, _h):
         log.info("%s serving on %s:%d", options.name, options.host, port)
         if options.port_file is not None:
             write_port_file(options.port_file, port)
