@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -56,3 +56,19 @@ async def wait_for(aw: Awaitable[T], deadline_at: float | None, clock: Clock = S
         task.cancel()
         raise TimeoutError
     return task.result()
+
+
+class Timer(Protocol):
+    def cancel(self) -> object: ...
+
+
+def call_later(clock: Clock, delay: float, callback: Callable[[], object]) -> Timer:
+    """Run `callback` after `delay` seconds on `clock`; cancel() the returned timer to stop it.
+
+    On the real clock this is a loop timer handle (no task); on any other clock a task sleeping on it.
+    """
+    if isinstance(clock, SystemClock):
+        return asyncio.get_running_loop().call_later(max(0.0, delay), callback)
+    task = asyncio.ensure_future(clock.sleep(delay))
+    task.add_done_callback(lambda t: None if t.cancelled() else callback())
+    return task

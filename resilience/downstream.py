@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from resilience import deadline
+from resilience.breaker import StateListener
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.config import DownstreamConfig
 from resilience.context import Call, CallContext
@@ -43,7 +44,7 @@ class Downstream:
         self._clock = clock
         self._transport = Transport(name, list(addresses), clock) if endpoint is None else None
         self.stack: Stack = build(
-            config, self.addresses, endpoint or self._transport or _unreachable, clock, rng or random.Random()
+            name, config, self.addresses, endpoint or self._transport or _unreachable, clock, rng or random.Random()
         )
 
     async def call(
@@ -65,6 +66,17 @@ class Downstream:
                 error.args = (f"{error.downstream}: {error.reason}",)
             raise
         return Result(value, ctx.stats.provenance())
+
+    def add_breaker_listener(self, listener: StateListener) -> None:
+        """Call `listener(downstream, replica, old, new)` on every breaker state change (also logged)."""
+        breaker = self.stack.get("breaker")
+        if breaker is not None:
+            breaker.add_listener(listener)
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each replica's breaker state: "closed", "open" or "half-open" (empty when breakers are off)."""
+        breaker = self.stack.get("breaker")
+        return {} if breaker is None else {r: b.state for r, b in breaker.breakers.items()}
 
     async def close(self) -> None:
         if self._transport is not None:

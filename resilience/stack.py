@@ -13,15 +13,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from resilience.balance import Balance
+from resilience.breaker import Breaker
+from resilience.budget import Budget
+from resilience.bulkhead import Bulkhead
+from resilience.cache import Cached
 from resilience.clock import Clock
 from resilience.config import DownstreamConfig
 from resilience.context import Call, CallContext, Policy
+from resilience.hedge import Hedge
+from resilience.retry import Retry, RetryPolicy
+from resilience.select import RetryOrHedge
 from resilience.timeouts import AttemptTimeout, TotalTimeout
+from resilience.traced import Traced
 
 LAYERS: tuple[tuple[str, str], ...] = (
-    ("total_timeout", "the caller's deadline (propagated from the incoming RPC) bounds all attempts"),
-    ("balance", "picks a replica per attempt, so each retry or hedge can go to a different one than before"),
-    ("attempt_timeout", "each attempt's own slice, clipped by what is left of the call's deadline"),
+    ("traced", "outermost, so one span covers the whole logical call: cache hits, attempts, hedges, breakers"),
+    ("cached", "above the timeout and retries: a hit costs no deadline, no attempt, no budget; and on the way "
+     "back it sees the final failure of all attempts, so stale-if-error judges the call, not one attempt"),
+    ("total_timeout", "the caller's deadline (propagated from the incoming RPC) bounds every attempt and every "
+     "backoff or hedge delay below; it never grows back"),
+    ("retry_or_hedge", "one or the other per method (gRFC A6), both on one budget; above Balance so each new "
+     "attempt is balanced afresh and can go to a different replica"),
+    ("balance", "picks a replica per attempt (power of two choices), avoiding those tried before and those "
+     "whose breaker is open"),
+    ("breaker", "per replica, below retry/hedge so every attempt counts; fails fast before taking a bulkhead "
+     "slot; a cancelled hedge loser is not a failure"),
+    ("bulkhead", "bounds calls in flight to the owner; below the breaker so a refused call holds no slot"),
+    ("attempt_timeout", "each attempt's own slice, clipped by what is left; lowest, so the slice measures the "
+     "network call and not the wait for a bulkhead slot"),
 )
 """(name, why) outermost first; the transport sits below the last one."""
 
@@ -33,8 +52,13 @@ class Stack:
     policies: tuple[tuple[str, Policy], ...]
     call: Call
 
-    def __getitem__(self, name: str) -> Any:
-        return dict(self.policies)[name]
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.policies)
+
+    def get(self, name: str) -> Any:
+        """The policy called `name`, or None when it is switched off."""
+        return dict(self.policies).get(name)
 
 
 def compose(policies: Sequence[Policy], endpoint: Call) -> Call:
@@ -50,13 +74,32 @@ async def _bind(policy: Policy, inner: Call, request: Any, ctx: CallContext) -> 
 
 
 def build(
-    config: DownstreamConfig, replicas: Sequence[str], endpoint: Call, clock: Clock, rng: random.Random
+    downstream: str,
+    config: DownstreamConfig,
+    replicas: Sequence[str],
+    endpoint: Call,
+    clock: Clock,
+    rng: random.Random,
 ) -> Stack:
-    """The stack for one downstream."""
-    made: dict[str, Policy] = {
-        "total_timeout": TotalTimeout(config.timeout, clock),
-        "balance": Balance(replicas, rng),
+    """The stack for one downstream; a policy switched off in the config is left out of it."""
+    budget = Budget(config.budget, clock)
+    total = TotalTimeout(config.timeout, clock)
+    breaker = Breaker(downstream, tuple(replicas), config.breaker, clock) if config.breaker.enabled else None
+    retry = Retry(RetryPolicy(config.retry, budget, rng), clock) if config.retry.enabled else None
+    hedge = Hedge(config.hedging, budget, clock) if config.hedging.enabled else None
+    made: dict[str, Policy | None] = {
+        "traced": Traced(),
+        "cached": Cached(config.cache, total, clock) if config.cache.enabled else None,
+        "total_timeout": total,
+        "retry_or_hedge": RetryOrHedge(retry, hedge) if retry or hedge else None,
+        "balance": Balance(replicas, rng, breaker.usable if breaker else _always),
+        "breaker": breaker,
+        "bulkhead": Bulkhead(downstream, config.bulkhead, clock) if config.bulkhead.enabled else None,
         "attempt_timeout": AttemptTimeout(config.timeout, clock),
     }
-    ordered = tuple((name, made[name]) for name, _ in LAYERS)
+    ordered = tuple((name, policy) for name, _ in LAYERS if (policy := made[name]) is not None)
     return Stack(ordered, compose([p for _, p in ordered], endpoint))
+
+
+def _always(replica: str) -> bool:
+    return True

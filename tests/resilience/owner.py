@@ -67,6 +67,12 @@ class _Servicer(catalog_pb2_grpc.CatalogServiceServicer):
         )
 
 
+    async def BatchGetProducts(
+        self, request: catalog_pb2.BatchGetProductsRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> catalog_pb2.BatchGetProductsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
+
+
 @contextlib.asynccontextmanager
 async def serving(owner: Owner | None = None) -> AsyncIterator[Owner]:
     """A started owner on 127.0.0.1:<free port>, stopped on exit."""

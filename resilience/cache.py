@@ -1,0 +1,151 @@
+"""Short-lived caches of read answers, single-flight of identical calls, and stale-if-error.
+
+Per downstream method, in memory only, bounded:
+
+- `fresh`: a cachetools TTLCache (injected clock) of answers younger than `ttl`. A caller reads it only if the
+  entry is also younger than the caller's `max_staleness`; a strong read (0.0) never reads it but fills it.
+- single-flight: concurrent identical calls (same method, same request bytes) share one downstream call.
+  Each waiter keeps its own deadline: a waiter that times out or is cancelled leaves, and the shared call is
+  cancelled only when its last waiter is gone. The shared call runs under its first waiter's deadline; a later
+  waiter with more time left, whose shared call ran out of time, starts another.
+- `stale`: a second, separate TTLCache holding the last good answer for `max_stale` seconds (the longest
+  staleness any caller may accept). When the owner cannot answer (not when it answers "no", like NOT_FOUND),
+  a caller gets this answer if it is within its `max_staleness`, labelled STALE with the reason.
+
+cachetools is not thread-safe and knows nothing of asyncio; all of this runs on one event loop, between awaits.
+Cached answers are shared objects: callers must treat `Result.value` as read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import TTLCache
+
+from resilience.clock import SYSTEM_CLOCK, Clock, wait_for
+from resilience.config import CacheConfig
+from resilience.context import Call, CallContext, CallStats
+from resilience.deadline import Deadline
+from resilience.errors import DeadlineExceeded, ResilienceError
+from resilience.outcome import Outcome, classify
+from resilience.result import Source
+from resilience.timeouts import TotalTimeout
+
+
+@dataclass(slots=True)
+class _Flight:
+    task: asyncio.Task[Any]
+    stats: CallStats
+    deadline: Deadline | None
+    waiters: int = 0
+
+
+@dataclass(slots=True)
+class MethodCache:
+    """The caches of one method, and its calls in flight."""
+
+    fresh: TTLCache[bytes, tuple[Any, float]]
+    stale: TTLCache[bytes, tuple[Any, float]] | None
+    flights: dict[bytes, _Flight] = field(default_factory=dict)
+    downstream_calls: int = 0
+
+
+class Cached:
+    """Answers reads from the cache when the caller allows it, shares identical calls, and serves stale on error."""
+
+    def __init__(self, config: CacheConfig, total: TotalTimeout, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self._total = total
+        self._clock = clock
+        self.methods: dict[str, MethodCache] = {}
+
+    def cache(self, path: str) -> MethodCache:
+        found = self.methods.get(path)
+        if found is None:
+            c = self.config
+            timer = self._clock.now
+            stale: TTLCache[bytes, tuple[Any, float]] | None = None
+            if c.max_stale > 0:
+                stale = TTLCache(c.max_stale_entries, c.max_stale, timer=timer)
+            found = self.methods[path] = MethodCache(TTLCache(c.max_entries, c.ttl, timer=timer), stale)
+        return found
+
+    async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
+        if not ctx.method.cacheable:
+            return await inner(request, ctx)
+        bound = self.config.max_staleness if ctx.max_staleness is None else ctx.max_staleness
+        cache = self.cache(ctx.method.path)
+        key: bytes = request.SerializeToString(deterministic=True)
+        if bound > 0:
+            hit = cache.fresh.get(key)
+            if hit is not None:
+                age = self._clock.now() - hit[1]
+                if age <= bound:
+                    ctx.stats.source, ctx.stats.age, ctx.stats.attempts = Source.CACHED, age, 0
+                    return hit[0]
+        try:
+            return await self._shared(key, request, ctx, inner, cache)
+        except ResilienceError as error:
+            if bound <= 0 or cache.stale is None or classify(error) is Outcome.CALLER_ERROR:
+                raise
+            old = cache.stale.get(key)
+            if old is None:
+                raise
+            age = self._clock.now() - old[1]
+            if age > bound:
+                raise
+            ctx.stats.source, ctx.stats.age, ctx.stats.reason = Source.STALE, age, error.reason
+            return old[0]
+
+    async def _shared(self, key: bytes, request: Any, ctx: CallContext, inner: Call, cache: MethodCache) -> Any:
+        mine = self._total.deadline_for(ctx)
+        while True:
+            flight = cache.flights.get(key)
+            if flight is None:
+                flight = self._start(key, request, ctx, mine, inner, cache)
+            flight.waiters += 1
+            try:
+                response = await wait_for(asyncio.shield(flight.task), None if mine is None else mine.at, self._clock)
+            except TimeoutError:
+                raise DeadlineExceeded(ctx.downstream, "deadline exceeded", sent=False) from None
+            except DeadlineExceeded:
+                ran_out_first = flight.deadline is not None and (mine is None or flight.deadline.at < mine.at)
+                if ran_out_first and (mine is None or not mine.expired(self._clock)):
+                    continue  # the shared call had less time than this waiter; try again with ours
+                raise
+            finally:
+                flight.waiters -= 1
+                if flight.waiters == 0 and not flight.task.done():
+                    flight.task.cancel()
+                    if cache.flights.get(key) is flight:
+                        del cache.flights[key]
+                ctx.stats.copy_from(flight.stats)
+            return response
+
+    def _start(
+        self, key: bytes, request: Any, ctx: CallContext, deadline: Deadline | None, inner: Call, cache: MethodCache
+    ) -> _Flight:
+        shared = CallContext(ctx.method, ctx.downstream, deadline, ctx.max_staleness)
+        task = asyncio.get_running_loop().create_task(self._fill(key, request, shared, inner, cache))
+        flight = _Flight(task, shared.stats, deadline)
+        cache.flights[key] = flight
+        cache.downstream_calls += 1
+
+        def landed(t: asyncio.Task[Any]) -> None:
+            if cache.flights.get(key) is flight:
+                del cache.flights[key]
+            if not t.cancelled():
+                t.exception()  # retrieved here, so a flight nobody awaits any more is not reported as lost
+
+        task.add_done_callback(landed)
+        return flight
+
+    async def _fill(self, key: bytes, request: Any, ctx: CallContext, inner: Call, cache: MethodCache) -> Any:
+        response = await inner(request, ctx)
+        now = self._clock.now()
+        cache.fresh[key] = (response, now)
+        if cache.stale is not None:
+            cache.stale[key] = (response, now)
+        return response
