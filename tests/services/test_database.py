@@ -17,13 +17,15 @@ from services._sqlite import Database, script
 from services.catalog.store import ProductStore
 from services.customers.store import CustomerStore
 from services.inventory.store import InventoryStore
+from services.orders.store import OrderStore
 from tests.support import count_rows, start_service
 
-Store = CustomerStore | ProductStore | InventoryStore
+Store = CustomerStore | ProductStore | InventoryStore | OrderStore
 STORES: dict[str, Callable[[Path], Awaitable[Store]]] = {
     "customers": CustomerStore.open,
     "catalog": ProductStore.open,
     "inventory": InventoryStore.open,
+    "orders": OrderStore.open,
 }
 
 
@@ -65,6 +67,31 @@ async def test_seeded_stock_adds_up(tmp_path: Path) -> None:
         assert row.available + row.reserved == initial.initial, row.sku
         assert row.reserved == held.get(row.sku, 0) == demo.reserved(row.sku), row.sku
         assert row.available >= 0
+
+
+async def test_seeded_orders_match_seeded_reservations(tmp_path: Path) -> None:
+    """Each CONFIRMED demo order holds a reservation of exactly its lines under its id; others hold none."""
+    for name in ("orders", "inventory"):
+        await (await STORES[name](tmp_path / f"{name}.db")).close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "inventory.db")) as conn:
+        held = {
+            (reservation_id, sku, quantity)
+            for reservation_id, sku, quantity in conn.execute(
+                "SELECT reservation_id, sku, quantity FROM reservation_lines "
+                "JOIN reservations USING (reservation_id) WHERE release_time IS NULL"
+            )
+        }
+    with contextlib.closing(sqlite3.connect(tmp_path / "orders.db")) as conn:
+        ordered = {
+            (order_id, sku, quantity)
+            for order_id, sku, quantity in conn.execute(
+                "SELECT order_id, sku, quantity FROM order_lines JOIN orders USING (order_id) WHERE status = ?",
+                (orders_pb2.ORDER_STATUS_CONFIRMED,),
+            )
+        }
+        statuses = dict(conn.execute("SELECT order_id, status FROM orders").fetchall())
+    assert held == ordered
+    assert statuses == {o.order_id: o.status for o in demo.ORDERS}
 
 
 def test_demo_ids_agree_across_services() -> None:

@@ -1,0 +1,45 @@
+"""The orders service: owns orders in `<data_dir>/orders.db`, placing them with customers, catalog and inventory.
+
+Needs `options.upstreams` for customers, catalog and inventory. On start it drives any order left PENDING
+(by a crash or an unreachable owner) to CONFIRMED or CANCELLED in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from pullgate.orders.v1 import orders_pb2, orders_pb2_grpc
+from pullgate.serving import Binding, ServeOptions
+from resilience import ResilienceConfig
+from services.orders.owners import Owners
+from services.orders.placement import Placement
+from services.orders.servicer import OrderServicer
+from services.orders.store import OrderStore
+
+__all__ = ["app"]
+
+SERVICE = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
+
+
+@contextlib.asynccontextmanager
+async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
+    """Open (create, migrate, seed) the database, connect to the owners, start recovery, yield the binding."""
+    config = ResilienceConfig() if options.config_file is None else ResilienceConfig.load(options.config_file)
+    async with contextlib.AsyncExitStack() as stack:
+        owners = Owners.connect(options.upstreams, config)
+        stack.push_async_callback(owners.close)
+        store = await OrderStore.open(options.data_dir / "orders.db")
+        stack.push_async_callback(store.close)
+        placement = Placement(store, owners)
+        stack.push_async_callback(placement.close)
+        recovery = asyncio.create_task(placement.recover(), name="orders-recovery")
+        stack.push_async_callback(_cancel, recovery)
+        yield [Binding(SERVICE, orders_pb2_grpc.add_OrderServiceServicer_to_server, OrderServicer(store, placement))]
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
