@@ -1,0 +1,140 @@
+"""Hedged reads: a second attempt after the delay, to another replica; the first answer wins, the loser is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import grpc
+
+from pullgate.catalog.v1 import catalog_pb2
+from pullgate.inventory.v1 import inventory_pb2
+from resilience import BreakerConfig, Downstream, DownstreamConfig, HedgingConfig
+from resilience.config import BudgetConfig, BulkheadConfig, CacheConfig
+from resilience.hedge import LatencyTracker
+from resilience.testing import FakeClock, settle
+from tests.resilience.scripted import KEYED_WRITE, OK, READ, Scripted, Step
+
+NO_CACHE = DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(hedging_delay=0.05))
+REPLICAS = ["a:1", "b:1"]
+
+
+def slow_first(n: int, replica: str) -> Step:
+    return Step(delay=1.0) if n == 0 else Step(delay=0.01)
+
+
+async def test_slow_attempt_is_hedged_to_another_replica_and_loser_cancelled() -> None:
+    """After the hedge delay a second attempt goes to the other replica; it wins and the first is cancelled."""
+    clock = FakeClock()
+    script = Scripted(clock, slow_first)
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=script, rng=random.Random(3))
+    call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+    await clock.advance(0.04)
+    assert len(script.calls) == 1
+    await clock.advance(0.02)
+    assert len(script.calls) == 2
+    assert script.calls[0] != script.calls[1]
+    await clock.advance(0.01)
+    result = await call
+    await settle()
+    assert result.provenance.hedged
+    assert result.provenance.hedge_won
+    assert result.provenance.replica == script.calls[1]
+    assert script.cancelled == [script.calls[0]]
+
+
+async def test_cancelled_hedge_loser_never_counts_against_the_breaker() -> None:
+    """Hedge losers are cancelled many times over; their replica's breaker stays closed with no failure counted."""
+    clock = FakeClock()
+    config = DownstreamConfig(
+        cache=CacheConfig(enabled=False),
+        hedging=HedgingConfig(hedging_delay=0.05, max_extra_load=1.0),
+        breaker=BreakerConfig(fail_max=1),
+        budget=BudgetConfig(token_ratio=1.0),
+    )
+    script = Scripted(clock, lambda n, r: Step(delay=1.0) if r == "a:1" else Step(delay=0.01))
+    downstream = Downstream("catalog", REPLICAS, config, clock, endpoint=script, rng=random.Random(3))
+    for _ in range(5):
+        call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+        while not call.done():
+            await clock.advance(0.01)
+        await call
+    await settle()
+    assert "a:1" in script.cancelled
+    assert downstream.breaker_states() == {"a:1": "closed", "b:1": "closed"}
+    assert downstream.stack.get("breaker").breakers["a:1"]._breaker.fail_counter == 0
+
+
+async def test_fast_answer_sends_no_hedge() -> None:
+    """An attempt that answers before the delay is the only one."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: Step(delay=0.01))
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=script)
+    call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+    await clock.advance(0.2)
+    result = await call
+    assert not result.provenance.hedged
+    assert len(script.calls) == 1
+
+
+async def test_hedges_are_capped_by_max_extra_load() -> None:
+    """With every call slow and a 10% cap (floor 1/s over 10 s), hedges stay within the cap plus floor."""
+    clock = FakeClock()
+    config = DownstreamConfig(
+        cache=CacheConfig(enabled=False),
+        hedging=HedgingConfig(hedging_delay=0.05, max_extra_load=0.1),
+        bulkhead=BulkheadConfig(max_concurrent=1000),
+    )
+    script = Scripted(clock, lambda n, r: Step(delay=0.1))
+    downstream = Downstream("catalog", REPLICAS, config, clock, endpoint=script)
+    calls = [asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x"))) for _ in range(200)]
+    while not all(c.done() for c in calls):
+        await clock.advance(0.01)
+    hedged = sum(1 for c in calls if c.result().provenance.hedged)
+    assert hedged <= 0.1 * 200 + 10  # the ratio, plus the floor of 1 per second over a 10 s window
+    assert hedged < 200
+
+
+async def test_keyed_writes_are_never_hedged() -> None:
+    """An IDEMPOTENT write waits for its one attempt however slow it is."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: Step(delay=0.5))
+    downstream = Downstream("inventory", REPLICAS, NO_CACHE, clock, endpoint=script)
+    call = asyncio.create_task(downstream.call(KEYED_WRITE, inventory_pb2.ReserveStockRequest()))
+    await clock.advance(0.6)
+    result = await call
+    assert len(script.calls) == 1
+    assert not result.provenance.hedged
+
+
+async def test_hedge_that_cannot_finish_in_time_is_not_sent() -> None:
+    """With less than twice the hedge delay left, no hedge is sent."""
+    clock = FakeClock()
+    config = DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(hedging_delay=0.4))
+    script = Scripted(clock, lambda n, r: Step(delay=0.5))
+    downstream = Downstream("catalog", REPLICAS, config, clock, endpoint=script)
+    from resilience import deadline
+
+    with deadline.scope(deadline.Deadline.after(0.7, clock)):
+        call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+    await clock.advance(0.6)
+    await call
+    assert len(script.calls) == 1
+
+
+async def test_retryable_failure_sends_the_next_attempt_at_once() -> None:
+    """Under hedging, an UNAVAILABLE attempt is followed at once by one to the other replica (gRFC A6)."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: Step(code=grpc.StatusCode.UNAVAILABLE) if n == 0 else OK)
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=script)
+    result = await downstream.call(READ, catalog_pb2.GetProductRequest(sku="x"))
+    assert result.provenance.attempts == 2
+    assert script.calls[0] != script.calls[1]
+
+
+def test_latency_tracker_reports_the_percentile() -> None:
+    """The p95 of 1..100 ms is 96 ms (the sample at index 95 of 100)."""
+    tracker = LatencyTracker(0.95, window=100, every=100)
+    for ms in range(1, 101):
+        tracker.record(ms / 1000)
+    assert tracker.percentile() == 0.096
