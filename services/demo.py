@@ -83,8 +83,8 @@ PRODUCTS: tuple[Product, ...] = tuple(
 )
 
 STOCK: tuple[Stock, ...] = tuple(
-    # A spread of stock levels; SKU-030 (the gift card) starts at 0 so "out of stock" can be shown.
-    Stock(sku=product.sku, initial=0 if product.sku == "SKU-030" else 5 + (i * 37) % 96)
+    # A spread of 20 to 100 units; SKU-030 (the gift card) starts at 0 so "out of stock" can be shown.
+    Stock(sku=product.sku, initial=0 if product.sku == "SKU-030" else 20 + (i * 37) % 81)
     for i, product in enumerate(PRODUCTS)
 )
 

@@ -43,9 +43,9 @@ _REFUSALS = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
 
 def _refusal(error: ResilienceError) -> str | None:
     """The owner's reason if `error` is its answer that the order cannot be placed; None if it did not answer."""
-    if isinstance(error, StatusError) and error.code in _REFUSALS:
-        return error.details or error.reason
-    return None
+    if error.code not in _REFUSALS:
+        return None
+    return (error.details if isinstance(error, StatusError) else "") or error.reason
 
 
 def _settled(order: OrderRow) -> OrderRow:

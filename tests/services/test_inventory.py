@@ -71,10 +71,11 @@ async def test_reserve_moves_units_from_available_to_reserved(stub: Stub) -> Non
 async def test_insufficient_stock_reserves_nothing(stub: Stub, tmp_path: Path) -> None:
     """Too little stock for one line is FAILED_PRECONDITION naming the sku, and no line is reserved."""
     before = await stock(stub, "SKU-006", "SKU-001")
-    request = pb.ReserveStockRequest(reservation_id="r1", lines=[line("SKU-006", 1), line("SKU-001", 2)])
+    too_many = before[1].available + 1
+    request = pb.ReserveStockRequest(reservation_id="r1", lines=[line("SKU-006", 1), line("SKU-001", too_many)])
     code, details = await rpc_error(stub.ReserveStock(request))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert details == "insufficient stock for sku 'SKU-001': 2 requested, 1 available"
+    assert details == f"insufficient stock for sku 'SKU-001': {too_many} requested, {before[1].available} available"
     assert await stock(stub, "SKU-006", "SKU-001") == before
     assert count_rows(tmp_path / "inventory.db", "reservations", "reservation_id = 'r1'") == 0
 
@@ -170,17 +171,17 @@ async def test_release_requires_an_id(stub: Stub) -> None:
 
 async def test_concurrent_reservations_never_oversell(stub: Stub, tmp_path: Path) -> None:
     """50 concurrent two-line reservations: exactly as many succeed as the scarce sku allows, each all or none."""
-    [scarce, plenty] = await stock(stub, "SKU-009", "SKU-006")
+    [scarce, plenty] = await stock(stub, "SKU-012", "SKU-025")
     assert 0 < scarce.available < 50 <= plenty.available
     requests = [
-        pb.ReserveStockRequest(reservation_id=f"c{i}", lines=[line("SKU-006", 1), line("SKU-009", 1)])
+        pb.ReserveStockRequest(reservation_id=f"c{i}", lines=[line("SKU-025", 1), line("SKU-012", 1)])
         for i in range(50)
     ]
     results = await asyncio.gather(*(stub.ReserveStock(r) for r in requests), return_exceptions=True)
     refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert all(r.code() == grpc.StatusCode.FAILED_PRECONDITION for r in refused)
     assert len(results) - len(refused) == scarce.available
-    [scarce_after, plenty_after] = await stock(stub, "SKU-009", "SKU-006")
+    [scarce_after, plenty_after] = await stock(stub, "SKU-012", "SKU-025")
     assert scarce_after.available == 0
     assert plenty_after.reserved == plenty.reserved + scarce.available, "a refused reservation took no line"
     for s in (scarce_after, plenty_after):

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pullgate.inventory.v1.inventory_pb2_grpc import InventoryServiceAsyncStub
     from pullgate.orders.v1.orders_pb2_grpc import OrderServiceAsyncStub
 
+AVAILABLE = {s.sku: s.initial - demo.reserved(s.sku) for s in demo.STOCK}
 CONFIRMED, CANCELLED, PENDING = pb.ORDER_STATUS_CONFIRMED, pb.ORDER_STATUS_CANCELLED, pb.ORDER_STATUS_PENDING
 
 
@@ -178,7 +179,8 @@ async def test_create_order_reserves_stock_and_confirms(system: System) -> None:
     [
         (create("k", "999", SKU_003=1), "customer '999' not found"),
         (create("k", "2", SKU_003=1, SKU_999=1), "product 'SKU-999' not found"),
-        (create("k", "2", SKU_003=1, SKU_001=5), "insufficient stock for sku 'SKU-001': 5 requested, 1 available"),
+        (create("k", "2", SKU_003=1, SKU_001=100),
+         f"insufficient stock for sku 'SKU-001': 100 requested, {AVAILABLE['SKU-001']} available"),
         (create("k", "2", SKU_030=1), "insufficient stock for sku 'SKU-030': 1 requested, 0 available"),
     ],
 )
