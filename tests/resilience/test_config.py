@@ -58,7 +58,7 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     """A file that is not TOML is reported with its path."""
     path = tmp_path / "broken.toml"
     path.write_text("[resilience\n")
-    with pytest.raises(ConfigError, match="broken.toml"):
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
         ResilienceConfig.load(path)
 
 

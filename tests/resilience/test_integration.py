@@ -1,0 +1,160 @@
+"""The layer against real grpc.aio servers on port 0: deadlines across processes' wire, hedges, retries, breakers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from resilience import (
+    BreakerConfig,
+    CircuitOpen,
+    DeadlineInterceptor,
+    Downstream,
+    DownstreamConfig,
+    HedgingConfig,
+    ResilienceError,
+    RetryConfig,
+    StatusError,
+)
+from resilience.config import CacheConfig
+from tests.resilience.owner import GET_PRODUCT, Owner, Script, serving
+
+REQUEST = catalog_pb2.GetProductRequest(sku="x")
+NO_CACHE = CacheConfig(enabled=False)
+
+
+class _Front(catalog_pb2_grpc.CatalogServiceServicer):
+    """A server whose handler calls the owner through the layer, passing no timeout by hand."""
+
+    def __init__(self, downstream: Downstream) -> None:
+        self.downstream = downstream
+
+    async def GetProduct(
+        self, request: catalog_pb2.GetProductRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> catalog_pb2.GetProductResponse:
+        return (await self.downstream.call(GET_PRODUCT, request)).value
+
+    async def BatchGetProducts(
+        self, request: catalog_pb2.BatchGetProductsRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> catalog_pb2.BatchGetProductsResponse:
+        raise NotImplementedError
+
+
+@contextlib.asynccontextmanager
+async def front(downstream: Downstream) -> AsyncIterator[str]:
+    server = grpc.aio.server(interceptors=[DeadlineInterceptor()])
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(_Front(downstream), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+async def test_incoming_deadline_bounds_the_outgoing_call() -> None:
+    """A client's 0.5 s deadline on the front reaches the owner as at most 0.5 s, though the total timeout is 5 s."""
+    async with serving() as owner:
+        downstream = Downstream("catalog", [owner.address], DownstreamConfig(cache=NO_CACHE))
+        async with front(downstream) as address, grpc.aio.insecure_channel(address) as channel:
+            stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+            await stub.GetProduct(REQUEST, timeout=0.5)
+        await downstream.close()
+    (remaining,) = owner.time_remaining
+    assert remaining is not None
+    assert 0.0 < remaining <= 0.5
+
+
+async def test_owner_too_slow_for_the_incoming_deadline_fails_with_deadline_exceeded() -> None:
+    """The front's caller gets DEADLINE_EXCEEDED at its own deadline, not the layer's 5 s total."""
+    async with serving(Owner(script=lambda n: Script(delay=2.0))) as owner:
+        downstream = Downstream("catalog", [owner.address], DownstreamConfig(cache=NO_CACHE))
+        async with front(downstream) as address, grpc.aio.insecure_channel(address) as channel:
+            stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+            start = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.GetProduct(REQUEST, timeout=0.3)
+            assert time.monotonic() - start < 1.0
+        await downstream.close()
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_server_sees_the_hedge_losers_cancellation() -> None:
+    """The slow replica's handler is cancelled once the hedge to the fast replica has answered."""
+    slow = Owner(name="slow", script=lambda n: Script(delay=5.0))
+    fast = Owner(name="fast")
+    async with serving(slow), serving(fast):
+        config = DownstreamConfig(cache=NO_CACHE, hedging=HedgingConfig(hedging_delay=0.05))
+        downstream = Downstream("catalog", [slow.address, fast.address], config)
+        try:
+            for _ in range(20):  # the first attempt goes to the slow replica on some of these
+                result = await downstream.call(GET_PRODUCT, REQUEST)
+                if slow.calls:
+                    break
+            assert result.value.product.title == "fast"
+            await asyncio.wait_for(slow.cancelled_event.wait(), 2.0)
+        finally:
+            await downstream.close()
+    assert slow.cancelled >= 1
+    assert result.provenance.hedge_won
+
+
+async def test_a_retry_goes_to_the_other_replica() -> None:
+    """With one replica UNAVAILABLE and two attempts, every call succeeds: each retry avoids the failed replica."""
+    sick = Owner(name="sick", script=lambda n: Script(code=grpc.StatusCode.UNAVAILABLE))
+    well = Owner(name="well")
+    async with serving(sick), serving(well):
+        config = DownstreamConfig(
+            cache=NO_CACHE,
+            hedging=HedgingConfig(enabled=False),
+            breaker=BreakerConfig(enabled=False),
+            retry=RetryConfig(max_attempts=2, initial_backoff=0.001),
+        )
+        downstream = Downstream("catalog", [sick.address, well.address], config)
+        try:
+            results = [await downstream.call(GET_PRODUCT, REQUEST) for _ in range(20)]
+        finally:
+            await downstream.close()
+    assert sick.calls > 0
+    assert all(r.value.product.title == "well" for r in results)
+    assert all(r.provenance.replica == well.address for r in results)
+
+
+async def test_grpc_does_not_retry_under_us() -> None:
+    """With the layer's retries off, an UNAVAILABLE owner sees exactly one call: grpc's own retries are off."""
+    owner = Owner(script=lambda n: Script(code=grpc.StatusCode.UNAVAILABLE))
+    async with serving(owner):
+        config = DownstreamConfig(cache=NO_CACHE, hedging=HedgingConfig(enabled=False), retry=RetryConfig(enabled=False))
+        downstream = Downstream("catalog", [owner.address], config)
+        try:
+            with pytest.raises(StatusError):
+                await downstream.call(GET_PRODUCT, REQUEST)
+        finally:
+            await downstream.close()
+    assert owner.calls == 1
+
+
+async def test_killed_owner_opens_the_breaker_and_calls_fail_fast() -> None:
+    """Once the owner is gone and the breaker open, calls fail with UNAVAILABLE in well under 5 ms."""
+    async with serving() as owner:
+        address = owner.address
+    config = DownstreamConfig(cache=NO_CACHE, breaker=BreakerConfig(fail_max=3, reset_timeout=30.0))
+    downstream = Downstream("catalog", [address], config)
+    try:
+        for _ in range(5):
+            with pytest.raises(ResilienceError):
+                await downstream.call(GET_PRODUCT, REQUEST)
+        assert downstream.breaker_states() == {address: "open"}
+        start = time.perf_counter()
+        with pytest.raises(CircuitOpen) as raised:
+            await downstream.call(GET_PRODUCT, REQUEST)
+        assert time.perf_counter() - start < 0.005
+    finally:
+        await downstream.close()
+    assert raised.value.code is grpc.StatusCode.UNAVAILABLE
