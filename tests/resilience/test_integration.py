@@ -130,7 +130,8 @@ async def test_grpc_does_not_retry_under_us() -> None:
     """With the layer's retries off, an UNAVAILABLE owner sees exactly one call: grpc's own retries are off."""
     owner = Owner(script=lambda n: Script(code=grpc.StatusCode.UNAVAILABLE))
     async with serving(owner):
-        config = DownstreamConfig(cache=NO_CACHE, hedging=HedgingConfig(enabled=False), retry=RetryConfig(enabled=False))
+        no_hedge, no_retry = HedgingConfig(enabled=False), RetryConfig(enabled=False)
+        config = DownstreamConfig(cache=NO_CACHE, hedging=no_hedge, retry=no_retry)
         downstream = Downstream("catalog", [owner.address], config)
         try:
             with pytest.raises(StatusError):
