@@ -1,0 +1,35 @@
+"""The aggregating gateway: serves read views joined from the owning services, and forwards writes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from gateway.servicer import GatewayServicer
+from gateway.views import Owners
+from pullgate.config import load
+from pullgate.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from pullgate.serving import Binding, ServeOptions
+from resilience import Downstream
+
+OWNERS = ("customers", "catalog", "inventory", "orders")
+
+
+@contextlib.asynccontextmanager
+async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
+    """The gateway's servicer with a resilient client per owner, closed when the server stops."""
+    missing = [name for name in OWNERS if not options.upstreams.get(name)]
+    if missing:
+        raise ValueError(f"the gateway needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
+    config = load(options.config_file)
+    owners = Owners(*(Downstream(name, options.upstreams[name], config.resilience.for_downstream(name))
+                      for name in OWNERS))
+    try:
+        yield [Binding(gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
+                       gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
+                       GatewayServicer(owners, config.gateway))]
+    finally:
+        await owners.close()
+
+
+__all__ = ["app"]

@@ -1,0 +1,44 @@
+"""What a caller's ReadOptions mean for each downstream call: how stale a part may be, and whether to fail."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pullgate.errors import InvalidArgument
+from pullgate.gateway.v1 import gateway_pb2 as pb
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMode:
+    """A read's consistency, resolved against the gateway's defaults."""
+
+    consistency: pb.Consistency.ValueType
+    max_staleness: float  # seconds; 0.0 = live only, math.inf = anything the stale store holds
+
+    @property
+    def strong(self) -> bool:
+        """A strong read fails rather than answer with anything not live."""
+        return self.consistency == pb.CONSISTENCY_STRONG
+
+    @property
+    def name(self) -> str:
+        return pb.Consistency.Name(self.consistency).removeprefix("CONSISTENCY_").lower()
+
+
+def resolve(read: pb.ReadOptions, default_max_staleness: float, field: str = "read") -> ReadMode:
+    """Turn the wire ReadOptions into a ReadMode; INVALID_ARGUMENT names the field that is wrong."""
+    consistency = read.consistency or pb.CONSISTENCY_BOUNDED_STALENESS
+    if consistency not in pb.Consistency.values():
+        raise InvalidArgument(f"{field}.consistency", f"unknown value {consistency}")
+    has_bound = read.HasField("max_staleness")
+    bound = read.max_staleness.ToTimedelta().total_seconds() if has_bound else default_max_staleness
+    if has_bound and bound < 0:
+        raise InvalidArgument(f"{field}.max_staleness", "must not be negative")
+    if has_bound and consistency != pb.CONSISTENCY_BOUNDED_STALENESS:
+        raise InvalidArgument(f"{field}.max_staleness", "only applies to CONSISTENCY_BOUNDED_STALENESS")
+    if consistency == pb.CONSISTENCY_STRONG:
+        return ReadMode(consistency, 0.0)
+    if consistency == pb.CONSISTENCY_AVAILABLE:
+        return ReadMode(consistency, math.inf)
+    return ReadMode(consistency, bound)

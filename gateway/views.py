@@ -1,0 +1,132 @@
+"""The two read views: each pulls its parts from their owners, concurrently, with a fixed number of calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.parts import Part, Provenance, fetch
+from gateway.reads import ReadMode
+from pullgate import methods
+from pullgate.catalog.v1 import catalog_pb2
+from pullgate.customers.v1 import customers_pb2
+from pullgate.gateway.v1 import gateway_pb2 as pb
+from pullgate.inventory.v1 import inventory_pb2
+from pullgate.orders.v1 import orders_pb2
+from resilience import Downstream, deadline
+
+
+@dataclass(frozen=True)
+class Owners:
+    """A resilient client for each owning service."""
+
+    customers: Downstream
+    catalog: Downstream
+    inventory: Downstream
+    orders: Downstream
+
+    async def close(self) -> None:
+        for owner in (self.customers, self.catalog, self.inventory, self.orders):
+            await owner.close()
+
+
+async def _all(*calls: Awaitable[Any]) -> list[Any]:
+    """Run the calls concurrently; on the first error cancel the rest and raise it (unlike gather)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+@contextlib.contextmanager
+def _leave_time_to_answer(mode: ReadMode, margin: float) -> Iterator[None]:
+    """Unless the read is strong, stop waiting for optional parts `margin` seconds before the caller's deadline,
+    so the gateway can still answer with those parts marked missing instead of missing the deadline itself."""
+    current = deadline.current()
+    if mode.strong or current is None:
+        yield
+        return
+    with deadline.scope(deadline.Deadline(current.at - margin)):
+        yield
+
+
+def _unique(skus: list[str]) -> list[str]:
+    return list(dict.fromkeys(skus))
+
+
+
+
+async def order_view(owners: Owners, order_id: str, mode: ReadMode, margin: float) -> tuple[pb.OrderView, Provenance]:
+    """An order with its customer, and each line with its product and stock: four owner calls in two rounds."""
+    provenance = Provenance()
+    order_part = await fetch(
+        owners.orders, methods.GET_ORDER, orders_pb2.GetOrderRequest(order_id=order_id), mode, required=True
+    )
+    order = order_part.value.order  # type: ignore[union-attr]
+    provenance.add(f"order:{order.order_id}", order_part)
+    skus = _unique([line.sku for line in order.lines])
+    with _leave_time_to_answer(mode, margin):
+        customer, products, stock = await _all(
+            fetch(owners.customers, methods.GET_CUSTOMER,
+                  customers_pb2.GetCustomerRequest(customer_id=order.customer_id), mode),
+            fetch(owners.catalog, methods.BATCH_GET_PRODUCTS, catalog_pb2.BatchGetProductsRequest(skus=skus), mode),
+            fetch(owners.inventory, methods.BATCH_GET_STOCK, inventory_pb2.BatchGetStockRequest(skus=skus), mode),
+        )
+    provenance.add(f"customer:{order.customer_id}", customer)
+    by_sku_product = {p.sku: p for p in products.value.products} if products.value else {}
+    by_sku_stock = {s.sku: s for s in stock.value.stocks} if stock.value else {}
+    for sku in skus:
+        provenance.add(f"product:{sku}", products)
+        provenance.add(f"stock:{sku}", stock)
+    view = pb.OrderView(order=order)
+    if customer.value is not None:
+        view.customer.CopyFrom(customer.value.customer)
+    for line in order.lines:
+        view.lines.append(pb.LineView(sku=line.sku, quantity=line.quantity,
+                                      product=by_sku_product.get(line.sku), stock=by_sku_stock.get(line.sku)))
+    return view, provenance
+
+
+async def customer_overview(
+    owners: Owners, customer_id: str, page_size: int, mode: ReadMode, margin: float
+) -> tuple[pb.CustomerOverview, Provenance]:
+    """A customer with their recent orders, each line with its product: three owner calls in two rounds."""
+    provenance = Provenance()
+    with _leave_time_to_answer(mode, margin):
+        customer, listed = await _all(
+            fetch(owners.customers, methods.GET_CUSTOMER,
+                  customers_pb2.GetCustomerRequest(customer_id=customer_id), mode, required=True),
+            fetch(owners.orders, methods.LIST_ORDERS,
+                  orders_pb2.ListOrdersRequest(customer_id=customer_id, page_size=page_size), mode),
+        )
+        provenance.add(f"customer:{customer_id}", customer)
+        provenance.add(f"orders:{customer_id}", listed)
+        orders = list(listed.value.orders) if listed.value is not None else []
+        skus = _unique([line.sku for order in orders for line in order.lines])
+        products: Part[catalog_pb2.BatchGetProductsResponse] | None = None
+        if skus:
+            products = await fetch(
+                owners.catalog, methods.BATCH_GET_PRODUCTS, catalog_pb2.BatchGetProductsRequest(skus=skus), mode
+            )
+            for sku in skus:
+                provenance.add(f"product:{sku}", products)
+    by_sku = {p.sku: p for p in products.value.products} if products and products.value else {}
+    overview = pb.CustomerOverview(customer=customer.value.customer)
+    for order in orders:
+        overview.orders.append(pb.OrderView(
+            order=order,
+            lines=[pb.LineView(sku=line.sku, quantity=line.quantity, product=by_sku.get(line.sku))
+                   for line in order.lines],
+        ))
+    return overview, provenance
+
+

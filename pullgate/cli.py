@@ -1,0 +1,252 @@
+"""The `pullgate` command: run the system (`up`, `serve`) and call the gateway as a person would."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from pullgate import launcher, render
+from pullgate.config import ConfigError, load
+from pullgate.faults import parse_faults
+from pullgate.gateway.v1 import gateway_pb2 as pb
+from pullgate.gateway.v1 import gateway_pb2_grpc
+from pullgate.orders.v1 import orders_pb2
+from pullgate.serving import App, ServeOptions, run
+
+SERVABLE = ("customers", "catalog", "inventory", "orders", "gateway")
+CONSISTENCY = {"strong": pb.CONSISTENCY_STRONG, "bounded": pb.CONSISTENCY_BOUNDED_STALENESS,
+               "available": pb.CONSISTENCY_AVAILABLE}
+
+
+class UsageError(Exception):
+    """A flag or argument is wrong; the message names it."""
+
+
+def _seconds(text: str) -> float:
+    """A duration: `250ms`, `1.5s` or a bare number of seconds."""
+    try:
+        value = float(text[:-2]) / 1000 if text.endswith("ms") else float(text.removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (try 500ms, 2s or 2.5)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must not be negative")
+    return value
+
+
+def _upstream(text: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, addresses = text.partition("=")
+    if not sep or not name or not addresses:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=HOST:PORT[,HOST:PORT...]")
+    return name, tuple(a for a in addresses.split(",") if a)
+
+
+def _port(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or name not in SERVABLE or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=PORT with NAME one of {', '.join(SERVABLE)}")
+    return name, int(port)
+
+
+def _line(text: str) -> orders_pb2.OrderLine:
+    sku, sep, quantity = text.rpartition(":")
+    if not sep or not sku or not quantity.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SKU:QUANTITY, e.g. SKU-001:2")
+    return orders_pb2.OrderLine(sku=sku, quantity=int(quantity))
+
+
+def _app(name: str) -> App:
+    module = importlib.import_module("gateway" if name == "gateway" else f"services.{name}")
+    app: App = module.app
+    return app
+
+
+# ---- running the system ---------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    ports = {name: 0 for name in SERVABLE} if args.any_ports else dict(launcher.DEFAULT_PORTS)
+    ports.update(dict(args.port or []))
+    if args.replicas < 1:
+        raise UsageError(f"--replicas: must be at least 1, got {args.replicas}")
+    _check_startup(args)
+    settings = launcher.UpSettings(
+        data_dir=args.data_dir, host=args.host, ports=ports, replicas=args.replicas, config_file=args.config,
+        faults=args.faults, allow_fault_injection=args.allow_fault_injection,
+    )
+    return asyncio.run(launcher.up(settings))
+
+
+def _check_startup(args: argparse.Namespace) -> None:
+    """Check the config file and fault spec before anything starts; errors name the key or clause."""
+    load(args.config)
+    parse_faults(args.faults)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _check_startup(args)
+    options = ServeOptions(
+        name=args.service, host=args.host, port=args.port, data_dir=args.data_dir,
+        upstreams=dict(args.upstream or []), port_file=args.port_file, config_file=args.config,
+        faults=args.faults, allow_fault_injection=args.allow_fault_injection,
+    )
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(options, _app(args.service)))
+    return 0
+
+
+# ---- calling the gateway --------------------------------------------------------------------------------
+
+
+def _target(args: argparse.Namespace) -> str:
+    """--target, else $PULLGATE_TARGET, else the gateway that `pullgate up` recorded, else the default port."""
+    if args.target:
+        return str(args.target)
+    if os.environ.get("PULLGATE_TARGET"):
+        return os.environ["PULLGATE_TARGET"]
+    state = args.data_dir / launcher.STATE_FILE
+    if state.exists():
+        return str(json.loads(state.read_text())["services"]["gateway"][0]["address"])
+    return f"127.0.0.1:{launcher.DEFAULT_PORTS['gateway']}"
+
+
+def _read_options(args: argparse.Namespace) -> pb.ReadOptions:
+    read = pb.ReadOptions(consistency=CONSISTENCY[args.consistency])
+    if args.max_staleness is not None:
+        read.max_staleness.FromNanoseconds(int(args.max_staleness * 1e9))
+    return read
+
+
+def _call(args: argparse.Namespace, invoke: Callable[[gateway_pb2_grpc.GatewayServiceStub], Any],
+          show: Callable[[Any], str]) -> int:
+    async def go() -> Message:
+        async with grpc.aio.insecure_channel(_target(args)) as channel:
+            response: Message = await invoke(gateway_pb2_grpc.GatewayServiceStub(channel))
+            return response
+
+    try:
+        response = asyncio.run(go())
+    except grpc.aio.AioRpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json_format.MessageToJson(response, preserving_proto_field_name=True))
+    else:
+        print(show(response))
+    return 0
+
+
+def cmd_order_view(args: argparse.Namespace) -> int:
+    request = pb.GetOrderViewRequest(order_id=args.order_id, read=_read_options(args))
+    return _call(args, lambda stub: stub.GetOrderView(request, timeout=args.timeout), render.order_view)
+
+
+def cmd_customer(args: argparse.Namespace) -> int:
+    request = pb.GetCustomerOverviewRequest(customer_id=args.customer_id, page_size=args.orders,
+                                            read=_read_options(args))
+    return _call(args, lambda stub: stub.GetCustomerOverview(request, timeout=args.timeout),
+                 render.customer_overview)
+
+
+def cmd_place_order(args: argparse.Namespace) -> int:
+    key = args.key or str(uuid.uuid4())
+    request = pb.PlaceOrderRequest(idempotency_key=key, customer_id=args.customer, lines=args.line)
+    return _call(args, lambda stub: stub.PlaceOrder(request, timeout=args.timeout),
+                 lambda response: render.placed_order(response, key))
+
+
+# ---- the parser -----------------------------------------------------------------------------------------
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path("var"), help="where databases live (default ./var)")
+    parser.add_argument("--config", type=Path, help="TOML config file (see docs/resilience.md)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--faults", default="", metavar="SPEC",
+                        help="inject latency/errors, e.g. 'catalog=delay:500ms@2%%' (see docs/faults.md)")
+    parser.add_argument("--allow-fault-injection", action="store_true",
+                        help="serve the admin FaultService so faults can be changed at run time")
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", help="gateway address (default: the running `pullgate up`, or 127.0.0.1:50050)")
+    parser.add_argument("--data-dir", type=Path, default=Path("var"), help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=_seconds, default=5.0, help="deadline for the call (default 5s)")
+    parser.add_argument("--json", action="store_true", help="print the response as JSON")
+
+
+def _read_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--consistency", choices=sorted(CONSISTENCY), default="bounded",
+                        help="strong: live or fail; bounded: cached/stale within --max-staleness; "
+                             "available: whatever can be had (default bounded)")
+    parser.add_argument("--max-staleness", type=_seconds, help="oldest acceptable data for bounded reads")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pullgate", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run every service and the gateway, with demo data")
+    _server_flags(up)
+    up.add_argument("--replicas", type=int, default=1, help="processes per owning service (default 1)")
+    up.add_argument("--port", type=_port, action="append", metavar="NAME=PORT", help="override one default port")
+    up.add_argument("--any-ports", action="store_true", help="let every process pick a free port")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run one server (what `up` and containers run)")
+    serve.add_argument("service", choices=SERVABLE)
+    _server_flags(serve)
+    serve.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
+    serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument("--upstream", type=_upstream, action="append", metavar="NAME=HOST:PORT[,HOST:PORT]",
+                       help="where an owner this server calls listens (repeat per owner)")
+    serve.set_defaults(func=cmd_serve)
+
+    view = sub.add_parser("order-view", help="an order with its customer, products and stock")
+    view.add_argument("order_id")
+    _client_flags(view)
+    _read_flags(view)
+    view.set_defaults(func=cmd_order_view)
+
+    customer = sub.add_parser("customer", help="a customer with their recent orders")
+    customer.add_argument("customer_id")
+    customer.add_argument("--orders", type=int, default=5, help="how many recent orders (default 5)")
+    _client_flags(customer)
+    _read_flags(customer)
+    customer.set_defaults(func=cmd_customer)
+
+    place = sub.add_parser("place-order", help="place an order through the gateway")
+    place.add_argument("--customer", required=True, help="customer id")
+    place.add_argument("--line", type=_line, action="append", required=True, metavar="SKU:QTY")
+    place.add_argument("--key", help="idempotency key (default: a new one; repeat it to retry safely)")
+    _client_flags(place)
+    place.set_defaults(func=cmd_place_order)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    name = getattr(args, "service", None) or "pullgate"
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError, ValueError) as error:
+        print(f"pullgate {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

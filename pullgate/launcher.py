@@ -1,0 +1,290 @@
+"""`pullgate up`: every service and the gateway as separate processes on one machine, supervised.
+
+The launcher starts the owners first, then orders (which calls them), then the gateway (which calls all
+four), each as `python -m pullgate serve NAME`, and waits until each reports SERVING on its health service
+before starting what depends on it. It restarts a child that dies (with backoff), records what runs where in
+`<data-dir>/pullgate-up.json` (read by the CLI and by chaos runs), and on Ctrl-C or SIGTERM stops the
+children in reverse order, gracefully, before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+log = logging.getLogger("pullgate.launcher")
+
+OWNERS = ("customers", "catalog", "inventory")
+SERVICES = (*OWNERS, "orders", "gateway")
+DEFAULT_PORTS: Mapping[str, int] = {"gateway": 50050, "customers": 50051, "catalog": 50052, "inventory": 50053,
+                                    "orders": 50054}
+UPSTREAMS: Mapping[str, tuple[str, ...]] = {"orders": OWNERS, "gateway": (*OWNERS, "orders")}
+STAGES: tuple[tuple[str, ...], ...] = (OWNERS, ("orders",), ("gateway",))
+REPLICA_PORT_STEP = 10  # replica k of a service listens on its port + 10 * k
+STATE_FILE = "pullgate-up.json"
+
+
+class LaunchError(Exception):
+    """The system could not be started; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    """What `pullgate up` was asked for."""
+
+    data_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    replicas: int = 1
+    config_file: Path | None = None
+    faults: str = ""
+    allow_fault_injection: bool = False
+    ready_timeout: float = 30.0
+    stop_grace: float = 10.0
+
+
+@dataclass
+class Child:
+    """One supervised server process."""
+
+    service: str
+    replica: int
+    port: int
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.service if self.replica == 0 else f"{self.service}-{self.replica}"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM if the launcher dies, so no server is left orphaned."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def check_ports_free(host: str, ports: Sequence[int]) -> None:
+    """Fail before starting anything if a fixed port is taken."""
+    for port in ports:
+        if port == 0:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                raise LaunchError(f"port {port} on {host} is not free ({error.strerror}); "
+                                  "stop what uses it or choose ports with --port NAME=PORT") from None
+
+
+class Launcher:
+    """Starts, watches and stops the children of one `pullgate up`."""
+
+    def __init__(self, settings: UpSettings) -> None:
+        self.settings = settings
+        self.run_dir = settings.data_dir / "run"
+        self.children: list[Child] = []
+        for service in SERVICES:
+            base = settings.ports[service]
+            count = 1 if service == "gateway" else settings.replicas
+            for replica in range(count):
+                port = base + REPLICA_PORT_STEP * replica if base else 0
+                self.children.append(Child(service, replica, port))
+        self._stopping = False
+        self._supervisors: list[asyncio.Task[None]] = []
+
+    def addresses(self, service: str) -> list[str]:
+        return [f"{self.settings.host}:{c.port}" for c in self.children if c.service == service]
+
+    def _command(self, child: Child) -> list[str]:
+        s = self.settings
+        cmd = [sys.executable, "-m", "pullgate", "serve", child.service, "--host", s.host, "--port", str(child.port),
+               "--data-dir", str(s.data_dir), "--port-file", str(self._port_file(child))]
+        for upstream in UPSTREAMS.get(child.service, ()):
+            cmd += ["--upstream", f"{upstream}={','.join(self.addresses(upstream))}"]
+        if s.config_file is not None:
+            cmd += ["--config", str(s.config_file)]
+        if s.faults:
+            cmd += ["--faults", s.faults]
+        if s.allow_fault_injection:
+            cmd.append("--allow-fault-injection")
+        return cmd
+
+    def _port_file(self, child: Child) -> Path:
+        return self.run_dir / f"{child.name}.port"
+
+    async def _spawn(self, child: Child) -> None:
+        port_file = self._port_file(child)
+        port_file.unlink(missing_ok=True)
+        env = {**os.environ, "OTEL_SERVICE_NAME": f"pullgate-{child.service}", "PULLGATE_INSTANCE": child.name}
+        child.process = await asyncio.create_subprocess_exec(
+            *self._command(child), env=env, stdin=asyncio.subprocess.DEVNULL,
+            process_group=0, preexec_fn=_die_with_parent,
+        )
+        deadline = asyncio.get_running_loop().time() + self.settings.ready_timeout
+        while not port_file.exists():
+            if child.process.returncode is not None:
+                raise LaunchError(f"{child.name} exited with code {child.process.returncode} before it was ready; "
+                                  "see its log above")
+            if asyncio.get_running_loop().time() > deadline:
+                raise LaunchError(f"{child.name} did not start within {self.settings.ready_timeout:.0f}s")
+            await asyncio.sleep(0.05)
+        child.port = int(port_file.read_text())
+        await self._wait_serving(child, deadline)
+
+    async def _wait_serving(self, child: Child, deadline: float) -> None:
+        address = f"{self.settings.host}:{child.port}"
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise LaunchError(f"{child.name} at {address} did not report SERVING in time")
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=min(1.0, remaining),
+                                             wait_for_ready=True)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+
+    async def start(self) -> None:
+        """Start every stage; a service's first replica starts (and seeds its database) before the others."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_ports_free(self.settings.host, [c.port for c in self.children])
+        for stage in STAGES:
+            firsts = [c for c in self.children if c.service in stage and c.replica == 0]
+            await asyncio.gather(*(self._spawn(c) for c in firsts))
+            others = [c for c in self.children if c.service in stage and c.replica > 0]
+            await asyncio.gather(*(self._spawn(c) for c in others))
+        self.write_state()
+        self._supervisors = [asyncio.create_task(self._supervise(c)) for c in self.children]
+
+    async def _supervise(self, child: Child) -> None:
+        """Restart the child whenever it dies, with exponential backoff that resets after a stable run."""
+        backoff = 0.5
+        while True:
+            assert child.process is not None
+            started = asyncio.get_running_loop().time()
+            code = await child.process.wait()
+            if self._stopping:
+                return
+            if asyncio.get_running_loop().time() - started > 30.0:
+                backoff = 0.5
+            child.restarts += 1
+            log.warning("%s exited with code %s; restarting in %.1fs (restart #%d)",
+                        child.name, code, backoff, child.restarts)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            try:
+                await self._spawn(child)
+            except LaunchError as error:
+                log.error("restart of %s failed: %s", child.name, error)
+                continue
+            self.write_state()
+            log.info("%s is back on port %d (pid %d)", child.name, child.port, child.process.pid)
+
+    def write_state(self) -> None:
+        """Record what runs where, for the CLI, chaos runs and people."""
+        state = {
+            "launcher_pid": os.getpid(),
+            "data_dir": str(self.settings.data_dir.resolve()),
+            "services": {
+                service: [{"name": c.name, "address": f"{self.settings.host}:{c.port}",
+                           "pid": c.process.pid if c.process else None, "restarts": c.restarts}
+                          for c in self.children if c.service == service]
+                for service in SERVICES
+            },
+        }
+        path = self.settings.data_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        """Stop the children in reverse start order: SIGTERM, then SIGKILL after the grace period."""
+        self._stopping = True
+        for task in self._supervisors:
+            task.cancel()
+        for stage in reversed(STAGES):
+            running = [c.process for c in self.children
+                       if c.service in stage and c.process is not None and c.process.returncode is None]
+            for process in running:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGCONT)  # a frozen child cannot handle SIGTERM
+                    process.terminate()
+            try:
+                await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), self.settings.stop_grace)
+            except TimeoutError:
+                for process in running:
+                    if process.returncode is None:
+                        log.warning("pid %d did not stop within %.0fs; killing it", process.pid,
+                                    self.settings.stop_grace)
+                        with contextlib.suppress(ProcessLookupError):
+                            process.kill()
+                await asyncio.gather(*(p.wait() for p in running))
+        (self.settings.data_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def summary(self) -> str:
+        s = self.settings
+        rows = [f"  {'service':<12} {'address':<22} {'pid':>7}   database"]
+        for c in sorted(self.children, key=lambda c: SERVICES.index(c.service) - 10 * (c.service == "gateway")):
+            db = "(stores nothing)" if c.service == "gateway" else str(s.data_dir / f"{c.service}.db")
+            pid = c.process.pid if c.process else 0
+            rows.append(f"  {c.name:<12} {s.host + ':' + str(c.port):<22} {pid:>7}   {db}")
+        gateway = self.addresses("gateway")[0]
+        target = "" if gateway == f"127.0.0.1:{DEFAULT_PORTS['gateway']}" else f" --target {gateway}"
+        return "\n".join([
+            f"pullgate is up: {len(self.children)} processes, data in {s.data_dir}",
+            *rows,
+            "",
+            "Try, in another terminal:",
+            f"  pullgate order-view 1{target}",
+            f"  pullgate customer 1{target}",
+            f"  pullgate place-order --customer 1 --line SKU-001:2 --line SKU-002:1{target}",
+            f"  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"order_id\": \"1\"}}' "
+            f"http://{gateway}/pullgate.gateway.v1.GatewayService/GetOrderView",
+            "Ctrl-C stops everything.",
+        ])
+
+
+async def up(settings: UpSettings) -> int:
+    """Run the system until Ctrl-C or SIGTERM; returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    launcher = Launcher(settings)
+    starting = asyncio.create_task(launcher.start())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            print(launcher.summary(), flush=True)
+            await stopped
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        print("stopping pullgate...", flush=True)
+        return 0
+    except LaunchError as error:
+        print(f"pullgate up: {error}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        await launcher.stop()
+        stopped.cancel()

@@ -1,0 +1,92 @@
+"""Gateway responses as text for a person at a terminal, with every part's provenance in view."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from pullgate.gateway.v1 import gateway_pb2 as pb
+from pullgate.orders.v1 import orders_pb2
+
+
+def _money(cents: int, currency: str) -> str:
+    return f"{currency} {cents / 100:,.2f}"
+
+
+def _status(order: orders_pb2.Order) -> str:
+    return orders_pb2.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_")
+
+
+def _when(order: orders_pb2.Order) -> str:
+    return order.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC") if order.HasField("create_time") else "-"
+
+
+def _marks(parts: Sequence[pb.PartStatus]) -> dict[str, str]:
+    """A short marker for each part that is not live, e.g. `[stale 12.3s: catalog: circuit open]`."""
+    marks = {}
+    for part in parts:
+        if part.source == pb.SOURCE_LIVE:
+            continue
+        label = pb.Source.Name(part.source).removeprefix("SOURCE_").lower()
+        age = part.age.ToTimedelta().total_seconds()
+        detail = f"{label} {age:.1f}s" if part.source in (pb.SOURCE_CACHED, pb.SOURCE_STALE) else label
+        marks[part.part] = f"  [{detail}{': ' + part.reason if part.reason else ''}]"
+    return marks
+
+
+def _summary(parts: Sequence[pb.PartStatus], degraded: bool) -> str:
+    counts: dict[str, int] = {}
+    for part in parts:
+        name = pb.Source.Name(part.source).removeprefix("SOURCE_").lower()
+        counts[name] = counts.get(name, 0) + 1
+    tally = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+    return f"parts: {tally}" + ("  (DEGRADED)" if degraded else "")
+
+
+def _lines(lines: Iterable[pb.LineView], marks: dict[str, str], with_stock: bool) -> list[str]:
+    header = f"    {'sku':<10} {'qty':>4}  {'product':<28} {'price':>12}"
+    out = [header + ("  available/reserved" if with_stock else "")]
+    for line in lines:
+        title = line.product.title if line.HasField("product") else "?"
+        price = _money(line.product.price_cents, line.product.currency) if line.HasField("product") else "?"
+        row = f"    {line.sku:<10} {line.quantity:>4}  {title:<28.28} {price:>12}"
+        if with_stock:
+            stock = f"{line.stock.available}/{line.stock.reserved}" if line.HasField("stock") else "?"
+            row += f"  {stock:>18}"
+        row += marks.get(f"product:{line.sku}", "") or (marks.get(f"stock:{line.sku}", "") if with_stock else "")
+        out.append(row)
+    return out
+
+
+def order_view(response: pb.GetOrderViewResponse) -> str:
+    view, marks = response.view, _marks(response.parts)
+    order = view.order
+    customer = (f"{view.customer.name} <{view.customer.email}>" if view.HasField("customer") else "?")
+    return "\n".join([
+        f"order {order.order_id}  {_status(order)}  {_when(order)}" + marks.get(f"order:{order.order_id}", ""),
+        f"  customer {order.customer_id}: {customer}" + marks.get(f"customer:{order.customer_id}", ""),
+        *_lines(view.lines, marks, with_stock=True),
+        _summary(response.parts, response.degraded),
+    ])
+
+
+def customer_overview(response: pb.GetCustomerOverviewResponse) -> str:
+    overview, marks = response.overview, _marks(response.parts)
+    customer = overview.customer
+    out = [f"customer {customer.customer_id}: {customer.name} <{customer.email}>"
+           + marks.get(f"customer:{customer.customer_id}", "")]
+    out.append(f"  {len(overview.orders)} recent orders" + marks.get(f"orders:{customer.customer_id}", ""))
+    for view in overview.orders:
+        total = sum(line.product.price_cents * line.quantity for line in view.lines if line.HasField("product"))
+        currency = next((line.product.currency for line in view.lines if line.HasField("product")), "")
+        out.append(f"  order {view.order.order_id}  {_status(view.order)}  {_when(view.order)}  "
+                   f"total {_money(total, currency)}")
+        out.extend("  " + row for row in _lines(view.lines, marks, with_stock=False))
+    out.append(_summary(response.parts, response.degraded))
+    return "\n".join(out)
+
+
+def placed_order(response: pb.PlaceOrderResponse, key: str) -> str:
+    order = response.order
+    lines = ", ".join(f"{line.sku} x{line.quantity}" for line in order.lines)
+    return (f"order {order.order_id}  {_status(order)}  for customer {order.customer_id}: {lines}\n"
+            f"  idempotency key {key} (repeat it to retry safely)")
