@@ -9,8 +9,8 @@ from gateway.servicer import GatewayServicer
 from gateway.views import Owners
 from pullgate.config import load
 from pullgate.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from pullgate.methods import connect
 from pullgate.serving import Binding, ServeOptions
-from resilience import Downstream
 
 OWNERS = ("customers", "catalog", "inventory", "orders")
 
@@ -18,12 +18,8 @@ OWNERS = ("customers", "catalog", "inventory", "orders")
 @contextlib.asynccontextmanager
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """The gateway's servicer with a resilient client per owner, closed when the server stops."""
-    missing = [name for name in OWNERS if not options.upstreams.get(name)]
-    if missing:
-        raise ValueError(f"the gateway needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
     config = load(options.config_file)
-    owners = Owners(*(Downstream(name, options.upstreams[name], config.resilience.for_downstream(name))
-                      for name in OWNERS))
+    owners = Owners(*connect("gateway", OWNERS, options.upstreams, config.resilience))
     try:
         yield [Binding(gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
                        gateway_pb2_grpc.add_GatewayServiceServicer_to_server,

@@ -1,7 +1,8 @@
-"""Method descriptors for every owner RPC, for calling the owners through the resilience layer."""
+"""How pullgate's servers reach the owners: a resilience Method per owner RPC, and a Downstream per owner."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import FileDescriptor
@@ -10,7 +11,7 @@ from pullgate.catalog.v1 import catalog_pb2 as catalog
 from pullgate.customers.v1 import customers_pb2 as customers
 from pullgate.inventory.v1 import inventory_pb2 as inventory
 from pullgate.orders.v1 import orders_pb2 as orders
-from resilience import Method
+from resilience import Downstream, Method, ResilienceConfig
 
 
 def _method(file: FileDescriptor, service: str, name: str, request: type[Any], response: type[Any]) -> Any:
@@ -70,3 +71,12 @@ LIST_ORDERS: Method[orders.ListOrdersRequest, orders.ListOrdersResponse] = _meth
 CREATE_ORDER: Method[orders.CreateOrderRequest, orders.CreateOrderResponse] = _method(
     orders.DESCRIPTOR, "OrderService", "CreateOrder", orders.CreateOrderRequest, orders.CreateOrderResponse
 )
+
+
+def connect(who: str, names: Sequence[str], upstreams: Mapping[str, Sequence[str]],
+            config: ResilienceConfig) -> list[Downstream]:
+    """A Downstream for each owner in `names`, in that order; ValueError naming any owner without an address."""
+    missing = [name for name in names if not upstreams.get(name)]
+    if missing:
+        raise ValueError(f"{who} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
+    return [Downstream(name, tuple(upstreams[name]), config.for_downstream(name)) for name in names]

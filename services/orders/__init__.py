@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+from pullgate.config import load
 from pullgate.orders.v1 import orders_pb2, orders_pb2_grpc
 from pullgate.serving import Binding, ServeOptions
-from resilience import ResilienceConfig
 from services.orders.owners import Owners
 from services.orders.placement import Placement
 from services.orders.servicer import OrderServicer
@@ -26,7 +26,7 @@ SERVICE = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 @contextlib.asynccontextmanager
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """Open (create, migrate, seed) the database, connect to the owners, start recovery, yield the binding."""
-    config = ResilienceConfig() if options.config_file is None else ResilienceConfig.load(options.config_file)
+    config = load(options.config_file).resilience
     async with contextlib.AsyncExitStack() as stack:
         owners = Owners.connect(options.upstreams, config)
         stack.push_async_callback(owners.close)
