@@ -14,7 +14,9 @@ class ReadMode:
     """A read's consistency, resolved against the gateway's defaults."""
 
     consistency: pb.Consistency.ValueType
-    max_staleness: float  # seconds; 0.0 = live only, math.inf = anything the stale store holds
+    # Seconds; 0.0 = live only, math.inf = anything the stale store holds, None = each owner's configured
+    # default ([resilience.<owner>.cache] max_staleness), so the bound can differ per owner.
+    max_staleness: float | None
 
     @property
     def strong(self) -> bool:
@@ -26,14 +28,14 @@ class ReadMode:
         return pb.Consistency.Name(self.consistency).removeprefix("CONSISTENCY_").lower()
 
 
-def resolve(read: pb.ReadOptions, default_max_staleness: float, field: str = "read") -> ReadMode:
+def resolve(read: pb.ReadOptions, field: str = "read") -> ReadMode:
     """Turn the wire ReadOptions into a ReadMode; INVALID_ARGUMENT names the field that is wrong."""
     consistency = read.consistency or pb.CONSISTENCY_BOUNDED_STALENESS
     if consistency not in pb.Consistency.values():
         raise InvalidArgument(f"{field}.consistency", f"unknown value {consistency}")
     has_bound = read.HasField("max_staleness")
-    bound = read.max_staleness.ToTimedelta().total_seconds() if has_bound else default_max_staleness
-    if has_bound and bound < 0:
+    bound = read.max_staleness.ToTimedelta().total_seconds() if has_bound else None
+    if bound is not None and bound < 0:
         raise InvalidArgument(f"{field}.max_staleness", "must not be negative")
     if has_bound and consistency != pb.CONSISTENCY_BOUNDED_STALENESS:
         raise InvalidArgument(f"{field}.max_staleness", "only applies to CONSISTENCY_BOUNDED_STALENESS")

@@ -39,7 +39,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def GetOrderView(self, request: pb.GetOrderViewRequest, context: _Context) -> pb.GetOrderViewResponse:
         _require_id("order_id", request.order_id)
-        mode = resolve(request.read, self._config.max_staleness)
+        mode = resolve(request.read)
         view, provenance = await order_view(self._owners, request.order_id, mode, self._config.response_margin)
         return pb.GetOrderViewResponse(view=view, parts=provenance.statuses, degraded=provenance.degraded)
 
@@ -48,7 +48,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> pb.GetCustomerOverviewResponse:
         _require_id("customer_id", request.customer_id)
         _check_page_size(request.page_size)
-        mode = resolve(request.read, self._config.max_staleness)
+        mode = resolve(request.read)
         overview, provenance = await customer_overview(
             self._owners, request.customer_id, request.page_size, mode, self._config.response_margin
         )

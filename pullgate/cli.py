@@ -102,7 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         upstreams=dict(args.upstream or []), port_file=args.port_file, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection,
     )
-    args.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.service != "gateway":  # the gateway stores nothing
+        args.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(run(options, _app(args.service)))
     return 0
 

@@ -1,11 +1,13 @@
 """pullgate's config file (TOML): the gateway's read defaults and the resilience layer's policies.
 
     [gateway]
-    max_staleness = 10.0      # seconds; the bound for reads that do not give one
     response_margin = 0.05    # seconds kept before a caller's deadline to answer with what has arrived
 
     [resilience.default.retry]   # see docs/resilience.md for every resilience key
     max_attempts = 3
+
+    [resilience.catalog.cache]   # the staleness bound for reads that give none, per owner
+    max_staleness = 60.0
 
 Every key is checked when the file is loaded; a wrong one raises ConfigError naming the key and the file,
 before anything starts.
@@ -27,9 +29,8 @@ OWNERS = ("customers", "catalog", "inventory", "orders")
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """The gateway's read defaults. Durations are in seconds."""
+    """The gateway's own settings. Durations are in seconds."""
 
-    max_staleness: float = 10.0
     response_margin: float = 0.05
 
     def __post_init__(self) -> None:

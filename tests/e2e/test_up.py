@@ -171,7 +171,7 @@ async def test_up_restarts_a_killed_service(tmp_path: Path) -> None:
 async def test_up_refuses_a_bad_config_before_starting_anything(tmp_path: Path) -> None:
     """A wrong key in the config file is one line naming the key and the file, and nothing starts."""
     config = tmp_path / "pullgate.toml"
-    config.write_text("[gateway]\nmax_stalenes = 3\n")
+    config.write_text("[resilience.catalog.retry]\nmax_attempt = 3\n")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pullgate", "up", "--data-dir", str(tmp_path / "var"), "--config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -179,6 +179,6 @@ async def test_up_refuses_a_bad_config_before_starting_anything(tmp_path: Path) 
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
     message = err.decode().strip()
-    assert "gateway.max_stalenes" in message and str(config) in message
+    assert "resilience.catalog.retry.max_attempt" in message and str(config) in message
     assert len(message.splitlines()) == 1
     assert not (tmp_path / "var").exists()
