@@ -98,6 +98,8 @@ class ReplicaBreaker:
         """Replay an attempt's outcome into pybreaker's current state."""
         if probe:
             self._probing = False
+        elif error is None and self._breaker.fail_counter == 0 and self.state == CLOSED:
+            return  # a success on a healthy closed breaker changes nothing; skip pybreaker's lock and listeners
         outcome = classify(error)
         try:
             if outcome.owner_failed:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resilience.clock import SYSTEM_CLOCK, Clock, wait_for
+from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.config import TimeoutConfig
 from resilience.context import Call, CallContext
 from resilience.deadline import Deadline, earliest
@@ -16,7 +16,13 @@ from resilience.errors import DeadlineExceeded
 
 
 class TotalTimeout:
-    """Bounds everything below (attempts, backoff sleeps, hedge delays) by the call's deadline."""
+    """Bounds everything below (attempts, backoff sleeps, hedge delays) by the call's deadline.
+
+    It sets `ctx.deadline` and fails at once when it has passed; it arms no timer of its own. Every policy
+    below reads `ctx.deadline` (Retry skips a backoff that ends after it, Hedge a hedge that cannot finish,
+    the Bulkhead stops waiting at it) and the transport sends grpc the time left, so grpc ends the attempt
+    on time. A timer here would cost each call a timer handle for a bound that is already enforced.
+    """
 
     def __init__(self, config: TimeoutConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self._total = config.total if config.enabled else None
@@ -29,14 +35,9 @@ class TotalTimeout:
 
     async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
         ctx.deadline = self.deadline_for(ctx)
-        if ctx.deadline is None:
-            return await inner(request, ctx)
-        if ctx.deadline.expired(self._clock):
+        if ctx.deadline is not None and ctx.deadline.expired(self._clock):
             raise DeadlineExceeded(ctx.downstream, "deadline exceeded before the call", sent=False)
-        try:
-            return await wait_for(inner(request, ctx), ctx.deadline.at, self._clock)
-        except TimeoutError:
-            raise DeadlineExceeded(ctx.downstream, "deadline exceeded", sent=True) from None
+        return await inner(request, ctx)
 
 
 class AttemptTimeout:

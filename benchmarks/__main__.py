@@ -1,0 +1,20 @@
+"""Run the benchmarks: `python -m benchmarks [resilience] [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from benchmarks import resilience_bench
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("which", nargs="?", default="resilience", choices=["resilience"])
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, noisier figures)")
+    args = parser.parse_args()
+    asyncio.run(resilience_bench.run(quick=args.quick))
+
+
+if __name__ == "__main__":
+    main()

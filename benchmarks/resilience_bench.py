@@ -1,0 +1,253 @@
+"""The resilience layer's benchmark: overhead, the tail with and without hedging, and fail-fast.
+
+Everything runs in one run on loopback against owners in separate processes (benchmarks/owner.py), so the
+ratios compare like with like on the same machine at the same moment. Targets (issue 3):
+
+1. full stack on a cache miss: p50 <= 1.10x a raw grpc.aio stub call; a cache hit >= 20x faster than raw
+2. owner delaying 2% of calls by 500 ms: p99 >= 10x lower with hedging, extra requests <= 5%
+3. owner killed: once the breaker is open, p99 < 5 ms
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from resilience import (
+    BreakerConfig,
+    CacheConfig,
+    CircuitOpen,
+    Downstream,
+    DownstreamConfig,
+    HedgingConfig,
+    Method,
+    ResilienceError,
+)
+
+GET_PRODUCT: Method[catalog_pb2.GetProductRequest, catalog_pb2.GetProductResponse] = Method(
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].methods_by_name["GetProduct"],
+    catalog_pb2.GetProductRequest,
+    catalog_pb2.GetProductResponse,
+)
+
+
+@dataclass
+class Row:
+    name: str
+    latencies: list[float]
+    cpu: float | None = None
+    note: str = ""
+
+    def q(self, quantile: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+
+@contextlib.asynccontextmanager
+async def owner_process(
+    delay: float = 0.0, fraction: float = 0.0, seed: int = 1
+) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
+    """An owner in its own process; yields its address and the process (to kill it)."""
+    process = subprocess.Popen(  # noqa: ASYNC220 (started once, before anything is measured)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.owner",
+            "--delay",
+            str(delay),
+            "--fraction",
+            str(fraction),
+            "--seed",
+            str(seed),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    port = (await asyncio.to_thread(process.stdout.readline)).strip()
+    try:
+        yield f"127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=10)
+
+
+async def sequential(n: int, call: Callable[[int], Awaitable[object]]) -> tuple[list[float], float]:
+    """Latency of each of n calls made one after another, and CPU seconds per call in this process."""
+    latencies = []
+    cpu = time.process_time()
+    for i in range(n):
+        start = time.perf_counter()
+        await call(i)
+        latencies.append(time.perf_counter() - start)
+    return latencies, (time.process_time() - cpu) / n
+
+
+async def concurrent(n: int, workers: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
+    """Latency of n calls made by `workers` concurrent loops."""
+    latencies: list[float] = []
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            start = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return latencies
+
+
+async def overhead(n: int) -> list[Row]:
+    """(1) raw stub vs the full stack on a miss and on a hit, interleaved in rounds so drift hits all alike."""
+    names = ("raw grpc.aio stub", "full stack, cache miss", "full stack, cache hit", "stack w/o cache+hedging")
+    rows = {k: Row(k, [], 0.0) for k in names}
+    async with owner_process() as (address, _):
+        channel = grpc.aio.insecure_channel(address, options=[("grpc.enable_retries", 0)])
+        stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+        downstream = Downstream("catalog", [address])
+        lean = Downstream(
+            "catalog",
+            [address],
+            DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(enabled=False)),
+        )
+        hit_request = catalog_pb2.GetProductRequest(sku="hot")
+        await downstream.call(GET_PRODUCT, hit_request)
+
+        async def raw(i: int) -> object:
+            return await stub.GetProduct(catalog_pb2.GetProductRequest(sku=f"r{i}"), timeout=5.0)
+
+        miss_round = [0]
+
+        async def miss(i: int) -> object:
+            return await downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"m{miss_round[0]}-{i}"))
+
+        async def hit(i: int) -> object:
+            return await downstream.call(GET_PRODUCT, hit_request)
+
+        async def bare(i: int) -> object:
+            return await lean.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"b{i}"))
+
+        await sequential(300, raw)
+        await sequential(300, miss)
+        rounds = 5
+        for r in range(rounds):
+            miss_round[0] = r
+            for row, call in zip(rows.values(), (raw, miss, hit, bare), strict=True):
+                if row.name.endswith("hit"):
+                    await downstream.call(GET_PRODUCT, hit_request, max_staleness=0.0)  # keep it fresh
+                lat, cpu = await sequential(n // rounds, call)
+                row.latencies += lat
+                row.cpu = (row.cpu or 0.0) + cpu / rounds
+        await downstream.close()
+        await lean.close()
+        await channel.close(None)
+    out = list(rows.values())
+    raw_p50, miss_p50, hit_p50, bare_p50 = (row.q(0.5) for row in out)
+    out[3].note = f"p50 {bare_p50 / raw_p50:.2f}x raw (retry, breaker, bulkhead, timeouts, balance)"
+    out[1].note = f"p50 {miss_p50 / raw_p50:.2f}x raw (target <= 1.10x)"
+    out[2].note = f"{raw_p50 / hit_p50:.0f}x faster than raw (target >= 20x)"
+    return out
+
+
+async def tail(n: int) -> list[Row]:
+    """(2) two replicas each delaying 2% of calls by 500 ms; hedging off, then on."""
+    rows = []
+    async with owner_process(0.5, 0.02, seed=1) as (a, _), owner_process(0.5, 0.02, seed=2) as (b, _):
+        for hedging in (False, True):
+            config = DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(enabled=hedging))
+            downstream = Downstream("catalog", [a, b], config)
+            attempts = [0]
+
+            async def call(i: int, downstream: Downstream = downstream, attempts: list[int] = attempts) -> object:
+                result = await downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"t{i}"))
+                attempts[0] += result.provenance.attempts
+                return result
+
+            await concurrent(200, 8, call)  # warm up: connections, and the hedge delay's latency window
+            attempts[0] = 0
+            latencies = await concurrent(n, 8, call)
+            extra = attempts[0] / n - 1.0
+            rows.append(
+                Row(f"2% x 500 ms, hedging {'on' if hedging else 'off'}", latencies, note=f"extra requests {extra:.1%}")
+            )
+            await downstream.close()
+    off, on = rows
+    on.note += f"; p99 {off.q(0.99) / on.q(0.99):.0f}x lower (target >= 10x, extra <= 5%)"
+    return rows
+
+
+async def fail_fast(n: int) -> list[Row]:
+    """(3) the owner is killed; once the breaker is open, how fast do calls fail?"""
+    async with owner_process() as (address, process):
+        config = DownstreamConfig(cache=CacheConfig(enabled=False), breaker=BreakerConfig(reset_timeout=60.0))
+        downstream = Downstream("catalog", [address], config)
+        await downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="x"))
+        process.kill()
+        process.wait()
+        opened_after = 0
+        while downstream.breaker_states()[address] != "open":
+            opened_after += 1
+            with contextlib.suppress(ResilienceError):
+                await downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="x"))
+
+        async def call(i: int) -> object:
+            try:
+                return await downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="x"))
+            except CircuitOpen as error:
+                return error
+
+        latencies, cpu = await sequential(n, call)
+        await downstream.close()
+    row = Row("owner killed, breaker open", latencies, cpu)
+    row.note = f"opened after {opened_after} failed calls; p99 target < 5 ms"
+    return [row]
+
+
+def machine() -> str:
+    uname = platform.uname()
+    cpu = uname.processor or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{cpu}, {os.cpu_count()} cores; {uname.system} {uname.release}; "
+        f"Python {platform.python_version()}; grpcio {grpc.__version__}"
+    )
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        f"{'case':34} {'calls':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'CPU us/call':>12}  note",
+    ]
+    for row in rows:
+        cpu = f"{row.cpu * 1e6:12.1f}" if row.cpu is not None else f"{'':12}"
+        lines.append(
+            f"{row.name:34} {len(row.latencies):6d} {row.q(0.5) * 1e3:8.3f} {row.q(0.99) * 1e3:8.3f} "
+            f"{row.q(0.999) * 1e3:9.3f} {cpu}  {row.note}"
+        )
+    return "\n".join(lines)
+
+
+async def run(quick: bool = False) -> None:
+    print(f"resilience benchmark on {machine()}", flush=True)
+    scale = 1 if quick else 5
+    rows = await overhead(1000 * scale)
+    rows += await tail(1000 if quick else 3000)
+    rows += await fail_fast(1000 * scale)
+    print(table(rows))
+    print("(1) sequential calls, interleaved in rounds; CPU is this process's only. (2) 8 concurrent callers, two")
+    print("owner processes. (3) after the breaker opened. Ratios compare figures from this one run.")
