@@ -20,26 +20,31 @@ def _when(order: orders_pb2.Order) -> str:
     return order.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC") if order.HasField("create_time") else "-"
 
 
+def _label(part: pb.PartStatus) -> str:
+    label = pb.Source.Name(part.source).removeprefix("SOURCE_").lower()
+    if part.source in (pb.SOURCE_CACHED, pb.SOURCE_STALE):
+        label += f" {part.age.ToTimedelta().total_seconds():.1f}s"
+    return label
+
+
 def _marks(parts: Sequence[pb.PartStatus]) -> dict[str, str]:
-    """A short marker for each part that is not live, e.g. `[stale 12.3s: catalog: circuit open]`."""
-    marks = {}
-    for part in parts:
-        if part.source == pb.SOURCE_LIVE:
-            continue
-        label = pb.Source.Name(part.source).removeprefix("SOURCE_").lower()
-        age = part.age.ToTimedelta().total_seconds()
-        detail = f"{label} {age:.1f}s" if part.source in (pb.SOURCE_CACHED, pb.SOURCE_STALE) else label
-        marks[part.part] = f"  [{detail}{': ' + part.reason if part.reason else ''}]"
-    return marks
+    """A short marker for each part that is not live, e.g. `  [stale 12.3s]`; reasons go in `_summary`."""
+    return {part.part: f"  [{_label(part)}]" for part in parts if part.source != pb.SOURCE_LIVE}
 
 
 def _summary(parts: Sequence[pb.PartStatus], degraded: bool) -> str:
+    """A tally of the sources, then each distinct reason once, with the parts it explains."""
     counts: dict[str, int] = {}
+    reasons: dict[str, list[str]] = {}
     for part in parts:
         name = pb.Source.Name(part.source).removeprefix("SOURCE_").lower()
         counts[name] = counts.get(name, 0) + 1
+        if part.reason:
+            reasons.setdefault(f"{name}: {part.reason}", []).append(part.part)
     tally = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
-    return f"parts: {tally}" + ("  (DEGRADED)" if degraded else "")
+    out = [f"parts: {tally}" + ("  (DEGRADED)" if degraded else "")]
+    out += [f"  {why}  ({', '.join(names)})" for why, names in reasons.items()]
+    return "\n".join(out)
 
 
 def _lines(lines: Iterable[pb.LineView], marks: dict[str, str], with_stock: bool) -> list[str]:
