@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -235,7 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     place.add_argument("--key", help="idempotency key (default: a new one; repeat it to retry safely)")
     _client_flags(place)
     place.set_defaults(func=cmd_place_order)
+
+    # Larger commands live in their own modules: each has add_arguments(parser) and run(args) -> exit code.
+    for name, module, summary in (
+        ("audit", "pullgate.audit", "prove that no service stores another's data"),
+        ("chaos", "pullgate.chaos", "kill, freeze and slow services under load, and check the invariants"),
+    ):
+        command = sub.add_parser(name, help=summary, description=summary)
+        command.set_defaults(func=_delegate(module), module=module)
+        _add_arguments(module, command)
     return parser
+
+
+def _add_arguments(module: str, parser: argparse.ArgumentParser) -> None:
+    with contextlib.suppress(ModuleNotFoundError):
+        importlib.import_module(module).add_arguments(parser)
+
+
+def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        code: int = importlib.import_module(module).run(args)
+        return code
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
