@@ -53,5 +53,8 @@ class StatusError(ResilienceError):
     def __init__(self, code: grpc.StatusCode, downstream: str, details: str, replica: str | None = None) -> None:
         reason = f"{code.name}: {details}" if details else code.name
         super().__init__(code, downstream, reason)
+        # The reason keeps the code (it labels stale and missing parts); the message a server answers with
+        # does not, because the status it travels in already carries the code.
+        self.args = (f"{downstream}: {details or code.name}",)
         self.details = details
         self.replica = replica

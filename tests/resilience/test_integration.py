@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -77,12 +76,14 @@ async def test_owner_too_slow_for_the_incoming_deadline_fails_with_deadline_exce
         downstream = Downstream("catalog", [owner.address], DownstreamConfig(cache=NO_CACHE))
         async with front(downstream) as address, grpc.aio.insecure_channel(address) as channel:
             stub = catalog_pb2_grpc.CatalogServiceStub(channel)
-            start = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.GetProduct(REQUEST, timeout=0.3)
-            assert time.monotonic() - start < 1.0
+            # The owner's handler is cancelled (the call was cut at the front's deadline, not waited out).
+            await asyncio.wait_for(owner.cancelled_event.wait(), 5.0)
         await downstream.close()
     assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert owner.time_remaining  # every attempt (a hedge may have gone too) had at most the front's 0.3 s
+    assert all(remaining is not None and remaining <= 0.3 for remaining in owner.time_remaining)
 
 
 async def test_server_sees_the_hedge_losers_cancellation() -> None:
@@ -152,10 +153,31 @@ async def test_killed_owner_opens_the_breaker_and_calls_fail_fast() -> None:
             with pytest.raises(ResilienceError):
                 await downstream.call(GET_PRODUCT, REQUEST)
         assert downstream.breaker_states() == {address: "open"}
-        start = time.perf_counter()
         with pytest.raises(CircuitOpen) as raised:
             await downstream.call(GET_PRODUCT, REQUEST)
-        assert time.perf_counter() - start < 0.05  # generous for a loaded CI box; the benchmark measures it
     finally:
         await downstream.close()
     assert raised.value.code is grpc.StatusCode.UNAVAILABLE
+    assert address in str(raised.value)
+
+
+async def test_open_breaker_sends_nothing_to_the_owner() -> None:
+    """Once the breaker is open, calls fail fast with CircuitOpen and the owner sees none of them."""
+    owner = Owner(script=lambda n: Script(code=grpc.StatusCode.UNAVAILABLE))
+    async with serving(owner):
+        retry_off = RetryConfig(enabled=False)
+        config = DownstreamConfig(cache=NO_CACHE, retry=retry_off, hedging=HedgingConfig(enabled=False),
+                                  breaker=BreakerConfig(fail_max=3, reset_timeout=30.0))
+        downstream = Downstream("catalog", [owner.address], config)
+        try:
+            for _ in range(3):
+                with pytest.raises(StatusError):
+                    await downstream.call(GET_PRODUCT, REQUEST)
+            seen = owner.calls
+            for _ in range(10):
+                with pytest.raises(CircuitOpen):
+                    await downstream.call(GET_PRODUCT, REQUEST)
+        finally:
+            await downstream.close()
+    assert seen == 3
+    assert owner.calls == seen
