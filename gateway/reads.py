@@ -24,8 +24,17 @@ class ReadMode:
         return self.consistency == pb.CONSISTENCY_STRONG
 
     @property
+    def available(self) -> bool:
+        """An available read answers with whatever can be had, even without its root part (order, customer)."""
+        return self.consistency == pb.CONSISTENCY_AVAILABLE
+
+    @property
     def name(self) -> str:
         return pb.Consistency.Name(self.consistency).removeprefix("CONSISTENCY_").lower()
+
+    def bound(self, default: float) -> float:
+        """The staleness bound for one owner: the caller's, or `default` (that owner's configured one)."""
+        return default if self.max_staleness is None else self.max_staleness
 
 
 def resolve(read: pb.ReadOptions, field: str = "read") -> ReadMode:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.parts import Part, Provenance, fetch
+from gateway.parts import Part, Provenance, fetch, missing
 from gateway.reads import ReadMode
 from pullgate import methods
 from pullgate.catalog.v1 import catalog_pb2
@@ -48,11 +48,12 @@ async def _all(*calls: Awaitable[Any]) -> list[Any]:
 
 
 @contextlib.contextmanager
-def _leave_time_to_answer(mode: ReadMode, margin: float) -> Iterator[None]:
-    """Unless the read is strong, stop waiting for optional parts `margin` seconds before the caller's deadline,
-    so the gateway can still answer with those parts marked missing instead of missing the deadline itself."""
+def _leave_time_to_answer(margin: float) -> Iterator[None]:
+    """Stop waiting for owners `margin` seconds before the caller's deadline, so the gateway still answers in
+    time: with the late parts stale or missing, or (strong, or a required part) with an error naming the owner,
+    instead of the caller's own DEADLINE_EXCEEDED that says nothing."""
     current = deadline.current()
-    if mode.strong or current is None:
+    if current is None:
         yield
         return
     with deadline.scope(deadline.Deadline(current.at - margin)):
@@ -63,30 +64,41 @@ def _unique(skus: list[str]) -> list[str]:
     return list(dict.fromkeys(skus))
 
 
+def _each(batch: Part[Any], found: dict[str, Any], sku: str, owner: str) -> Part[Any]:
+    """The part of one sku in a batched answer: the batch's own provenance, or missing if the owner left it out."""
+    if batch.value is not None and sku not in found:
+        return missing(f"{owner}: no answer for {sku}")
+    return batch
 
 
 async def order_view(owners: Owners, order_id: str, mode: ReadMode, margin: float) -> tuple[pb.OrderView, Provenance]:
-    """An order with its customer, and each line with its product and stock: four owner calls in two rounds."""
+    """An order with its customer, and each line with its product and stock: four owner calls in two rounds.
+
+    Without its order (only an available read gets this far without one) the view is empty and says so."""
     provenance = Provenance()
-    order_part = await fetch(
-        owners.orders, methods.GET_ORDER, orders_pb2.GetOrderRequest(order_id=order_id), mode, required=True
-    )
-    order = order_part.value.order  # type: ignore[union-attr]
-    provenance.add(f"order:{order.order_id}", order_part)
-    skus = _unique([line.sku for line in order.lines])
-    with _leave_time_to_answer(mode, margin):
+    with _leave_time_to_answer(margin):
+        order_part = await fetch(owners.orders, methods.GET_ORDER, orders_pb2.GetOrderRequest(order_id=order_id),
+                                 mode, f"order:{order_id}", required=True)
+        provenance.add(f"order:{order_id}", order_part)
+        if order_part.value is None:
+            return pb.OrderView(), provenance
+        order = order_part.value.order
+        skus = _unique([line.sku for line in order.lines])
         customer, products, stock = await _all(
             fetch(owners.customers, methods.GET_CUSTOMER,
-                  customers_pb2.GetCustomerRequest(customer_id=order.customer_id), mode),
-            fetch(owners.catalog, methods.BATCH_GET_PRODUCTS, catalog_pb2.BatchGetProductsRequest(skus=skus), mode),
-            fetch(owners.inventory, methods.BATCH_GET_STOCK, inventory_pb2.BatchGetStockRequest(skus=skus), mode),
+                  customers_pb2.GetCustomerRequest(customer_id=order.customer_id), mode,
+                  f"customer:{order.customer_id}"),
+            fetch(owners.catalog, methods.BATCH_GET_PRODUCTS, catalog_pb2.BatchGetProductsRequest(skus=skus), mode,
+                  f"products {', '.join(skus)}"),
+            fetch(owners.inventory, methods.BATCH_GET_STOCK, inventory_pb2.BatchGetStockRequest(skus=skus), mode,
+                  f"stock of {', '.join(skus)}"),
         )
     provenance.add(f"customer:{order.customer_id}", customer)
     by_sku_product = {p.sku: p for p in products.value.products} if products.value else {}
     by_sku_stock = {s.sku: s for s in stock.value.stocks} if stock.value else {}
     for sku in skus:
-        provenance.add(f"product:{sku}", products)
-        provenance.add(f"stock:{sku}", stock)
+        provenance.add(f"product:{sku}", _each(products, by_sku_product, sku, owners.catalog.name))
+        provenance.add(f"stock:{sku}", _each(stock, by_sku_stock, sku, owners.inventory.name))
     view = pb.OrderView(order=order)
     if customer.value is not None:
         view.customer.CopyFrom(customer.value.customer)
@@ -101,26 +113,29 @@ async def customer_overview(
 ) -> tuple[pb.CustomerOverview, Provenance]:
     """A customer with their recent orders, each line with its product: three owner calls in two rounds."""
     provenance = Provenance()
-    with _leave_time_to_answer(mode, margin):
+    with _leave_time_to_answer(margin):
         customer, listed = await _all(
             fetch(owners.customers, methods.GET_CUSTOMER,
-                  customers_pb2.GetCustomerRequest(customer_id=customer_id), mode, required=True),
+                  customers_pb2.GetCustomerRequest(customer_id=customer_id), mode, f"customer:{customer_id}",
+                  required=True),
             fetch(owners.orders, methods.LIST_ORDERS,
-                  orders_pb2.ListOrdersRequest(customer_id=customer_id, page_size=page_size), mode),
+                  orders_pb2.ListOrdersRequest(customer_id=customer_id, page_size=page_size), mode,
+                  f"orders:{customer_id}"),
         )
         provenance.add(f"customer:{customer_id}", customer)
         provenance.add(f"orders:{customer_id}", listed)
         orders = list(listed.value.orders) if listed.value is not None else []
         skus = _unique([line.sku for order in orders for line in order.lines])
-        products: Part[catalog_pb2.BatchGetProductsResponse] | None = None
+        by_sku: dict[str, catalog_pb2.Product] = {}
         if skus:
-            products = await fetch(
-                owners.catalog, methods.BATCH_GET_PRODUCTS, catalog_pb2.BatchGetProductsRequest(skus=skus), mode
-            )
+            products = await fetch(owners.catalog, methods.BATCH_GET_PRODUCTS,
+                                   catalog_pb2.BatchGetProductsRequest(skus=skus), mode, f"products {', '.join(skus)}")
+            by_sku = {p.sku: p for p in products.value.products} if products.value else {}
             for sku in skus:
-                provenance.add(f"product:{sku}", products)
-    by_sku = {p.sku: p for p in products.value.products} if products and products.value else {}
-    overview = pb.CustomerOverview(customer=customer.value.customer)
+                provenance.add(f"product:{sku}", _each(products, by_sku, sku, owners.catalog.name))
+    overview = pb.CustomerOverview()
+    if customer.value is not None:
+        overview.customer.CopyFrom(customer.value.customer)
     for order in orders:
         overview.orders.append(pb.OrderView(
             order=order,
@@ -128,5 +143,3 @@ async def customer_overview(
                    for line in order.lines],
         ))
     return overview, provenance
-
-
