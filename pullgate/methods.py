@@ -55,6 +55,13 @@ RESERVE_STOCK: Method[inventory.ReserveStockRequest, inventory.ReserveStockRespo
     inventory.ReserveStockRequest,
     inventory.ReserveStockResponse,
 )
+COMMIT_RESERVATION: Method[inventory.CommitReservationRequest, inventory.CommitReservationResponse] = _method(
+    inventory.DESCRIPTOR,
+    "InventoryService",
+    "CommitReservation",
+    inventory.CommitReservationRequest,
+    inventory.CommitReservationResponse,
+)
 RELEASE_RESERVATION: Method[inventory.ReleaseReservationRequest, inventory.ReleaseReservationResponse] = _method(
     inventory.DESCRIPTOR,
     "InventoryService",

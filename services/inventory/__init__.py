@@ -1,12 +1,19 @@
-"""The inventory service: owns stock and reservations in `<data_dir>/inventory.db`."""
+"""The inventory service: owns stock and reservations in `<data_dir>/inventory.db`.
+
+A reservation is held for `PULLGATE_RESERVATION_HOLD` seconds (default 60) unless committed; a background task
+releases the holds that run out (see `services.inventory.holds`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from pullgate.serving import Binding, ServeOptions
+from services.inventory.holds import hold_from_env, sweep_forever, sweep_interval
 from services.inventory.servicer import InventoryServicer
 from services.inventory.store import InventoryStore
 
@@ -14,12 +21,20 @@ __all__ = ["app"]
 
 SERVICE = inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name
 
+log = logging.getLogger("pullgate.services.inventory")
+
 
 @contextlib.asynccontextmanager
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
-    """Open (create, migrate, seed) the database and yield the InventoryService binding; close it on exit."""
-    store = await InventoryStore.open(options.data_dir / "inventory.db")
+    """Open (create, migrate, seed) the database, start the sweeper, yield the binding; stop both on exit."""
+    hold = hold_from_env()
+    store = await InventoryStore.open(options.data_dir / "inventory.db", hold)
+    log.info("reservations are held for %gs unless committed", hold)
+    sweeper = asyncio.create_task(sweep_forever(store, sweep_interval(hold)), name="inventory-sweeper")
     try:
         yield [Binding(SERVICE, inventory_pb2_grpc.add_InventoryServiceServicer_to_server, InventoryServicer(store))]
     finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await store.close()

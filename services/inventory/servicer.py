@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from services import _time
 from services._validation import require, require_ids, require_key, require_lines
 from services.inventory.store import InventoryStore, StockRow
 
@@ -38,10 +39,19 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     ) -> inventory_pb2.ReserveStockResponse:
         reservation_id = require_key("reservation_id", request.reservation_id)
         lines = require_lines("lines", request.lines)
-        rows = await self._store.reserve(reservation_id, lines)
-        return inventory_pb2.ReserveStockResponse(
-            reservation_id=reservation_id, stocks=[to_message(row) for row in rows]
+        reservation = await self._store.reserve(reservation_id, lines)
+        response = inventory_pb2.ReserveStockResponse(
+            reservation_id=reservation_id, stocks=[to_message(row) for row in reservation.stocks]
         )
+        if reservation.expire_time is not None:
+            response.expire_time.CopyFrom(_time.to_timestamp(reservation.expire_time))
+        return response
+
+    async def CommitReservation(
+        self, request: inventory_pb2.CommitReservationRequest, context: Context
+    ) -> inventory_pb2.CommitReservationResponse:
+        committed = await self._store.commit(require("reservation_id", request.reservation_id))
+        return inventory_pb2.CommitReservationResponse(committed=committed)
 
     async def ReleaseReservation(
         self, request: inventory_pb2.ReleaseReservationRequest, context: Context

@@ -23,9 +23,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pullgate/inventory/v1/inventory.proto\x12\x15pullgate.inventory.v1\"9\n\x05Stock\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x03\x12\x10\n\x08reserved\x18\x03 \x01(\x03\"0\n\x0fReservationLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"\x1e\n\x0fGetStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"?\n\x10GetStockResponse\x12+\n\x05stock\x18\x01 \x01(\x0b\x32\x1c.pullgate.inventory.v1.Stock\"$\n\x14\x42\x61tchGetStockRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\"E\n\x15\x42\x61tchGetStockResponse\x12,\n\x06stocks\x18\x01 \x03(\x0b\x32\x1c.pullgate.inventory.v1.Stock\"d\n\x13ReserveStockRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x35\n\x05lines\x18\x02 \x03(\x0b\x32&.pullgate.inventory.v1.ReservationLine\"\\\n\x14ReserveStockResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12,\n\x06stocks\x18\x02 \x03(\x0b\x32\x1c.pullgate.inventory.v1.Stock\"3\n\x19ReleaseReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\".\n\x1aReleaseReservationResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xd3\x03\n\x10InventoryService\x12`\n\x08GetStock\x12&.pullgate.inventory.v1.GetStockRequest\x1a\'.pullgate.inventory.v1.GetStockResponse\"\x03\x90\x02\x01\x12o\n\rBatchGetStock\x12+.pullgate.inventory.v1.BatchGetStockRequest\x1a,.pullgate.inventory.v1.BatchGetStockResponse\"\x03\x90\x02\x01\x12l\n\x0cReserveStock\x12*.pullgate.inventory.v1.ReserveStockRequest\x1a+.pullgate.inventory.v1.ReserveStockResponse\"\x03\x90\x02\x02\x12~\n\x12ReleaseReservation\x12\x30.pullgate.inventory.v1.ReleaseReservationRequest\x1a\x31.pullgate.inventory.v1.ReleaseReservationResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pullgate/inventory/v1/inventory.proto\x12\x15pullgate.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\x05Stock\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x03\x12\x10\n\x08reserved\x18\x03 \x01(\x03\"0\n\x0fReservationLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"\x1e\n\x0fGetStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"?\n\x10GetStockResponse\x12+\n\x05stock\x18\x01 \x01(\x0b\x32\x1c.pullgate.inventory.v1.Stock\"$\n\x14\x42\x61tchGetStockRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\"E\n\x15\x42\x61tchGetStockResponse\x12,\n\x06stocks\x18\x01 \x03(\x0b\x32\x1c.pullgate.inventory.v1.Stock\"d\n\x13ReserveStockRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x35\n\x05lines\x18\x02 \x03(\x0b\x32&.pullgate.inventory.v1.ReservationLine\"\x8d\x01\n\x14ReserveStockResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12,\n\x06stocks\x18\x02 \x03(\x0b\x32\x1c.pullgate.inventory.v1.Stock\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x18\x43ommitReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\".\n\x19\x43ommitReservationResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\"3\n\x19ReleaseReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\".\n\x1aReleaseReservationResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xd0\x04\n\x10InventoryService\x12`\n\x08GetStock\x12&.pullgate.inventory.v1.GetStockRequest\x1a\'.pullgate.inventory.v1.GetStockResponse\"\x03\x90\x02\x01\x12o\n\rBatchGetStock\x12+.pullgate.inventory.v1.BatchGetStockRequest\x1a,.pullgate.inventory.v1.BatchGetStockResponse\"\x03\x90\x02\x01\x12l\n\x0cReserveStock\x12*.pullgate.inventory.v1.ReserveStockRequest\x1a+.pullgate.inventory.v1.ReserveStockResponse\"\x03\x90\x02\x02\x12{\n\x11\x43ommitReservation\x12/.pullgate.inventory.v1.CommitReservationRequest\x1a\x30.pullgate.inventory.v1.CommitReservationResponse\"\x03\x90\x02\x02\x12~\n\x12ReleaseReservation\x12\x30.pullgate.inventory.v1.ReleaseReservationRequest\x1a\x31.pullgate.inventory.v1.ReleaseReservationResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,28 +39,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVENTORYSERVICE'].methods_by_name['BatchGetStock']._serialized_options = b'\220\002\001'
   _globals['_INVENTORYSERVICE'].methods_by_name['ReserveStock']._loaded_options = None
   _globals['_INVENTORYSERVICE'].methods_by_name['ReserveStock']._serialized_options = b'\220\002\002'
+  _globals['_INVENTORYSERVICE'].methods_by_name['CommitReservation']._loaded_options = None
+  _globals['_INVENTORYSERVICE'].methods_by_name['CommitReservation']._serialized_options = b'\220\002\002'
   _globals['_INVENTORYSERVICE'].methods_by_name['ReleaseReservation']._loaded_options = None
   _globals['_INVENTORYSERVICE'].methods_by_name['ReleaseReservation']._serialized_options = b'\220\002\002'
-  _globals['_STOCK']._serialized_start=64
-  _globals['_STOCK']._serialized_end=121
-  _globals['_RESERVATIONLINE']._serialized_start=123
-  _globals['_RESERVATIONLINE']._serialized_end=171
-  _globals['_GETSTOCKREQUEST']._serialized_start=173
-  _globals['_GETSTOCKREQUEST']._serialized_end=203
-  _globals['_GETSTOCKRESPONSE']._serialized_start=205
-  _globals['_GETSTOCKRESPONSE']._serialized_end=268
-  _globals['_BATCHGETSTOCKREQUEST']._serialized_start=270
-  _globals['_BATCHGETSTOCKREQUEST']._serialized_end=306
-  _globals['_BATCHGETSTOCKRESPONSE']._serialized_start=308
-  _globals['_BATCHGETSTOCKRESPONSE']._serialized_end=377
-  _globals['_RESERVESTOCKREQUEST']._serialized_start=379
-  _globals['_RESERVESTOCKREQUEST']._serialized_end=479
-  _globals['_RESERVESTOCKRESPONSE']._serialized_start=481
-  _globals['_RESERVESTOCKRESPONSE']._serialized_end=573
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=575
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=626
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=628
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=674
-  _globals['_INVENTORYSERVICE']._serialized_start=677
-  _globals['_INVENTORYSERVICE']._serialized_end=1144
+  _globals['_STOCK']._serialized_start=97
+  _globals['_STOCK']._serialized_end=154
+  _globals['_RESERVATIONLINE']._serialized_start=156
+  _globals['_RESERVATIONLINE']._serialized_end=204
+  _globals['_GETSTOCKREQUEST']._serialized_start=206
+  _globals['_GETSTOCKREQUEST']._serialized_end=236
+  _globals['_GETSTOCKRESPONSE']._serialized_start=238
+  _globals['_GETSTOCKRESPONSE']._serialized_end=301
+  _globals['_BATCHGETSTOCKREQUEST']._serialized_start=303
+  _globals['_BATCHGETSTOCKREQUEST']._serialized_end=339
+  _globals['_BATCHGETSTOCKRESPONSE']._serialized_start=341
+  _globals['_BATCHGETSTOCKRESPONSE']._serialized_end=410
+  _globals['_RESERVESTOCKREQUEST']._serialized_start=412
+  _globals['_RESERVESTOCKREQUEST']._serialized_end=512
+  _globals['_RESERVESTOCKRESPONSE']._serialized_start=515
+  _globals['_RESERVESTOCKRESPONSE']._serialized_end=656
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=658
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=708
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=710
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=756
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=758
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=809
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=811
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=857
+  _globals['_INVENTORYSERVICE']._serialized_start=860
+  _globals['_INVENTORYSERVICE']._serialized_end=1452
 # @@protoc_insertion_point(module_scope)

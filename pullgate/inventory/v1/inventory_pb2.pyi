@@ -7,6 +7,7 @@ The inventory service owns stock levels and reservations."""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -33,7 +34,7 @@ class Stock(_message.Message):
     available: _builtins.int
     """Units that can still be reserved."""
     reserved: _builtins.int
-    """Units held by open reservations."""
+    """Units held by reservations not released (held or committed)."""
     def __init__(
         self,
         *,
@@ -205,25 +206,75 @@ class ReserveStockResponse(_message.Message):
 
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
     STOCKS_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """The key the reservation is held under."""
     @_builtins.property
     def stocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Stock]:
         """Stock of each reserved sku right after the reservation, in request order."""
 
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the hold ends unless committed first; unset once the reservation is committed."""
+
     def __init__(
         self,
         *,
         reservation_id: _builtins.str = ...,
         stocks: _abc.Iterable[Global___Stock] | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id", "stocks", b"stocks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "reservation_id", b"reservation_id", "stocks", b"stocks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReserveStockResponse: _TypeAlias = ReserveStockResponse  # noqa: Y015
+
+@_typing.final
+class CommitReservationRequest(_message.Message):
+    """CommitReservationRequest names a held reservation to keep."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitReservationRequest: _TypeAlias = CommitReservationRequest  # noqa: Y015
+
+@_typing.final
+class CommitReservationResponse(_message.Message):
+    """CommitReservationResponse says what the commit did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMITTED_FIELD_NUMBER: _builtins.int
+    committed: _builtins.bool
+    """True if this call committed the reservation; false if it was committed before."""
+    def __init__(
+        self,
+        *,
+        committed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed", b"committed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitReservationResponse: _TypeAlias = CommitReservationResponse  # noqa: Y015
 
 @_typing.final
 class ReleaseReservationRequest(_message.Message):

@@ -51,6 +51,11 @@ class InventoryServiceStub:
                 request_serializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockRequest.SerializeToString,
                 response_deserializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockResponse.FromString,
                 _registered_method=True)
+        self.CommitReservation = channel.unary_unary(
+                '/pullgate.inventory.v1.InventoryService/CommitReservation',
+                request_serializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationRequest.SerializeToString,
+                response_deserializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationResponse.FromString,
+                _registered_method=True)
         self.ReleaseReservation = channel.unary_unary(
                 '/pullgate.inventory.v1.InventoryService/ReleaseReservation',
                 request_serializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationRequest.SerializeToString,
@@ -77,15 +82,28 @@ class InventoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReserveStock(self, request, context):
-        """ReserveStock reserves every line or none. Replaying a reservation_id with the same lines
-        returns the first result; with different lines it fails with ALREADY_EXISTS.
+        """ReserveStock holds every line or none, until expire_time unless CommitReservation makes the
+        hold permanent first; an expired hold is released by inventory itself. Replaying a
+        reservation_id with the same lines returns the first result while the reservation is held or
+        committed; once it was released or expired the replay fails with FAILED_PRECONDITION (it never
+        holds stock again: reserve under a new id); with different lines it fails with ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitReservation(self, request, context):
+        """CommitReservation makes a held reservation permanent: it no longer expires. Committing twice
+        is harmless. A reservation already released or expired is FAILED_PRECONDITION; an unknown one
+        is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseReservation(self, request, context):
-        """ReleaseReservation returns reserved stock to available. Releasing twice is harmless.
+        """ReleaseReservation returns reserved stock (held or committed) to available. Releasing twice
+        is harmless.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +126,11 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.ReserveStock,
                     request_deserializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockRequest.FromString,
                     response_serializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockResponse.SerializeToString,
+            ),
+            'CommitReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitReservation,
+                    request_deserializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationRequest.FromString,
+                    response_serializer=pullgate_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationResponse.SerializeToString,
             ),
             'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseReservation,
@@ -197,6 +220,33 @@ class InventoryService:
             '/pullgate.inventory.v1.InventoryService/ReserveStock',
             pullgate_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockRequest.SerializeToString,
             pullgate_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pullgate.inventory.v1.InventoryService/CommitReservation',
+            pullgate_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationRequest.SerializeToString,
+            pullgate_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

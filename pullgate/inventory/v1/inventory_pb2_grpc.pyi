@@ -39,11 +39,21 @@ class InventoryServiceStub:
     BatchGetStock: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.BatchGetStockRequest, _inventory_pb2.BatchGetStockResponse]
     """BatchGetStock returns stock in request order, or NOT_FOUND naming the first missing sku."""
     ReserveStock: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ReserveStockRequest, _inventory_pb2.ReserveStockResponse]
-    """ReserveStock reserves every line or none. Replaying a reservation_id with the same lines
-    returns the first result; with different lines it fails with ALREADY_EXISTS.
+    """ReserveStock holds every line or none, until expire_time unless CommitReservation makes the
+    hold permanent first; an expired hold is released by inventory itself. Replaying a
+    reservation_id with the same lines returns the first result while the reservation is held or
+    committed; once it was released or expired the replay fails with FAILED_PRECONDITION (it never
+    holds stock again: reserve under a new id); with different lines it fails with ALREADY_EXISTS.
+    """
+    CommitReservation: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.CommitReservationRequest, _inventory_pb2.CommitReservationResponse]
+    """CommitReservation makes a held reservation permanent: it no longer expires. Committing twice
+    is harmless. A reservation already released or expired is FAILED_PRECONDITION; an unknown one
+    is NOT_FOUND.
     """
     ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ReleaseReservationRequest, _inventory_pb2.ReleaseReservationResponse]
-    """ReleaseReservation returns reserved stock to available. Releasing twice is harmless."""
+    """ReleaseReservation returns reserved stock (held or committed) to available. Releasing twice
+    is harmless.
+    """
 
 @_typing.type_check_only
 class InventoryServiceAsyncStub(InventoryServiceStub):
@@ -55,11 +65,21 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     BatchGetStock: _aio.UnaryUnaryMultiCallable[_inventory_pb2.BatchGetStockRequest, _inventory_pb2.BatchGetStockResponse]  # type: ignore[assignment]
     """BatchGetStock returns stock in request order, or NOT_FOUND naming the first missing sku."""
     ReserveStock: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ReserveStockRequest, _inventory_pb2.ReserveStockResponse]  # type: ignore[assignment]
-    """ReserveStock reserves every line or none. Replaying a reservation_id with the same lines
-    returns the first result; with different lines it fails with ALREADY_EXISTS.
+    """ReserveStock holds every line or none, until expire_time unless CommitReservation makes the
+    hold permanent first; an expired hold is released by inventory itself. Replaying a
+    reservation_id with the same lines returns the first result while the reservation is held or
+    committed; once it was released or expired the replay fails with FAILED_PRECONDITION (it never
+    holds stock again: reserve under a new id); with different lines it fails with ALREADY_EXISTS.
+    """
+    CommitReservation: _aio.UnaryUnaryMultiCallable[_inventory_pb2.CommitReservationRequest, _inventory_pb2.CommitReservationResponse]  # type: ignore[assignment]
+    """CommitReservation makes a held reservation permanent: it no longer expires. Committing twice
+    is harmless. A reservation already released or expired is FAILED_PRECONDITION; an unknown one
+    is NOT_FOUND.
     """
     ReleaseReservation: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ReleaseReservationRequest, _inventory_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
-    """ReleaseReservation returns reserved stock to available. Releasing twice is harmless."""
+    """ReleaseReservation returns reserved stock (held or committed) to available. Releasing twice
+    is harmless.
+    """
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """InventoryService is the only owner of stock figures."""
@@ -86,8 +106,22 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_pb2.ReserveStockRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.ReserveStockResponse, _abc.Awaitable[_inventory_pb2.ReserveStockResponse]]:
-        """ReserveStock reserves every line or none. Replaying a reservation_id with the same lines
-        returns the first result; with different lines it fails with ALREADY_EXISTS.
+        """ReserveStock holds every line or none, until expire_time unless CommitReservation makes the
+        hold permanent first; an expired hold is released by inventory itself. Replaying a
+        reservation_id with the same lines returns the first result while the reservation is held or
+        committed; once it was released or expired the replay fails with FAILED_PRECONDITION (it never
+        holds stock again: reserve under a new id); with different lines it fails with ALREADY_EXISTS.
+        """
+
+    @_abc_1.abstractmethod
+    def CommitReservation(
+        self,
+        request: _inventory_pb2.CommitReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.CommitReservationResponse, _abc.Awaitable[_inventory_pb2.CommitReservationResponse]]:
+        """CommitReservation makes a held reservation permanent: it no longer expires. Committing twice
+        is harmless. A reservation already released or expired is FAILED_PRECONDITION; an unknown one
+        is NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
@@ -96,6 +130,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_pb2.ReleaseReservationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.ReleaseReservationResponse, _abc.Awaitable[_inventory_pb2.ReleaseReservationResponse]]:
-        """ReleaseReservation returns reserved stock to available. Releasing twice is harmless."""
+        """ReleaseReservation returns reserved stock (held or committed) to available. Releasing twice
+        is harmless.
+        """
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
