@@ -1,7 +1,8 @@
 """The orders service: owns orders in `<data_dir>/orders.db`, placing them with customers, catalog and inventory.
 
-Needs `options.upstreams` for customers, catalog and inventory. On start it drives any order left PENDING
-(by a crash or an unreachable owner) to CONFIRMED or CANCELLED in the background.
+Needs `options.upstreams` for customers, catalog and inventory. In the background it drives every order left
+PENDING (by a crash or an unreachable owner) to CONFIRMED or CANCELLED, retrying until the owners answer
+(`services.orders.recovery`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pullgate.orders.v1 import orders_pb2, orders_pb2_grpc
 from pullgate.serving import Binding, ServeOptions
 from services.orders.owners import Owners
 from services.orders.placement import Placement
+from services.orders.recovery import Recovery
 from services.orders.servicer import OrderServicer
 from services.orders.store import OrderStore
 
@@ -34,7 +36,7 @@ async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
         stack.push_async_callback(store.close)
         placement = Placement(store, owners)
         stack.push_async_callback(placement.close)
-        recovery = asyncio.create_task(placement.recover(), name="orders-recovery")
+        recovery = asyncio.create_task(Recovery(store, placement).run(), name="orders-recovery")
         stack.push_async_callback(_cancel, recovery)
         yield [Binding(SERVICE, orders_pb2_grpc.add_OrderServiceServicer_to_server, OrderServicer(store, placement))]
 

@@ -6,11 +6,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pullgate import methods
-from pullgate.methods import BATCH_GET_PRODUCTS, GET_CUSTOMER, RELEASE_RESERVATION, RESERVE_STOCK
+from pullgate.methods import (
+    BATCH_GET_PRODUCTS,
+    COMMIT_RESERVATION,
+    GET_CUSTOMER,
+    RELEASE_RESERVATION,
+    RESERVE_STOCK,
+)
 from resilience import Downstream, ResilienceConfig
 
 NAMES = ("customers", "catalog", "inventory")
-__all__ = ["BATCH_GET_PRODUCTS", "GET_CUSTOMER", "NAMES", "RELEASE_RESERVATION", "RESERVE_STOCK", "Owners"]
+__all__ = [
+    "BATCH_GET_PRODUCTS",
+    "COMMIT_RESERVATION",
+    "GET_CUSTOMER",
+    "NAMES",
+    "RELEASE_RESERVATION",
+    "RESERVE_STOCK",
+    "Owners",
+]
 
 
 @dataclass(frozen=True)

@@ -106,11 +106,17 @@ def _insert(
 
 
 def _finish(
-    conn: sqlite3.Connection, order_id: str, status: orders_pb2.OrderStatus.ValueType, reason: str | None, now: str
+    conn: sqlite3.Connection,
+    order_id: str,
+    status: orders_pb2.OrderStatus.ValueType,
+    reason: str | None,
+    now: str,
+    unless_reserve_attempted: bool = False,
 ) -> OrderRow:
     conn.execute(
-        "UPDATE orders SET status = ?, cancel_reason = ?, update_time = ? WHERE order_id = ? AND status = ?",
-        (status, reason, now, order_id, PENDING),
+        "UPDATE orders SET status = ?, cancel_reason = ?, update_time = ? WHERE order_id = ? AND status = ? "
+        "AND NOT (? AND reserve_attempted)",
+        (status, reason, now, order_id, PENDING, unless_reserve_attempted),
     )
     return _get(conn, order_id)
 
@@ -214,18 +220,35 @@ class OrderStore:
 
         return await self._db.transaction(read)
 
-    async def mark_reserve_attempted(self, order_id: str) -> None:
-        """Note, before asking inventory, that stock may from now on be held under this order's id."""
-        await self._db.transaction(
-            lambda conn: conn.execute("UPDATE orders SET reserve_attempted = 1 WHERE order_id = ?", (order_id,))
-        )
+    async def mark_reserve_attempted(self, order_id: str) -> OrderRow:
+        """Note, before asking inventory, that stock may from now on be held under this order's id; the order.
+
+        Only a PENDING order is marked: one that another process has meanwhile ended is returned as it stands.
+        """
+
+        def mark(conn: sqlite3.Connection) -> OrderRow:
+            conn.execute(
+                "UPDATE orders SET reserve_attempted = 1 WHERE order_id = ? AND status = ?", (order_id, PENDING)
+            )
+            return _get(conn, order_id)
+
+        return await self._db.transaction(mark)
 
     async def finish(
-        self, order_id: str, status: orders_pb2.OrderStatus.ValueType, reason: str | None = None
+        self,
+        order_id: str,
+        status: orders_pb2.OrderStatus.ValueType,
+        reason: str | None = None,
+        *,
+        unless_reserve_attempted: bool = False,
     ) -> OrderRow:
         """Move a PENDING order to `status` (with the reason, if cancelled); the order as it then stands.
 
-        An order already in an end state is left as it is.
+        An order already in an end state is left as it is; so is one with `reserve_attempted` set, when
+        `unless_reserve_attempted` (a refusal found before asking for stock must not undo another process's
+        reservation in progress).
         """
         now = _time.to_db(_time.utc_now())
-        return await self._db.transaction(lambda conn: _finish(conn, order_id, status, reason, now))
+        return await self._db.transaction(
+            lambda conn: _finish(conn, order_id, status, reason, now, unless_reserve_attempted)
+        )

@@ -20,6 +20,7 @@ from resilience import ResilienceConfig
 from services import demo
 from services.orders.owners import Owners
 from services.orders.placement import Placement
+from services.orders.recovery import Recovery
 from services.orders.store import OrderStore
 from tests.support import count_rows, rpc_error, start_service
 
@@ -285,14 +286,16 @@ async def test_an_unreachable_owner_leaves_the_order_pending_until_a_replay(tmp_
 
 
 async def test_recovery_drives_pending_orders_to_an_end_state(tmp_path: Path) -> None:
-    """recover() confirms a PENDING order the owners accept and cancels one they refuse."""
+    """A recovery pass confirms a PENDING order the owners accept and cancels one they refuse."""
     async with owners_running(tmp_path / "owners") as upstreams:
         store = await OrderStore.open(tmp_path / "orders.db")
         owners = Owners.connect(upstreams, ResilienceConfig())
         try:
             good = await store.begin("good", "2", [("SKU-003", 1)])
             bad = await store.begin("bad", "2", [("SKU-030", 1)])
-            await Placement(store, owners).recover()
+            recovery = Recovery(store, Placement(store, owners))
+            await recovery.adopt()
+            assert await recovery.run_once() == []
             assert (await store.get(good.order_id)).status == CONFIRMED
             refused = await store.get(bad.order_id)
             assert (refused.status, refused.cancel_reason) == (
