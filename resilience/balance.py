@@ -54,4 +54,5 @@ class Balance:
         finally:
             self.outstanding[replica] -= 1
         ctx.stats.replica = replica
+        ctx.stats.won = ctx.attempt
         return response

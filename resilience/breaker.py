@@ -28,6 +28,7 @@ from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.config import BreakerConfig
 from resilience.context import Call, CallContext
 from resilience.errors import CircuitOpen
+from resilience.instruments import BREAKER_REJECTIONS, BREAKER_TRANSITIONS, event, labels, watch_breaker
 from resilience.outcome import classify
 
 log = logging.getLogger("resilience.breaker")
@@ -65,6 +66,7 @@ class ReplicaBreaker:
             listeners=[_Relay(self)],
             name=f"{downstream}/{replica}",
         )
+        watch_breaker(self)
 
     @property
     def state(self) -> str:
@@ -114,6 +116,9 @@ class ReplicaBreaker:
         if new == OPEN:
             self._opened_at = self._clock.now()
         log.warning("breaker %s/%s: %s -> %s", self.downstream, self.replica, old, new)
+        BREAKER_TRANSITIONS.add(1, {"downstream": self.downstream, "replica": self.replica, "state": new})
+        event("breaker state change", {"resilience.replica": self.replica, "resilience.breaker.from": old,
+                                       "resilience.breaker.to": new})
         for listener in self.listeners:
             listener(self.downstream, self.replica, old, new)
 
@@ -139,6 +144,10 @@ class Breaker:
     def usable(self, replica: str) -> bool:
         return self.breakers[replica].usable
 
+    def state_of(self, replica: str) -> str:
+        """The breaker state of `replica`: "closed", "open" or "half-open"."""
+        return self.breakers[replica].state
+
     def add_listener(self, listener: StateListener) -> None:
         for breaker in self.breakers.values():
             breaker.listeners.append(listener)
@@ -148,6 +157,8 @@ class Breaker:
         breaker = self.breakers[ctx.replica]
         probe = breaker.admit()
         if probe is None:
+            BREAKER_REJECTIONS.add(1, labels(self.downstream, ctx.method.descriptor.name, replica=ctx.replica))
+            event("breaker rejected", {"resilience.replica": ctx.replica, "resilience.breaker.state": breaker.state})
             raise CircuitOpen(self.downstream, ctx.replica)
         try:
             response = await inner(request, ctx)

@@ -16,6 +16,7 @@ from resilience.clock import SYSTEM_CLOCK, Clock, wait_for
 from resilience.config import BulkheadConfig
 from resilience.context import Call, CallContext
 from resilience.errors import BulkheadFull
+from resilience.instruments import BULKHEAD_REJECTIONS, event, labels
 
 
 class Bulkhead:
@@ -47,6 +48,8 @@ class Bulkhead:
                 slot.cancel()
                 self._waiters.remove(slot)
             if isinstance(error, TimeoutError):
+                BULKHEAD_REJECTIONS.add(1, labels(self.downstream, ctx.method.descriptor.name))
+                event("bulkhead full", {"resilience.limit": self.limit})
                 raise BulkheadFull(self.downstream, self.limit) from None
             raise
 

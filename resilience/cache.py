@@ -29,6 +29,7 @@ from resilience.config import CacheConfig
 from resilience.context import Call, CallContext, CallStats
 from resilience.deadline import Deadline
 from resilience.errors import DeadlineExceeded, ResilienceError
+from resilience.instruments import CACHE_REQUESTS, labels
 from resilience.outcome import Outcome, classify
 from resilience.result import Source
 from resilience.timeouts import TotalTimeout
@@ -60,6 +61,7 @@ class Cached:
         self._total = total
         self._clock = clock
         self.methods: dict[str, MethodCache] = {}
+        self._labels: dict[tuple[str, str], Any] = {}
 
     def cache(self, path: str) -> MethodCache:
         found = self.methods.get(path)
@@ -84,6 +86,7 @@ class Cached:
                 age = self._clock.now() - hit[1]
                 if age <= bound:
                     ctx.stats.source, ctx.stats.age, ctx.stats.attempts = Source.CACHED, age, 0
+                    self._count(ctx, "hit")
                     return hit[0]
         try:
             return await self._shared(key, request, ctx, inner, cache)
@@ -97,7 +100,17 @@ class Cached:
             if age > bound:
                 raise
             ctx.stats.source, ctx.stats.age, ctx.stats.reason = Source.STALE, age, error.reason
+            self._count(ctx, "stale")
             return old[0]
+
+    def _count(self, ctx: CallContext, result: str) -> None:
+        """Count a lookup's result and note it on the call (the span reads it)."""
+        ctx.stats.cache = result
+        key = (ctx.method.path, result)
+        attributes = self._labels.get(key)
+        if attributes is None:
+            attributes = self._labels[key] = labels(ctx.downstream, ctx.method.descriptor.name, result=result)
+        CACHE_REQUESTS.add(1, attributes)
 
     async def _shared(self, key: bytes, request: Any, ctx: CallContext, inner: Call, cache: MethodCache) -> Any:
         mine = self._total.deadline_for(ctx)
@@ -105,6 +118,9 @@ class Cached:
             flight = cache.flights.get(key)
             if flight is None:
                 flight = self._start(key, request, ctx, mine, inner, cache)
+                self._count(ctx, "miss")
+            else:
+                self._count(ctx, "coalesced")
             flight.waiters += 1
             try:
                 response = await wait_for(asyncio.shield(flight.task), None if mine is None else mine.at, self._clock)

@@ -33,10 +33,17 @@ class CallStats:
     source: Source = Source.LIVE
     age: float = 0.0
     reason: str = ""
+    won: int = 0
+    """The number of the attempt that answered (0 = the first)."""
+    budget_refusals: int = 0
+    """Retries or hedges the budget (or the hedging cap) did not allow."""
+    cache: str = ""
+    """What the cache did: "hit", "miss", "coalesced" (joined a call in flight), "stale"; "" = not consulted."""
 
     def copy_from(self, other: CallStats) -> None:
         self.attempts, self.hedged, self.hedge_won = other.attempts, other.hedged, other.hedge_won
         self.replica, self.tried = other.replica, list(other.tried)
+        self.won, self.budget_refusals = other.won, other.budget_refusals
 
     def provenance(self) -> Provenance:
         return Provenance(

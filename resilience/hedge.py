@@ -20,7 +20,11 @@ from resilience.budget import Budget
 from resilience.clock import SYSTEM_CLOCK, Clock, Timer, call_later
 from resilience.config import BudgetConfig, HedgingConfig
 from resilience.context import Call, CallContext
+from resilience.instruments import BUDGET_REFUSALS, HEDGES_SENT, HEDGES_WON, RETRIES, event, labels
 from resilience.outcome import classify
+
+LOSER = "hedge loser"
+"""The message a losing attempt's task is cancelled with; the grpc client span below it can say so."""
 
 
 class LatencyTracker:
@@ -74,6 +78,12 @@ class Hedge:
             return False
         return self.cap.try_withdraw() and self.budget.try_withdraw()
 
+    @staticmethod
+    def _refused(ctx: CallContext, kind: str, attempt: int) -> None:
+        ctx.stats.budget_refusals += 1
+        BUDGET_REFUSALS.add(1, labels(ctx.downstream, ctx.method.descriptor.name, kind=kind))
+        event("budget refused", {"resilience.kind": kind, "resilience.attempt": attempt})
+
     async def _timed(self, inner: Call, request: Any, ctx: CallContext, tracker: LatencyTracker) -> Any:
         start = self._clock.now()
         response = await inner(request, ctx)
@@ -111,6 +121,7 @@ class Hedge:
         sent = 1
         timer: Timer | None = None
         last_error: BaseException | None = None
+        answered = False
         try:
             while True:
                 if timer is None and sent < self.config.max_attempts and self._has_time(ctx, delay):
@@ -123,21 +134,34 @@ class Hedge:
                         continue
                     error = task.exception()
                     if error is None:
+                        answered = True
                         ctx.stats.hedge_won = actx.attempt in hedges
+                        if ctx.stats.hedge_won:
+                            HEDGES_WON.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
                         return task.result()
                     last_error = error
                     if not classify(error).retryable or not ctx.method.retryable:
                         raise error
-                    if sent < self.config.max_attempts and self.budget.try_withdraw():
+                    if sent < self.config.max_attempts:
+                        if not self.budget.try_withdraw():
+                            self._refused(ctx, "retry", sent)
+                            continue
+                        RETRIES.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
+                        event("retry", {"resilience.attempt": sent, "resilience.backoff_s": 0.0,
+                                        "resilience.reason": getattr(error, "reason", repr(error))})
                         launch(sent)  # gRFC A6: a retryable failure sends the next attempt at once
                         sent += 1
                 if fired[0]:
                     fired[0], timer = False, None
                     may_hedge = running and sent < self.config.max_attempts and self._has_time(ctx, delay)
-                    if may_hedge and self._withdraw_hedge():
+                    if may_hedge and not self._withdraw_hedge():
+                        self._refused(ctx, "hedge", sent)
+                    elif may_hedge:
                         hedges.add(sent)
                         ctx.stats.hedged = True
                         self.hedges_sent += 1
+                        HEDGES_SENT.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
+                        event("hedge", {"resilience.attempt": sent, "resilience.hedging_delay_s": delay})
                         launch(sent)
                         sent += 1
                 if not running:
@@ -146,8 +170,11 @@ class Hedge:
         finally:
             if timer is not None:
                 timer.cancel()
-            for task in running:
-                task.cancel()
+            for task, actx in running.items():
+                task.cancel(LOSER if answered else None)
+                if answered:
+                    event("hedge loser cancelled", {"resilience.attempt": actx.attempt,
+                                                    "resilience.replica": actx.replica or ""})
 
     def _has_time(self, ctx: CallContext, delay: float) -> bool:
         """A hedge sent after `delay` needs about `delay` more to answer; is that much left?"""

@@ -16,6 +16,7 @@ from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.config import RetryConfig
 from resilience.context import Call, CallContext
 from resilience.errors import ResilienceError
+from resilience.instruments import BUDGET_REFUSALS, RETRIES, event, labels
 from resilience.outcome import classify
 
 
@@ -43,6 +44,9 @@ class RetryPolicy:
         if time_left is not None and wait >= time_left:
             return None
         if not self.budget.try_withdraw():
+            ctx.stats.budget_refusals += 1
+            BUDGET_REFUSALS.add(1, labels(ctx.downstream, ctx.method.descriptor.name, kind="retry"))
+            event("budget refused", {"resilience.kind": "retry", "resilience.attempt": attempts})
             return None
         return wait
 
@@ -65,5 +69,8 @@ class Retry:
                 wait = self.policy.delay(error, ctx, attempt + 1, left)
                 if wait is None:
                     raise
+                RETRIES.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
+                event("retry", {"resilience.attempt": attempt + 1, "resilience.backoff_s": wait,
+                                "resilience.reason": error.reason})
             await self._clock.sleep(wait)
             attempt += 1

@@ -88,7 +88,7 @@ def build(
     retry = Retry(RetryPolicy(config.retry, budget, rng), clock) if config.retry.enabled else None
     hedge = Hedge(config.hedging, budget, clock) if config.hedging.enabled else None
     made: dict[str, Policy | None] = {
-        "traced": Traced(),
+        "traced": Traced(downstream, breaker.state_of if breaker else None, clock),
         "cached": Cached(config.cache, total, clock) if config.cache.enabled else None,
         "total_timeout": total,
         "retry_or_hedge": RetryOrHedge(retry, hedge) if retry or hedge else None,

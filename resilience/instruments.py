@@ -1,0 +1,105 @@
+"""The layer's metrics and span events, through the OpenTelemetry API only: free when no SDK is installed.
+
+The instruments are created once, at import, on the API's global meter. Until a process installs an SDK
+MeterProvider (pullgate.telemetry does), each `add()`/`record()` is a no-op of about 0.1 µs; after, the
+numbers flow to whatever reader that provider has. Events go to the current span only when it is recording,
+so without tracing an event costs one context lookup, and events are rare (a retry, a hedge, a breaker
+decision). The per-call work (the logical call's span and latency) is in resilience.traced.
+
+Metric names follow OpenTelemetry's conventions (dots, a unit); Prometheus shows them with underscores
+and the unit appended, e.g. `resilience_call_duration_seconds_bucket`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.util.types import AttributeValue
+
+SCOPE = "resilience"
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+"""Histogram boundaries in seconds: from a cache hit (sub-millisecond) to a call that used a whole deadline."""
+
+BREAKER_STATES: Mapping[str, int] = {"closed": 0, "half-open": 1, "open": 2}
+"""The breaker-state gauge's values."""
+
+_meter = metrics.get_meter(SCOPE)
+
+CALL_DURATION = _meter.create_histogram(
+    "resilience.call.duration", unit="s",
+    description="Logical calls through the layer (all attempts, cache included), by downstream, method and outcome",
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+)
+CACHE_REQUESTS = _meter.create_counter(
+    "resilience.cache.requests", unit="{request}",
+    description="Cache lookups of cacheable calls by result: hit, miss, coalesced (joined a call in flight), stale",
+)
+RETRIES = _meter.create_counter(
+    "resilience.retries", unit="{attempt}", description="Attempts sent again after a retryable failure",
+)
+HEDGES_SENT = _meter.create_counter(
+    "resilience.hedges.sent", unit="{attempt}", description="Hedged attempts sent because the first was slow",
+)
+HEDGES_WON = _meter.create_counter(
+    "resilience.hedges.won", unit="{call}", description="Calls answered by a hedged attempt rather than the first",
+)
+BUDGET_REFUSALS = _meter.create_counter(
+    "resilience.budget.refusals", unit="{attempt}",
+    description="Retries or hedges not sent because the retry budget (or the hedging cap) was spent",
+)
+BREAKER_REJECTIONS = _meter.create_counter(
+    "resilience.breaker.rejections", unit="{attempt}", description="Attempts refused by an open breaker",
+)
+BREAKER_TRANSITIONS = _meter.create_counter(
+    "resilience.breaker.transitions", unit="{transition}", description="Breaker state changes, by the new state",
+)
+BULKHEAD_REJECTIONS = _meter.create_counter(
+    "resilience.bulkhead.rejections", unit="{attempt}",
+    description="Attempts refused because the downstream's concurrency limit stayed full",
+)
+
+
+class _Breaker(Protocol):
+    downstream: str
+    replica: str
+
+    @property
+    def state(self) -> str: ...
+
+
+_breakers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch_breaker(breaker: _Breaker) -> None:
+    """Report `breaker`'s state on the `resilience.breaker.state` gauge for as long as it lives."""
+    _breakers.add(breaker)
+
+
+def _breaker_states(options: CallbackOptions) -> Iterable[Observation]:
+    for b in list(_breakers):
+        yield Observation(BREAKER_STATES.get(b.state, -1), {"downstream": b.downstream, "replica": b.replica})
+
+
+_meter.create_observable_gauge(
+    "resilience.breaker.state", callbacks=[_breaker_states], unit="1",
+    description="Each replica's breaker: 0 closed, 1 half-open, 2 open",
+)
+
+
+def event(name: str, attributes: Mapping[str, AttributeValue]) -> None:
+    """Add an event to the current span (the logical call's), if it is recording."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(name, attributes)
+
+
+def labels(downstream: str, method: str, **extra: str) -> dict[str, AttributeValue]:
+    """The attributes every per-method series carries."""
+    return {"downstream": downstream, "method": method, **extra}
