@@ -2,9 +2,10 @@
 
 The launcher starts the owners first, then orders (which calls them), then the gateway (which calls all
 four), each as `python -m pullgate serve NAME`, and waits until each reports SERVING on its health service
-before starting what depends on it. It restarts a child that dies (with backoff), records what runs where in
-`<data-dir>/pullgate-up.json` (read by the CLI and by chaos runs), and on Ctrl-C or SIGTERM stops the
-children in reverse order, gracefully, before it exits.
+before starting what depends on it. Each child serves its metrics for Prometheus on its own port (printed;
+PULLGATE_METRICS_PORTS overrides; see docs/observability.md). It restarts a child that dies (with backoff),
+records what runs where in `<data-dir>/pullgate-up.json` (read by the CLI and by chaos runs), and on Ctrl-C or
+SIGTERM stops the children in reverse order, gracefully, before it exits.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pullgate.telemetry import logs
+from pullgate.telemetry import metrics as telemetry_metrics
+
 log = logging.getLogger("pullgate.launcher")
 
 OWNERS = ("customers", "catalog", "inventory")
@@ -33,7 +37,10 @@ DEFAULT_PORTS: Mapping[str, int] = {"gateway": 50050, "customers": 50051, "catal
                                     "orders": 50054}
 UPSTREAMS: Mapping[str, tuple[str, ...]] = {"orders": OWNERS, "gateway": (*OWNERS, "orders")}
 STAGES: tuple[tuple[str, ...], ...] = (OWNERS, ("orders",), ("gateway",))
-REPLICA_PORT_STEP = 10  # replica k of a service listens on its port + 10 * k
+DEFAULT_METRICS_PORTS: Mapping[str, int] = {"gateway": 9464, "customers": 9465, "catalog": 9466, "inventory": 9467,
+                                            "orders": 9468}
+METRICS_PORTS_VARIABLE = "PULLGATE_METRICS_PORTS"
+REPLICA_PORT_STEP = 10  # replica k of a service listens on its port + 10 * k (its metrics too)
 STATE_FILE = "pullgate-up.json"
 
 
@@ -54,6 +61,26 @@ class UpSettings:
     allow_fault_injection: bool = False
     ready_timeout: float = 30.0
     stop_grace: float = 10.0
+    metrics_ports: Mapping[str, int] | None = None
+    """Each service's metrics port (0 = any free one); None = the defaults, or any free one for a service whose
+    gRPC port is 0 (`--any-ports`). $PULLGATE_METRICS_PORTS overrides: `gateway=9100,orders=0` or `off`."""
+
+
+def metrics_ports(settings: UpSettings, env: Mapping[str, str] = os.environ) -> dict[str, int] | None:
+    """The metrics port of each service's first replica, or None when metrics are off; LaunchError names a bad
+    $PULLGATE_METRICS_PORTS."""
+    ports = dict(settings.metrics_ports) if settings.metrics_ports is not None else {
+        s: DEFAULT_METRICS_PORTS[s] if settings.ports[s] else 0 for s in SERVICES}
+    text = env.get(METRICS_PORTS_VARIABLE, "").strip()
+    if text.lower() == "off":
+        return None
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, _, port = item.partition("=")
+        if name not in SERVICES or not port.isdigit() or int(port) > 65535:
+            raise LaunchError(f"{METRICS_PORTS_VARIABLE}: {item!r}: expected NAME=PORT with NAME one of "
+                              f"{', '.join(SERVICES)}, or 'off'")
+        ports[name] = int(port)
+    return ports
 
 
 @dataclass
@@ -63,6 +90,8 @@ class Child:
     service: str
     replica: int
     port: int
+    metrics_port: int | None = None
+    """None: no metrics endpoint; 0 until the child reports the free port it bound."""
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
 
@@ -98,12 +127,16 @@ class Launcher:
         self.settings = settings
         self.run_dir = settings.data_dir / "run"
         self.children: list[Child] = []
+        metrics = metrics_ports(settings)
         for service in SERVICES:
             base = settings.ports[service]
             count = 1 if service == "gateway" else settings.replicas
             for replica in range(count):
                 port = base + REPLICA_PORT_STEP * replica if base else 0
-                self.children.append(Child(service, replica, port))
+                child = Child(service, replica, port)
+                if metrics is not None:
+                    child.metrics_port = metrics[service] + REPLICA_PORT_STEP * replica if metrics[service] else 0
+                self.children.append(child)
         self._stopping = False
         self._supervisors: list[asyncio.Task[None]] = []
 
@@ -130,7 +163,10 @@ class Launcher:
     async def _spawn(self, child: Child) -> None:
         port_file = self._port_file(child)
         port_file.unlink(missing_ok=True)
-        env = {**os.environ, "OTEL_SERVICE_NAME": f"pullgate-{child.service}", "PULLGATE_INSTANCE": child.name}
+        metrics_file = telemetry_metrics.port_file(port_file)
+        metrics_file.unlink(missing_ok=True)
+        env = {**os.environ, "OTEL_SERVICE_NAME": f"pullgate-{child.service}", "PULLGATE_INSTANCE": child.name,
+               telemetry_metrics.PORT_VARIABLE: "off" if child.metrics_port is None else str(child.metrics_port)}
         child.process = await asyncio.create_subprocess_exec(
             *self._command(child), env=env, stdin=asyncio.subprocess.DEVNULL,
             process_group=0, preexec_fn=_die_with_parent,
@@ -144,6 +180,8 @@ class Launcher:
                 raise LaunchError(f"{child.name} did not start within {self.settings.ready_timeout:.0f}s")
             await asyncio.sleep(0.05)
         child.port = int(port_file.read_text())
+        if child.metrics_port is not None and metrics_file.exists():  # written before the gRPC port file
+            child.metrics_port = int(metrics_file.read_text())
         await self._wait_serving(child, deadline)
 
     async def _wait_serving(self, child: Child, deadline: float) -> None:
@@ -164,7 +202,8 @@ class Launcher:
         """Start every stage; a service's first replica starts (and seeds its database) before the others."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        check_ports_free(self.settings.host, [c.port for c in self.children])
+        check_ports_free(self.settings.host, [c.port for c in self.children]
+                         + [c.metrics_port for c in self.children if c.metrics_port])
         for stage in STAGES:
             firsts = [c for c in self.children if c.service in stage and c.replica == 0]
             await asyncio.gather(*(self._spawn(c) for c in firsts))
@@ -204,7 +243,8 @@ class Launcher:
             "data_dir": str(self.settings.data_dir.resolve()),
             "services": {
                 service: [{"name": c.name, "address": f"{self.settings.host}:{c.port}",
-                           "pid": c.process.pid if c.process else None, "restarts": c.restarts}
+                           "pid": c.process.pid if c.process else None, "restarts": c.restarts,
+                           "metrics": self.metrics_url(c)}
                           for c in self.children if c.service == service]
                 for service in SERVICES
             },
@@ -238,13 +278,18 @@ class Launcher:
                 await asyncio.gather(*(p.wait() for p in running))
         (self.settings.data_dir / STATE_FILE).unlink(missing_ok=True)
 
+    def metrics_url(self, child: Child) -> str | None:
+        """Where `child` serves its metrics for Prometheus, or None."""
+        return None if child.metrics_port is None else f"http://{self.settings.host}:{child.metrics_port}/metrics"
+
     def summary(self) -> str:
         s = self.settings
-        rows = [f"  {'service':<12} {'address':<22} {'pid':>7}   database"]
+        rows = [f"  {'service':<12} {'address':<22} {'pid':>7}   {'metrics':<36} database"]
         for c in sorted(self.children, key=lambda c: SERVICES.index(c.service) - 10 * (c.service == "gateway")):
             db = "(stores nothing)" if c.service == "gateway" else str(s.data_dir / f"{c.service}.db")
             pid = c.process.pid if c.process else 0
-            rows.append(f"  {c.name:<12} {s.host + ':' + str(c.port):<22} {pid:>7}   {db}")
+            metrics = self.metrics_url(c) or "-"
+            rows.append(f"  {c.name:<12} {s.host + ':' + str(c.port):<22} {pid:>7}   {metrics:<36} {db}")
         gateway = self.addresses("gateway")[0]
         target = "" if gateway == f"127.0.0.1:{DEFAULT_PORTS['gateway']}" else f" --target {gateway}"
         return "\n".join([
@@ -263,11 +308,16 @@ class Launcher:
 
 async def up(settings: UpSettings) -> int:
     """Run the system until Ctrl-C or SIGTERM; returns the exit code."""
+    logs.configure("pullgate")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    launcher = Launcher(settings)
+    try:
+        launcher = Launcher(settings)
+    except LaunchError as error:
+        print(f"pullgate up: {error}", file=sys.stderr, flush=True)
+        return 1
     starting = asyncio.create_task(launcher.start())
     stopped = asyncio.create_task(stop.wait())
     try:

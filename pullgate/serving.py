@@ -3,7 +3,8 @@
 Every server in pullgate (the four owners and the gateway) runs through `run()`, so they all answer health
 checks, expose reflection for grpcurl and `buf curl`, bound their outgoing calls by the incoming deadline,
 turn errors into status codes in one place, inject faults on demand (`--faults`, and at run time only with
-`--allow-fault-injection`; see docs/faults.md), and stop gracefully on SIGTERM or SIGINT.
+`--allow-fault-injection`; see docs/faults.md), export traces and metrics when the environment asks for them
+(pullgate.telemetry; docs/observability.md), and stop gracefully on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from grpc_reflection.v1alpha import reflection
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
+from pullgate.telemetry import Telemetry
+from pullgate.telemetry.metrics import port_file as metrics_port_file
 from resilience.errors import ResilienceError
 from resilience.server import DeadlineInterceptor
 
@@ -103,6 +106,7 @@ async def running(
     *,
     faults: FaultInjector | None = None,
     allow_fault_injection: bool = False,
+    tracing: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
 ) -> AsyncIterator[tuple[grpc.aio.Server, int, HealthServicer]]:
     """A started server with the bindings, health and reflection; yields (server, bound port, health).
 
@@ -110,12 +114,16 @@ async def running(
     `allow_fault_injection` the admin FaultService is registered to change them at run time; without it the
     service does not exist, and with no faults for this server either, the fault interceptor is not installed
     at all (it costs nothing in production). A FaultInjector made here for the admin service alone matches only
-    clauses without a service name; pass `FaultInjector(name)` to match `name=` clauses too.
+    clauses without a service name; pass `FaultInjector(name)` to match `name=` clauses too. `tracing` holds the
+    interceptors that make server spans (`Telemetry.server_interceptors()`; none when tracing is off).
     """
     names = [b.full_name for b in bindings]
     injector = faults if faults is not None else FaultInjector("")
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
-        # Outermost: the caller's deadline becomes the current one before anything else runs, so an injected
+        # Outermost: the server span, with the caller's trace context from the metadata, so the handler, the
+        # faults and the error translation below all happen inside it (an injected delay shows in the span).
+        *tracing,
+        # Then the caller's deadline becomes the current one before anything else runs, so an injected
         # delay spends the caller's time like a slow handler would, and what the handler calls after it gets
         # only what is left.
         DeadlineInterceptor(),
@@ -167,6 +175,15 @@ async def run(options: ServeOptions, app: App) -> None:
     A bad `options.faults` raises FaultSpecError (naming the clause) before the app or the server starts.
     """
     faults = FaultInjector(options.name, parse_faults(options.faults))
+    # Before the app, so the channels it opens to its owners are instrumented.
+    telemetry = Telemetry.setup(options.name, options.host)
+    try:
+        await _serve(options, app, faults, telemetry)
+    finally:
+        telemetry.shutdown()
+
+
+async def _serve(options: ServeOptions, app: App, faults: FaultInjector, telemetry: Telemetry) -> None:
     if active := faults.spec.for_server(options.name):
         log.warning("%s injecting faults: %s", options.name, active)
     if options.allow_fault_injection:
@@ -176,10 +193,15 @@ async def run(options: ServeOptions, app: App) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with app(options) as bindings, running(
-        bindings, options.host, options.port, faults=faults, allow_fault_injection=options.allow_fault_injection
+        bindings, options.host, options.port, faults=faults, allow_fault_injection=options.allow_fault_injection,
+        tracing=telemetry.server_interceptors(),
     ) as (_, port, _h):
         log.info("%s serving on %s:%d", options.name, options.host, port)
+        if telemetry.metrics_port is not None:
+            log.info("%s metrics on http://%s:%d/metrics", options.name, options.host, telemetry.metrics_port)
         if options.port_file is not None:
+            if telemetry.metrics_port is not None:  # first: the launcher reads it once the gRPC port is there
+                write_port_file(metrics_port_file(options.port_file), telemetry.metrics_port)
             write_port_file(options.port_file, port)
         await stop.wait()
         log.info("%s stopping", options.name)

@@ -1,0 +1,71 @@
+"""opentelemetry-instrumentation-grpc's grpc.aio client instrumentation, with cancellation handled.
+
+The library's unary-unary interceptor awaits the call's status inside grpc's interceptor task. When the caller
+cancels (a hedge loser, a caller that left), that await is cancelled but the call underneath is not, so the
+owner never sees the cancellation, and the client span is never ended (it is opened with end_on_exit=False),
+so it is lost. This subclass cancels the call underneath and ends the span marked as cancelled, and as a
+hedge loser when the resilience layer cancelled it as one. Everything else is the library's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, aio_client_interceptors
+from opentelemetry.instrumentation.grpc._aio_client import UnaryUnaryAioClientInterceptor
+from opentelemetry.trace import Span
+
+from resilience.hedge import LOSER
+
+CANCELLED_CODE = grpc.StatusCode.CANCELLED.value[0]
+
+
+def mark_cancelled(span: Span, cancelled: asyncio.CancelledError) -> None:
+    """Label a client span whose call was cancelled by its caller; a hedge loser says so."""
+    span.set_attribute("rpc.grpc.status_code", CANCELLED_CODE)
+    span.set_attribute("pullgate.cancelled", True)
+    span.set_attribute("resilience.hedge_loser", LOSER in cancelled.args)
+
+
+class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
+    """The library's unary-unary client interceptor; a cancelled caller cancels the call and ends the span."""
+
+    async def _wrap_unary_response(self, continuation: Callable[[], Awaitable[Any]], span: Span) -> Any:
+        calls: list[Any] = []
+
+        async def capturing() -> Any:
+            call = await continuation()
+            calls.append(call)
+            return call
+
+        try:
+            return await super()._wrap_unary_response(capturing, span)  # type: ignore[no-untyped-call]
+        except asyncio.CancelledError as cancelled:
+            for call in calls:
+                call.cancel()  # the owner sees the cancellation, as it does without instrumentation
+            mark_cancelled(span, cancelled)
+            span.end()
+            raise
+
+
+def client_interceptors(**kwargs: Any) -> list[Any]:
+    """The library's four aio client interceptors, with the unary-unary one replaced by CancellingUnaryUnary."""
+    interceptors: list[Any] = aio_client_interceptors(**kwargs)  # type: ignore[no-untyped-call]
+    first = interceptors[0]
+    interceptors[0] = CancellingUnaryUnary(  # type: ignore[no-untyped-call]
+        first._tracer, filter_=first._filter, request_hook=first._request_hook, response_hook=first._response_hook
+    )
+    return interceptors
+
+
+class ClientInstrumentor(GrpcAioInstrumentorClient):
+    """Like GrpcAioInstrumentorClient (patches grpc.aio.insecure_channel and secure_channel), with our interceptor."""
+
+    def _add_interceptors(self, tracer_provider: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        ours = client_interceptors(tracer_provider=tracer_provider, filter_=self._filter,
+                                   request_hook=self._request_hook, response_hook=self._response_hook)
+        kwargs["interceptors"] = ours + list(kwargs.get("interceptors") or [])
+        return kwargs

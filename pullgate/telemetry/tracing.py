@@ -1,0 +1,66 @@
+"""Tracing from the standard OTEL_* variables: OTLP/gRPC, batched, and grpc.aio spans with W3C propagation.
+
+Tracing is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, unless
+`OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Off, nothing is installed at all: no tracer
+provider, no interceptors, so the API's no-op tracer is what the resilience layer sees. On, the SDK reads the
+rest itself: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`,
+`OTEL_EXPORTER_OTLP_*` (an `http://` endpoint means plaintext gRPC).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from pullgate.telemetry.grpc_client import ClientInstrumentor
+
+UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                     "grpc.reflection.v1.ServerReflection")
+"""Probes and tool discovery make no spans: a health check every few seconds would bury the requests."""
+
+
+def requested(env: Mapping[str, str] = os.environ) -> bool:
+    """Do the OTEL_* variables ask for traces to be exported?"""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def resource(service: str, env: Mapping[str, str] = os.environ) -> Resource:
+    """The process's resource: OTEL_SERVICE_NAME if set, else `pullgate-<service>`; the instance if known."""
+    attributes: dict[str, Any] = {}
+    if not env.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = f"pullgate-{service}"
+    if env.get("PULLGATE_INSTANCE"):
+        attributes["service.instance.id"] = env["PULLGATE_INSTANCE"]
+    return Resource.create(attributes)
+
+
+class Tracing:
+    """The installed tracer provider and client instrumentation; `shutdown()` flushes what is batched."""
+
+    def __init__(self, service: str) -> None:
+        self.provider = TracerProvider(resource=resource(service))
+        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(self.provider)
+        self._client = ClientInstrumentor()  # type: ignore[no-untyped-call]
+        self._client.instrument(tracer_provider=self.provider)
+
+    def server_interceptors(self) -> list[Any]:
+        """The library's grpc.aio server interceptor (spans, and the caller's context from the metadata)."""
+        untraced = filters.negate(filters.any_of(*(filters.service_name(s) for s in UNTRACED_SERVICES)))
+        return [aio_server_interceptor(tracer_provider=self.provider, filter_=untraced)]  # type: ignore[no-untyped-call]
+
+    def shutdown(self) -> None:
+        self._client.uninstrument()
+        self.provider.shutdown()

@@ -1,0 +1,79 @@
+"""What the gateway and orders add to their traces and metrics: a view's parts, and an order's placement steps.
+
+Both write to the current span (the server span of the request, or nothing when tracing is off) with the
+OpenTelemetry API, so a call costs a context lookup when nobody is tracing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry import metrics, trace
+from opentelemetry.util.types import AttributeValue
+
+from pullgate.gateway.v1 import gateway_pb2 as pb
+
+_meter = metrics.get_meter("pullgate")
+PARTS = _meter.create_counter(
+    "pullgate.gateway.parts", unit="{part}", description="Parts of served views, by kind and source",
+)
+DEGRADED = _meter.create_counter(
+    "pullgate.gateway.degraded_responses", unit="{response}",
+    description="Views answered with a stale or missing part, by consistency and reason (once per reason)",
+)
+
+_SOURCES = {pb.SOURCE_LIVE: "live", pb.SOURCE_CACHED: "cached", pb.SOURCE_STALE: "stale",
+            pb.SOURCE_MISSING: "missing"}
+_REASONS = (  # (words in a part's reason, its class); the first match wins
+    ("circuit open", "circuit_open"),
+    ("bulkhead full", "bulkhead_full"),
+    ("deadline", "deadline_exceeded"),
+    ("DEADLINE_EXCEEDED", "deadline_exceeded"),
+    ("UNAVAILABLE", "unavailable"),
+    ("RESOURCE_EXHAUSTED", "resource_exhausted"),
+    ("INTERNAL", "internal"),
+)
+
+
+def reason_class(reason: str) -> str:
+    """A free-text reason ("circuit open (10.0.0.3:50051)") as a label with few values ("circuit_open")."""
+    for words, label in _REASONS:
+        if words in reason:
+            return label
+    return "other" if reason else "unknown"
+
+
+def annotate_view(consistency: str, parts: Sequence[pb.PartStatus], degraded: bool) -> None:
+    """Put a view's read mode, `degraded` and each part's provenance on the current span, and count them."""
+    reasons: set[str] = set()
+    labelled: list[str] = []
+    span = trace.get_current_span()
+    recording = span.is_recording()
+    for part in parts:
+        source = _SOURCES.get(part.source, "unknown")
+        PARTS.add(1, {"part": part.part.partition(":")[0], "source": source})
+        if source in ("stale", "missing"):
+            reasons.add(reason_class(part.reason))
+        if recording:
+            age = part.age.ToNanoseconds() / 1e9
+            labelled.append(f"{part.part}={source}" + (f" age={age:.3f}s" if source != "live" else "")
+                            + (f" ({part.reason})" if part.reason else ""))
+    for reason in reasons:
+        DEGRADED.add(1, {"consistency": consistency, "reason": reason})
+    if recording:
+        attributes: dict[str, AttributeValue] = {
+            "pullgate.read.consistency": consistency,
+            "pullgate.degraded": degraded,
+            "pullgate.parts": labelled,
+        }
+        if reasons:
+            attributes["pullgate.degraded.reasons"] = sorted(reasons)
+        span.set_attributes(attributes)
+
+
+def placement_step(step: str, order_id: str, **attributes: AttributeValue) -> None:
+    """Mark a step of placing an order (pending, customer check, product check, reservation, confirm, cancel)
+    as an event on the current span."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(f"placement: {step}", {"pullgate.order_id": order_id, **attributes})
