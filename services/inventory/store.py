@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pullgate.errors import AlreadyExists, FailedPrecondition, NotFound
 from pullgate.orders.v1 import orders_pb2
@@ -82,6 +83,8 @@ class Reservation:
     """None once committed."""
 
 
+T = TypeVar("T")
+
 Clock = Callable[[], datetime.datetime]
 
 
@@ -143,7 +146,7 @@ def _gone(reservation_id: str, header: sqlite3.Row) -> FailedPrecondition:
 
 def _reserve(
     conn: sqlite3.Connection, reservation_id: str, lines: Sequence[tuple[str, int]], now: str, expire: str
-) -> Reservation:
+) -> Reservation | FailedPrecondition:
     asked = dict(lines)
     held = conn.execute(
         "SELECT sku, quantity, available_after, reserved_after FROM reservation_lines WHERE reservation_id = ?",
@@ -159,7 +162,7 @@ def _reserve(
         header = _live(conn, reservation_id, now)
         assert header is not None, "reservation lines without a reservation"
         if header["release_time"] is not None:
-            raise _gone(reservation_id, header)
+            return _gone(reservation_id, header)  # returned, not raised: releasing an expired hold must commit
         after = {row["sku"]: StockRow(row["sku"], row["available_after"], row["reserved_after"]) for row in held}
         expire_time = None if header["commit_time"] is not None else header["expire_time"]
         return Reservation(reservation_id, [after[sku] for sku, _ in lines], expire_time)
@@ -191,12 +194,12 @@ def _reserve(
     return Reservation(reservation_id, result, expire)
 
 
-def _commit(conn: sqlite3.Connection, reservation_id: str, now: str) -> bool:
+def _commit(conn: sqlite3.Connection, reservation_id: str, now: str) -> bool | FailedPrecondition:
     header = _live(conn, reservation_id, now)
     if header is None:
         raise NotFound("reservation", reservation_id)
     if header["release_time"] is not None:
-        raise _gone(reservation_id, header)
+        return _gone(reservation_id, header)  # returned, not raised: releasing an expired hold must commit
     if header["commit_time"] is not None:
         return False
     conn.execute("UPDATE reservations SET commit_time = ? WHERE reservation_id = ?", (now, reservation_id))
@@ -215,6 +218,13 @@ def _sweep(conn: sqlite3.Connection, now: str) -> list[str]:
     for reservation_id in expired:
         _release(conn, reservation_id, EXPIRED, now)
     return expired
+
+
+def _raised(outcome: T | FailedPrecondition) -> T:
+    """The outcome of a transaction that may have ended in a refusal it had to commit first (an expired hold)."""
+    if isinstance(outcome, FailedPrecondition):
+        raise outcome
+    return outcome
 
 
 def seed(conn: sqlite3.Connection) -> None:
@@ -265,7 +275,7 @@ class InventoryStore:
         moment = self._clock()
         now = _time.to_db(moment)
         expire = _time.to_db(moment + datetime.timedelta(seconds=self.hold))
-        return await self._db.transaction(lambda conn: _reserve(conn, reservation_id, lines, now, expire))
+        return _raised(await self._db.transaction(lambda conn: _reserve(conn, reservation_id, lines, now, expire)))
 
     async def commit(self, reservation_id: str) -> bool:
         """Make a held reservation permanent; True only for the call that did it.
@@ -273,7 +283,7 @@ class InventoryStore:
         NotFound for an unknown id; FailedPrecondition if it was released or its hold ran out.
         """
         now = _time.to_db(self._clock())
-        return await self._db.transaction(lambda conn: _commit(conn, reservation_id, now))
+        return _raised(await self._db.transaction(lambda conn: _commit(conn, reservation_id, now)))
 
     async def release(self, reservation_id: str) -> bool:
         """Return a reservation's units (held or committed) to available; True only for the call that did it."""
