@@ -1,0 +1,69 @@
+"""Each process serves its metrics for Prometheus on its own port; after traffic the series are there."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from pullgate.gateway.v1 import gateway_pb2 as pb
+from pullgate.gateway.v1 import gateway_pb2_grpc
+from tests.observability.conftest import System
+from tests.observability.test_traces import set_faults
+
+pytestmark = pytest.mark.e2e
+
+
+def scrape(url: str) -> list[Sample]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`."""
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+
+async def test_the_gateway_serves_resilience_and_view_metrics(system: System) -> None:
+    """After a miss, a hit and a degraded view, the gateway's endpoint has the series with those counts."""
+    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+        gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+        await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="3"), timeout=5)
+        await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="3"), timeout=5)
+        await set_faults(system, "inventory", "inventory.BatchGetStock=error:INTERNAL")
+        try:
+            live_only = pb.ReadOptions(consistency=pb.CONSISTENCY_BOUNDED_STALENESS, max_staleness=Duration())
+            degraded = await gateway.GetOrderView(
+                pb.GetOrderViewRequest(order_id="3", read=live_only), timeout=5)
+        finally:
+            await set_faults(system, "inventory", "")
+    assert degraded.degraded
+    samples = scrape(system.metrics_url("gateway"))
+    calls = {"downstream": "orders", "method": "GetOrder", "outcome": "success"}
+    count = value(samples, "resilience_call_duration_seconds_count", **calls)
+    assert count >= 2
+    assert value(samples, "resilience_call_duration_seconds_bucket", le="10.0", **calls) == count
+    assert value(samples, "resilience_call_duration_seconds_bucket", le="0.0005", **calls) < count
+    assert 0 < value(samples, "resilience_call_duration_seconds_sum", **calls) < count * 5.0
+    assert value(samples, "resilience_cache_requests_total", downstream="orders", result="hit") >= 1
+    assert value(samples, "resilience_cache_requests_total", downstream="orders", result="miss") >= 1
+    assert value(samples, "resilience_call_duration_seconds_count", downstream="inventory", outcome="failure") >= 1
+    reasons = {"consistency": "bounded_staleness", "reason": "internal"}
+    assert value(samples, "pullgate_gateway_degraded_responses_total", **reasons) >= 1
+    assert value(samples, "pullgate_gateway_parts_total", part="stock") >= 1
+    states = [s for s in samples if s.name == "resilience_breaker_state"]
+    assert {s.labels["downstream"] for s in states} == {"customers", "catalog", "inventory", "orders"}
+    assert all(s.value in (0, 1, 2) for s in states)
+
+
+def test_every_process_has_its_own_metrics_port(system: System) -> None:
+    """The launcher records a distinct metrics endpoint per process, and each answers."""
+    urls = [system.metrics_url(name) for name in ("gateway", "customers", "catalog", "inventory", "orders")]
+    assert len(set(urls)) == 5
+    for url in urls:
+        assert scrape(url), url
