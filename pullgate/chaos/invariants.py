@@ -1,0 +1,285 @@
+"""The six promises a chaos run checks, each a pure function of what the run recorded, so each can be tested
+with a planted violation and none can be argued with: it either held on this evidence or it names the case.
+
+1 deadline      no call took longer than its deadline plus a stated tolerance
+2 provenance    every LIVE/CACHED/STALE part equals what its owner held at some moment within the age it states
+3 strong        a STRONG read never returned a part that was not LIVE
+4 placement     every OK placement exists once, with one order per key; none PENDING; stock adds up
+5 heal          once the faults stopped, non-degraded answers came back within a stated bound
+6 processes     nothing died but what was killed, and every process's peak memory stayed under a bound
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pullgate.chaos.history import History
+from pullgate.chaos.owners import INITIAL_STOCK, OrderRecord, Reservation
+from pullgate.chaos.record import Call, FaultRun, entity
+from pullgate.chaos.system import State
+
+EXAMPLES = 5
+"""Violations quoted per invariant; the count covers all of them."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The tolerances and bounds the invariants are judged by; durations in seconds."""
+
+    deadline_tolerance: float = 0.5
+    """Lateness allowed past a call's deadline: the load generator's own event loop on a busy machine."""
+    staleness_tolerance: float = 1.0
+    """Slack on each side of a part's window: the owner call's own duration and clock stamps taken before commit."""
+    heal_bound: float = 8.0
+    """Breaker reset (5 s by default) plus one probe (1 s attempt timeout) plus 2 s for a loaded machine."""
+    heal_quiet: float = 1.0
+    """Clean answers needed after the last bad one before the system counts as healed."""
+    max_rss_mib: float = 500.0
+
+
+@dataclass
+class Verdict:
+    """One invariant's outcome: held or not, what was measured, and the violations (quoted up to EXAMPLES)."""
+
+    number: int
+    name: str
+    promise: str
+    held: bool = True
+    summary: str = ""
+    count: int = 0
+    violations: list[str] = field(default_factory=list)
+    measured: dict[str, float | int | str | None] = field(default_factory=dict)
+
+    def violate(self, text: str) -> None:
+        self.held = False
+        self.count += 1
+        if len(self.violations) < EXAMPLES:
+            self.violations.append(text)
+
+
+def _when(call: Call, origin: float) -> str:
+    what = {"order_view": "order view", "customer_overview": "overview", "place_order": "placement"}[call.op]
+    return f"{what} {call.target} ({call.mode}) sent at {call.sent - origin:.2f}s"
+
+
+def deadlines(calls: Sequence[Call], limits: Limits, origin: float) -> Verdict:
+    verdict = Verdict(1, "deadline", f"no response later than its deadline + {limits.deadline_tolerance:g}s")
+    worst = -math.inf
+    for call in calls:
+        over = call.latency - call.deadline
+        worst = max(worst, over)
+        if over > limits.deadline_tolerance:
+            verdict.violate(f"{_when(call, origin)}: {call.code} after {call.latency:.3f}s, "
+                            f"deadline {call.deadline:g}s")
+    expired = Counter(c.mode for c in calls if c.code == "DEADLINE_EXCEEDED")
+    verdict.measured = {"calls": len(calls), "worst_overshoot_s": None if worst == -math.inf else round(worst, 3),
+                        **{f"deadline_exceeded_{mode}": n for mode, n in sorted(expired.items())}}
+    verdict.summary = (f"{len(calls)} calls; latest {max(worst, 0.0) * 1000:+.0f} ms past the deadline"
+                       if calls else "no calls")
+    return verdict
+
+
+def provenance(calls: Sequence[Call], history: History, limits: Limits, origin: float) -> Verdict:
+    verdict = Verdict(2, "provenance", "every LIVE/CACHED/STALE part equals what its owner held within its age")
+    checked: Counter[str] = Counter()
+    unknown = 0
+    tolerance = limits.staleness_tolerance
+    for call in calls:
+        if not call.ok:
+            continue
+        for part in call.parts:
+            kind, _ = key = entity(part.name)
+            if part.source == "MISSING" or kind == "orders":  # a list's orders are checked one by one
+                continue
+            if part.value is None:
+                verdict.violate(f"{_when(call, origin)}: {part.name} labelled {part.source} but carries no value")
+                continue
+            if not history.knows(key):
+                unknown += 1
+                continue
+            checked[part.source] += 1
+            start = call.sent - part.age - tolerance
+            end = call.received - part.age + tolerance
+            if not history.held(key, part.value, start, end):
+                held = [v for v in history.values(key) if v != part.value][:3]
+                verdict.violate(f"{_when(call, origin)}: {part.name} {part.source} age {part.age:.2f}s = "
+                                f"{part.value!r}, which its owner did not hold between {start - origin:.2f}s and "
+                                f"{end - origin:.2f}s (it held e.g. {held!r})")
+    total = sum(checked.values())
+    verdict.measured = {"parts_checked": total, **{f"{s.lower()}": n for s, n in sorted(checked.items())},
+                        "not_checkable": unknown}
+    verdict.summary = (f"{total} parts checked against the owners' records "
+                       f"({', '.join(f'{n} {s}' for s, n in sorted(checked.items())) or 'none'})"
+                       + (f"; {unknown} with no owner record" if unknown else ""))
+    return verdict
+
+
+def strong(calls: Sequence[Call], origin: float) -> Verdict:
+    verdict = Verdict(3, "strong", "a STRONG read never returns a part that is not LIVE")
+    answered = [c for c in calls if c.read and c.mode == "strong" and c.ok]
+    for call in answered:
+        for part in call.parts:
+            if part.source != "LIVE":
+                verdict.violate(f"{_when(call, origin)}: {part.name} is {part.source} ({part.reason})")
+    failed = sum(1 for c in calls if c.read and c.mode == "strong" and not c.ok)
+    verdict.measured = {"strong_answered": len(answered), "strong_failed": failed}
+    verdict.summary = f"{len(answered)} strong reads answered, all parts live; {failed} failed instead"
+    if not verdict.held:
+        verdict.summary = f"{len(answered)} strong reads answered; {verdict.count} parts not live"
+    return verdict
+
+
+def placements(calls: Sequence[Call], orders: Sequence[OrderRecord], reservations: Sequence[Reservation],
+               stock: Mapping[str, tuple[int, int]], since: float, origin: float) -> Verdict:
+    """`stock`: sku -> (available, reserved) as inventory reports it after the run; `since`: when the run began."""
+    verdict = Verdict(4, "placement", "every OK placement exists once; one order per key; none PENDING; "
+                                      "stock adds up")
+    by_key: dict[str, list[OrderRecord]] = defaultdict(list)
+    for order in orders:
+        by_key[order.key].append(order)
+    for key, found in by_key.items():
+        if len(found) > 1:
+            verdict.violate(f"idempotency key {key!r} maps to orders {[o.order_id for o in found]}")
+    ids = Counter(o.order_id for o in orders)
+    for order_id, n in ids.items():
+        if n > 1:
+            verdict.violate(f"order {order_id} exists {n} times")
+    answers: dict[str, set[str]] = defaultdict(set)
+    for call in calls:
+        if call.op == "place_order" and call.ok:
+            answers[call.target].add(call.order_id)
+    for key, order_ids in answers.items():
+        if len(order_ids) > 1:
+            verdict.violate(f"key {key!r} was answered with different orders {sorted(order_ids)}")
+        found = by_key.get(key, [])
+        if not found:
+            verdict.violate(f"placement with key {key!r} returned OK (order {sorted(order_ids)}) but no order "
+                            "has that key")
+        elif found[0].order_id not in order_ids:
+            verdict.violate(f"key {key!r} returned order {sorted(order_ids)} but the key is order "
+                            f"{found[0].order_id}")
+        elif found[0].status != "ORDER_STATUS_CONFIRMED":
+            verdict.violate(f"order {found[0].order_id} (key {key!r}) returned OK but is {found[0].status}")
+    pending = [o for o in orders if o.created >= since and o.status == "ORDER_STATUS_PENDING"]
+    for order in pending:
+        verdict.violate(f"order {order.order_id} (key {order.key!r}, created at {order.created - origin:.2f}s) "
+                        "is still PENDING after recovery")
+    _stock_adds_up(verdict, orders, reservations, stock)
+    placed = sum(1 for c in calls if c.op == "place_order")
+    confirmed = sum(1 for o in orders if o.created >= since and o.status == "ORDER_STATUS_CONFIRMED")
+    cancelled = sum(1 for o in orders if o.created >= since and o.status == "ORDER_STATUS_CANCELLED")
+    verdict.measured = {"placements_sent": placed, "keys_ok": len(answers), "orders_confirmed": confirmed,
+                        "orders_cancelled": cancelled, "orders_pending": len(pending)}
+    verdict.summary = (f"{placed} placements ({len(answers)} keys OK): {confirmed} orders confirmed, "
+                       f"{cancelled} cancelled, {len(pending)} pending; stock of {len(stock)} skus checked")
+    return verdict
+
+
+def _stock_adds_up(verdict: Verdict, orders: Sequence[OrderRecord], reservations: Sequence[Reservation],
+                   stock: Mapping[str, tuple[int, int]]) -> None:
+    """initial == available + reserved, reserved == what CONFIRMED orders hold, and each holds its own."""
+    confirmed = {o.order_id: o for o in orders if o.status == "ORDER_STATUS_CONFIRMED"}
+    held = {r.reservation_id: r for r in reservations if r.released is None}
+    want: Counter[str] = Counter()
+    for order in confirmed.values():
+        for sku, quantity in order.lines:
+            want[sku] += quantity
+        reservation = held.get(order.order_id)
+        lines = sorted((sku, quantity) for sku, quantity, _, _ in reservation.lines) if reservation else None
+        if lines != sorted(order.lines):
+            verdict.violate(f"CONFIRMED order {order.order_id} holds {lines or 'no reservation'}, "
+                            f"not its lines {sorted(order.lines)}")
+    for reservation_id in held.keys() - confirmed.keys():
+        verdict.violate(f"reservation {reservation_id} is held but its order is not CONFIRMED")
+    for sku, (available, reserved) in sorted(stock.items()):
+        initial = INITIAL_STOCK.get(sku)
+        if initial is not None and available + reserved != initial:
+            verdict.violate(f"{sku}: available {available} + reserved {reserved} != initial {initial}")
+        if reserved != want[sku]:
+            verdict.violate(f"{sku}: reserved {reserved}, but CONFIRMED orders hold {want[sku]}")
+
+
+def heal(calls: Sequence[Call], faults: Sequence[FaultRun], limits: Limits, origin: float) -> Verdict:
+    verdict = Verdict(5, "heal", f"non-degraded answers return within {limits.heal_bound:g}s of the last fault")
+    if not faults:
+        verdict.summary = "no faults: nothing to heal from"
+        verdict.measured = {"time_to_heal_s": 0.0}
+        return verdict
+    unended = [f for f in faults if f.end is None]
+    for fault in unended:
+        verdict.violate(f"{fault.label} never ended ({fault.note or 'the process did not come back'})")
+    if unended:
+        verdict.summary = "a fault never ended"
+        verdict.measured = {"time_to_heal_s": None}
+        return verdict
+    over = max(f.end for f in faults if f.end is not None)
+    after = sorted((c for c in calls if c.read and c.sent >= over), key=lambda c: c.sent)
+    bad = [c for c in after if not c.ok or c.degraded]
+    healed_at = max((c.received for c in bad), default=over)
+    clean = [c for c in after if c.sent >= healed_at]
+    took = healed_at - over
+    verdict.measured = {"faults_ended_at_s": round(over - origin, 3), "time_to_heal_s": round(took, 3),
+                        "bad_reads_after_faults": len(bad)}
+    if not clean or clean[-1].received - healed_at < limits.heal_quiet:
+        verdict.violate(f"not healed by the end of the run: {len(bad)} of {len(after)} reads after the last fault "
+                        f"(ended at {over - origin:.2f}s) were degraded or failed, the last one at "
+                        f"{healed_at - origin:.2f}s")
+        verdict.measured["time_to_heal_s"] = None
+        verdict.summary = "did not heal within the run"
+        return verdict
+    if took > limits.heal_bound:
+        worst = max(bad, key=lambda c: c.received)
+        verdict.violate(f"healed {took:.2f}s after the last fault, over the {limits.heal_bound:g}s bound; the last "
+                        f"bad answer: {_when(worst, origin)}: {worst.code}{' degraded' if worst.degraded else ''} "
+                        f"{worst.detail or _first_reason(worst)}")
+    verdict.summary = f"healed {took:.2f}s after the last fault ended ({len(bad)} degraded or failed reads meanwhile)"
+    return verdict
+
+
+def _first_reason(call: Call) -> str:
+    return next((f"{p.name}: {p.source} {p.reason}" for p in call.parts if p.source != "LIVE" and p.reason), "")
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A process's highest resident set seen (VmHWM), over every pid it had (a restart starts afresh)."""
+
+    name: str
+    peak_kib: int
+    pids: tuple[int, ...]
+
+
+def processes(before: State, after: State | None, kills: Mapping[str, int], peaks: Sequence[Peak],
+              launcher_alive: bool, limits: Limits) -> Verdict:
+    verdict = Verdict(6, "processes", f"nothing died but what was killed; peak RSS under {limits.max_rss_mib:g} MiB")
+    if not launcher_alive or after is None:
+        verdict.violate(f"the launcher (pid {before.launcher_pid}) is gone")
+    restarts = 0
+    for proc in before.procs:
+        now = next((p for p in after.procs if p.name == proc.name), None) if after else None
+        if now is None:
+            continue
+        died = now.restarts - proc.restarts
+        restarts += died
+        killed = kills.get(proc.name, 0)
+        if died > killed:
+            verdict.violate(f"{proc.name} died {died - killed} time(s) without being killed "
+                            f"(restarts {proc.restarts} -> {now.restarts}, killed {killed})")
+        elif died < killed:
+            verdict.violate(f"{proc.name} was killed {killed} time(s) but the launcher restarted it {died} time(s)")
+    for peak in peaks:
+        if peak.peak_kib / 1024 > limits.max_rss_mib:
+            verdict.violate(f"{peak.name} peaked at {peak.peak_kib / 1024:.0f} MiB RSS")
+    top = max(peaks, key=lambda p: p.peak_kib, default=None)
+    verdict.measured = {"restarts": restarts, "killed": sum(kills.values()),
+                        **{f"peak_rss_mib_{p.name}": round(p.peak_kib / 1024, 1) for p in peaks}}
+    verdict.summary = (f"{len(before.procs)} processes, {restarts} restarts for {sum(kills.values())} kills; "
+                       + (f"highest peak RSS {top.peak_kib / 1024:.0f} MiB ({top.name})" if top else "no RSS read"))
+    return verdict
+
+
+__all__ = ["EXAMPLES", "Limits", "Peak", "Verdict", "deadlines", "heal", "placements", "processes", "provenance",
+           "strong"]

@@ -1,0 +1,119 @@
+"""The end of a run in words and in JSON: what was sent, what each fault was, and each invariant's verdict.
+
+The text is for a person at a terminal (tables, one line per invariant, the first violations quoted); the
+JSON holds the same and every measured figure, for scripts and for comparing runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pullgate.chaos.invariants import Peak, Verdict
+from pullgate.chaos.progress import percentile
+from pullgate.chaos.record import Call, FaultRun
+
+SCHEMA = "pullgate.chaos.report/v1"
+
+
+@dataclass
+class Report:
+    """Everything a run concluded."""
+
+    settings: dict[str, Any]
+    calls: Sequence[Call]
+    faults: Sequence[FaultRun]
+    verdicts: Sequence[Verdict]
+    peaks: Sequence[Peak]
+    origin: float
+    """When the load started (wall clock); every time in the report is seconds after it."""
+    shed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> bool:
+        return all(v.held for v in self.verdicts)
+
+    def traffic(self) -> list[dict[str, Any]]:
+        """One row per kind of request: counts by outcome and latency percentiles in milliseconds."""
+        groups: dict[tuple[str, str], list[Call]] = defaultdict(list)
+        for call in self.calls:
+            groups[(call.op, call.mode)].append(call)
+        rows = []
+        for (op, mode), calls in sorted(groups.items()):
+            latencies = [c.latency for c in calls]
+            rows.append({
+                "op": op, "mode": mode, "sent": len(calls),
+                "ok": sum(1 for c in calls if c.ok and not c.degraded),
+                "degraded": sum(1 for c in calls if c.ok and c.degraded),
+                "refused": sum(1 for c in calls if not c.ok and not c.failed),
+                "failed": sum(1 for c in calls if c.failed),
+                "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+                "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+                "max_ms": round(max(latencies) * 1000, 1),
+            })
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "held": self.held,
+            "settings": self.settings,
+            "traffic": self.traffic(),
+            "shed": self.shed,
+            "faults": [{"label": f.label, "kind": f.kind, "target": f.target,
+                        "start_s": round(f.start - self.origin, 3),
+                        "end_s": None if f.end is None else round(f.end - self.origin, 3), "note": f.note}
+                       for f in self.faults],
+            "invariants": [{"number": v.number, "name": v.name, "promise": v.promise, "held": v.held,
+                            "summary": v.summary, "violations": v.count, "examples": v.violations,
+                            "measured": v.measured} for v in self.verdicts],
+            "processes": [{"name": p.name, "peak_rss_mib": round(p.peak_kib / 1024, 1), "pids": list(p.pids)}
+                          for p in sorted(self.peaks, key=lambda p: p.name)],
+            "notes": self.notes,
+        }
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    def text(self) -> str:
+        s = self.settings
+        lines = [f"pullgate chaos: {s.get('duration')}s at {s.get('rate')} req/s, seed {s.get('seed')}, "
+                 f"deadline {s.get('deadline')}s, against {s.get('data_dir')}", ""]
+        head = f"  {'request':<30} {'sent':>5} {'ok':>5} {'degr':>5} {'refus':>5} {'fail':>5} " \
+               f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+        lines += ["traffic", head]
+        for row in self.traffic():
+            lines.append(f"  {row['op'] + ' ' + row['mode']:<30} {row['sent']:>5} {row['ok']:>5} "
+                         f"{row['degraded']:>5} {row['refused']:>5} {row['failed']:>5} {row['p50_ms']:>8.1f} "
+                         f"{row['p99_ms']:>8.1f} {row['max_ms']:>8.1f}")
+        if self.shed:
+            lines.append(f"  ({self.shed} requests shed: too many in flight)")
+        lines += ["", "faults"]
+        for fault in self.faults:
+            end = "never ended" if fault.end is None else f"{fault.end - self.origin:6.2f}s"
+            note = f"  ({fault.note})" if fault.note else ""
+            lines.append(f"  {fault.start - self.origin:6.2f}s .. {end:<11} {fault.label}{note}")
+        if not self.faults:
+            lines.append("  none")
+        lines += ["", "processes (peak RSS, VmHWM)"]
+        for peak in sorted(self.peaks, key=lambda p: p.name):
+            lines.append(f"  {peak.name:<14} {peak.peak_kib / 1024:7.1f} MiB   pids {', '.join(map(str, peak.pids))}")
+        lines += ["", "invariants"]
+        for v in self.verdicts:
+            lines.append(f"  {v.number} {v.name:<11} {'held' if v.held else 'VIOLATED':<9} {v.summary}")
+            for example in v.violations:
+                lines.append(f"      - {example}")
+            if v.count > len(v.violations):
+                lines.append(f"      ... and {v.count - len(v.violations)} more")
+        lines += [f"  note: {note}" for note in self.notes]
+        broken = [v.name for v in self.verdicts if not v.held]
+        lines += ["", "every invariant held" if not broken else f"VIOLATED: {', '.join(broken)}"]
+        return "\n".join(lines)
+
+
+__all__ = ["SCHEMA", "Report"]

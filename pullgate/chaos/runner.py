@@ -1,0 +1,215 @@
+"""One chaos run from start to verdict: load and faults together, then healing, recovery, and the invariants.
+
+The phases, and why in this order:
+1. read the system (pullgate-up.json) and what it allows (FaultService or not), and fix the schedule;
+2. sample the owners and memory first, so every history starts before the first request;
+3. load and faults together for `duration` seconds; if the system has not healed by then, the load goes on
+   until it has, or until the heal bound has passed (the run is bounded either way);
+4. stop the load, give orders time to settle what was left PENDING (bounded), take the owners' last word;
+5. judge the six invariants on the records, and write the report and the picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from pullgate.chaos import invariants, timeline
+from pullgate.chaos.actions import Actions, InjectionUnavailable, injection_available
+from pullgate.chaos.load import DEFAULT_MIX, Load
+from pullgate.chaos.memory import MemoryWatch
+from pullgate.chaos.owners import Sampler, build, read_orders, read_reservations
+from pullgate.chaos.progress import Progress
+from pullgate.chaos.record import Call, Record
+from pullgate.chaos.report import Report
+from pullgate.chaos.schedule import KINDS, SIGNALS, Fault, parse_schedule, random_schedule
+from pullgate.chaos.system import State, SystemUnusable, alive, read_state
+
+REPORT_FILE = "pullgate-chaos.json"
+PICTURE_FILE = "pullgate-chaos.png"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to run; durations in seconds."""
+
+    data_dir: Path
+    duration: float = 60.0
+    rate: float = 20.0
+    seed: int = 0
+    deadline: float = 1.5
+    schedule: str = ""
+    """An explicit schedule (see schedule.py); empty means random from `seed`."""
+    kinds: tuple[str, ...] = KINDS
+    targets: tuple[str, ...] = ()
+    """Processes a random schedule may hit; empty means every one."""
+    mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    limits: invariants.Limits = field(default_factory=invariants.Limits)
+    settle: float = 20.0
+    """How long orders may take after the load to settle orders left PENDING."""
+    warmup: float = 3.0
+    out: Path = Path()
+    picture: bool = True
+    max_in_flight: int = 200
+
+
+def plan(settings: Settings, state: State, injectable: bool) -> tuple[list[Fault], list[str]]:
+    """The schedule to run and notes for the report; InjectionUnavailable if an explicit one needs FaultService."""
+    notes: list[str] = []
+    if settings.schedule:
+        schedule = parse_schedule(settings.schedule)
+        for fault in schedule:
+            state.proc(fault.target)
+            if fault.injected and not injectable:
+                raise InjectionUnavailable(
+                    f"'{fault.label}' needs the admin FaultService, but the system was started without "
+                    "--allow-fault-injection; restart it with `pullgate up --allow-fault-injection` "
+                    "(or use `pullgate chaos --start`), or schedule only kill and freeze")
+        return schedule, notes
+    kinds = list(settings.kinds)
+    if not injectable and any(k not in SIGNALS for k in kinds):
+        kinds = [k for k in kinds if k in SIGNALS]
+        notes.append("the system runs without --allow-fault-injection: the random schedule uses only kill and "
+                     "freeze (slow, fail and hang need the admin FaultService)")
+    targets = list(settings.targets) or state.names
+    for name in targets:
+        state.proc(name)
+    end = settings.duration - settings.limits.heal_bound - 2.0
+    return random_schedule(settings.seed, settings.warmup, end, targets, kinds), notes
+
+
+class Healing:
+    """Sets `done` once every read sent after the faults ended has answered in full for `quiet` seconds."""
+
+    def __init__(self, calls: list[Call], quiet: float) -> None:
+        self._calls = calls
+        self._quiet = quiet
+        self._since: float | None = None
+        self.done = asyncio.Event()
+
+    def watch(self, since: float) -> None:
+        self._since = since
+        self.check()
+
+    def check(self) -> None:
+        if self._since is None or self.done.is_set():
+            return
+        after = [c for c in self._calls if c.read and c.sent >= self._since]
+        last_bad = max((c.received for c in after if not c.ok or c.degraded), default=self._since)
+        clean = [c for c in after if c.sent >= last_bad]
+        if clean and clean[-1].received - last_bad >= self._quiet:
+            self.done.set()
+
+
+async def _pending_settled(data_dir: Path, since: float, within: float) -> bool:
+    """Wait (bounded) until no order created since `since` is PENDING; False if some still are."""
+    deadline = time.monotonic() + within
+    while True:
+        with contextlib.suppress(OSError, ValueError, LookupError):
+            orders = await asyncio.to_thread(read_orders, data_dir)
+            if not any(o.created >= since and o.status == "ORDER_STATUS_PENDING" for o in orders):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.25)
+
+
+async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
+    """Run chaos against the system recorded in `settings.data_dir`; the report (also written to `settings.out`)."""
+    before = read_state(settings.data_dir)
+    data_dir = before.data_dir
+    checks = await asyncio.gather(*(injection_available(p.address) for p in before.procs), return_exceptions=True)
+    injectable = all(c is True for c in checks)
+    schedule, notes = plan(settings, before, injectable)
+    limits = settings.limits
+    print(f"pullgate chaos: {len(before.procs)} processes in {data_dir}; seed {settings.seed}; "
+          f"{len(schedule)} faults: {'; '.join(f'{f.at:g}s {f.label}' for f in schedule) or 'none'}",
+          file=out, flush=True)
+
+    record = Record()
+    sampler = Sampler(before.addresses("customers")[0], before.addresses("catalog")[0],
+                      before.addresses("inventory")[0])
+    watch = MemoryWatch(settings.data_dir)
+    actions = Actions(settings.data_dir, record)
+    progress = Progress(out, out.isatty(), lambda: list(actions.current))
+    healing = Healing(record.calls, limits.heal_quiet)
+
+    def on_call(call: Call) -> None:
+        progress.add(call)
+        healing.check()
+
+    load = Load(before.addresses("gateway")[0], settings.rate, record, settings.seed, settings.deadline,
+                settings.mix, settings.max_in_flight, on_call=on_call)
+    stop_watching, stop_load, stop_faults = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    watching = [asyncio.create_task(sampler.run(stop_watching)), asyncio.create_task(watch.run(stop_watching))]
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(sampler.first.wait(), 30)  # the owners' histories start before the first request
+        record.started = time.time()
+        origin = loop.time()
+        loading = asyncio.create_task(load.run(stop_load))
+        showing = asyncio.create_task(progress.run(stop_load))
+        faulting = asyncio.create_task(actions.run(schedule, origin, stop_faults))
+        try:
+            await asyncio.sleep(settings.duration)
+            await faulting
+            if record.faults:
+                over = max(f.end or time.time() for f in record.faults)
+                healing.watch(over)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(healing.done.wait(), max(
+                        0.0, over + limits.heal_bound + limits.heal_quiet + settings.deadline - time.time()))
+        finally:
+            stop_faults.set()
+            stop_load.set()
+            await asyncio.gather(faulting, loading, showing, return_exceptions=True)
+        ended = time.time()
+        if not await _pending_settled(data_dir, record.started, settings.settle):
+            notes.append(f"orders were still PENDING {settings.settle:g}s after the load stopped")
+    finally:
+        stop_watching.set()
+        await asyncio.gather(*watching, return_exceptions=True)
+
+    try:
+        after: State | None = read_state(settings.data_dir)
+    except SystemUnusable:
+        after = None
+    orders = read_orders(data_dir)
+    reservations = read_reservations(data_dir)
+    stock = sampler.last("stock")
+    frozen: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for fault in record.faults:
+        if fault.kind == "freeze":
+            frozen[before.proc(fault.target).service].append((fault.start, fault.end or ended))
+    history = build(sampler, orders, reservations, frozen)
+    t0 = record.started
+    verdicts = [
+        invariants.deadlines(record.calls, limits, t0),
+        invariants.provenance(record.calls, history, limits, t0),
+        invariants.strong(record.calls, t0),
+        invariants.placements(record.calls, orders, reservations,
+                              {sku: value for sku, value in stock.items() if isinstance(value, tuple)}, t0, t0),
+        invariants.heal(record.calls, record.faults, limits, t0),
+        invariants.processes(before, after, record.kills, watch.peaks(), alive(before.launcher_pid), limits),
+    ]
+    shown = {**asdict(settings), "data_dir": str(data_dir), "out": str(settings.out), "mix": dict(settings.mix),
+             "schedule": [f.label if not f.at else f"{f.at:g}s {f.label}" for f in schedule],
+             "explicit_schedule": bool(settings.schedule), "fault_injection": injectable}
+    report = Report(shown, record.calls, record.faults, verdicts, watch.peaks(), t0, record.shed, notes)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    report.write_json(settings.out / REPORT_FILE)
+    if settings.picture:
+        timeline.draw(record.calls, record.faults, t0, settings.out / PICTURE_FILE,
+                      f"pullgate chaos: seed {settings.seed}, {settings.rate:g} req/s "
+                      f"({'every invariant held' if report.held else 'VIOLATED'})")
+    return report
+
+
+__all__ = ["PICTURE_FILE", "REPORT_FILE", "Settings", "chaos", "plan"]

@@ -1,0 +1,178 @@
+"""Fault schedules, explicit or drawn from a seed, so a chaos run can be repeated exactly.
+
+An explicit schedule is a list of steps separated by `;`, each `AT ACTION TARGET [ARGS] [for DURATION]`:
+
+    2s kill customers                     SIGKILL; the launcher restarts it
+    5s freeze catalog for 2s              SIGSTOP, then SIGCONT: a hang, as a partition looks to callers
+    8s slow inventory 300ms@50% for 3s    FaultService: delay a share of calls (default 100%)
+    12s fail catalog UNAVAILABLE@50% for 3s   FaultService: fail a share of calls with a status code
+    16s hang customers 20% for 2s         FaultService: a share of calls never answer
+    20s inject inventory.ReserveStock delay:200ms for 4s   any fault spec (docs/faults.md) for one server
+
+TARGET is a process name as `pullgate up` records it (`customers`, `customers-1` for a replica, `gateway`);
+`slow`, `fail`, `hang` and `inject` may add `.Method` to hit one RPC only.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pullgate.faults import FaultSpecError, parse_faults
+
+KINDS = ("kill", "freeze", "slow", "fail", "hang")
+SIGNALS = ("kill", "freeze")
+"""Fault kinds done with a signal; the others need the admin FaultService (--allow-fault-injection)."""
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
+
+
+class ScheduleError(ValueError):
+    """A schedule step is wrong; the message names the step and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One step of a schedule: what to do to which process, when (seconds after the load starts), how long."""
+
+    at: float
+    kind: str
+    target: str
+    duration: float = 0.0
+    spec: str = ""
+    """For FaultService kinds: the faults for the target's server, e.g. `delay:300ms@50%`."""
+    method: str = ""
+
+    @property
+    def injected(self) -> bool:
+        return self.kind not in SIGNALS
+
+    @property
+    def process(self) -> str:
+        return self.target
+
+    @property
+    def label(self) -> str:
+        where = f"{self.target}.{self.method}" if self.method else self.target
+        text = {"kill": f"kill {where}", "freeze": f"freeze {where}"}.get(self.kind, f"{self.kind} {where} {self.spec}")
+        return text if self.kind == "kill" else f"{text} for {self.duration:g}s"
+
+    def server_spec(self, service: str) -> str:
+        """The whole spec to send to the target's FaultService (clauses name the server's service)."""
+        target = f"{service}.{self.method}" if self.method else service
+        return f"{target}={self.spec}"
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (try 500ms or 2s)")
+    return float(match[1]) / (1000 if match[2] == "ms" else 1)
+
+
+def _percent(text: str) -> str:
+    if not re.fullmatch(r"\d+(?:\.\d+)?%", text):
+        raise ValueError(f"{text!r} is not a percentage (try 20%)")
+    return text
+
+
+def _step(text: str) -> Fault:
+    words = text.split()
+    duration = 0.0
+    if len(words) >= 2 and words[-2] == "for":
+        duration = parse_duration(words[-1])
+        words = words[:-2]
+    if len(words) < 3:
+        raise ValueError("expected AT ACTION TARGET [ARGS] [for DURATION]")
+    at, kind, target, *args = words
+    when = parse_duration(at)
+    if kind not in (*KINDS, "inject"):
+        raise ValueError(f"unknown action {kind!r}; use one of {', '.join((*KINDS, 'inject'))}")
+    process, _, method = target.partition(".")
+    if kind in SIGNALS:
+        if method or args:
+            raise ValueError(f"{kind} takes only a process name, e.g. '{at} {kind} customers'")
+        if kind == "kill" and duration:
+            raise ValueError("kill takes no duration: the launcher restarts the process")
+        if kind == "freeze" and not duration:
+            raise ValueError("freeze needs a duration, e.g. 'for 2s'")
+        return Fault(when, kind, process, duration)
+    if not duration:
+        raise ValueError(f"{kind} needs a duration, e.g. 'for 3s'")
+    if kind == "slow":
+        if len(args) != 1:
+            raise ValueError("slow takes a delay, e.g. 'slow inventory 300ms@50%'")
+        delay, _, share = args[0].partition("@")
+        spec = f"delay:{delay}" + (f"@{_percent(share)}" if share else "")
+    elif kind == "fail":
+        if len(args) != 1:
+            raise ValueError("fail takes a status code, e.g. 'fail catalog UNAVAILABLE@50%'")
+        spec = f"error:{args[0]}"
+    elif kind == "hang":
+        if len(args) > 1:
+            raise ValueError("hang takes at most a share, e.g. 'hang customers 20%'")
+        spec = "hang" + (f"@{_percent(args[0])}" if args else "")
+    else:
+        if len(args) != 1:
+            raise ValueError("inject takes one fault spec, e.g. 'inject inventory delay:200ms,error:INTERNAL@5%'")
+        spec = args[0]
+        kind = "slow" if spec.startswith("delay") else "fail" if spec.startswith("error") else "hang"
+    try:
+        parse_faults(f"{process}={spec}")
+    except FaultSpecError as error:
+        raise ValueError(str(error)) from None
+    return Fault(when, kind, process, duration, spec, method)
+
+
+def parse_schedule(text: str) -> list[Fault]:
+    """The steps of an explicit schedule, in time order; ScheduleError naming the first bad step."""
+    faults = []
+    for number, step in enumerate((s for s in text.split(";") if s.strip()), start=1):
+        try:
+            faults.append(_step(step))
+        except ValueError as error:
+            raise ScheduleError(f"bad schedule: step {number} {step.strip()!r}: {error}") from None
+    if not faults:
+        raise ScheduleError("bad schedule: no steps (e.g. '2s kill customers; 6s freeze catalog for 2s')")
+    return sorted(faults, key=lambda f: f.at)
+
+
+def random_schedule(
+    seed: int, start: float, end: float, targets: Sequence[str], kinds: Sequence[str] = KINDS
+) -> list[Fault]:
+    """Faults one at a time between `start` and `end` seconds, drawn from `seed`: the same arguments, the same list.
+
+    A kill is given two seconds for the restart; a gap of two to five seconds follows every fault, so each one's
+    effect can be told apart on the timeline.
+    """
+    if not targets or not kinds:
+        return []
+    rng = random.Random(seed)
+    names, chosen = sorted(targets), [k for k in KINDS if k in kinds]
+    faults: list[Fault] = []
+    at = start
+    while True:
+        kind, target = rng.choice(chosen), rng.choice(names)
+        if kind == "kill":
+            fault, lasts = Fault(round(at, 1), kind, target), 2.0
+        elif kind == "freeze":
+            fault = Fault(round(at, 1), kind, target, round(rng.uniform(1.5, 4.0), 1))
+            lasts = fault.duration
+        else:
+            share = rng.choice(("20%", "50%", "100%"))
+            spec = {
+                "slow": f"delay:{rng.choice((100, 300, 800))}ms@{share}",
+                "fail": f"error:UNAVAILABLE@{share}",
+                "hang": f"hang@{rng.choice(('10%', '30%'))}",
+            }[kind]
+            fault = Fault(round(at, 1), kind, target, round(rng.uniform(3.0, 8.0), 1), spec)
+            lasts = fault.duration
+        if at + lasts > end:
+            return faults
+        faults.append(fault)
+        at += lasts + rng.uniform(2.0, 5.0)
+
+
+__all__ = ["KINDS", "SIGNALS", "Fault", "ScheduleError", "parse_duration", "parse_schedule", "random_schedule"]
