@@ -1,19 +1,20 @@
-"""Run the benchmarks: `python -m benchmarks [resilience] [--quick]`."""
+"""Run the benchmarks: `python -m benchmarks [resilience|tracing] [--quick]`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
-from benchmarks import resilience_bench
+from benchmarks import resilience_bench, tracing_bench
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("which", nargs="?", default="resilience", choices=["resilience"])
+    parser.add_argument("which", nargs="?", default="resilience", choices=["resilience", "tracing"])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, noisier figures)")
     args = parser.parse_args()
-    asyncio.run(resilience_bench.run(quick=args.quick))
+    bench = tracing_bench if args.which == "tracing" else resilience_bench
+    asyncio.run(bench.run(quick=args.quick))
 
 
 if __name__ == "__main__":
