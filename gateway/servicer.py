@@ -14,6 +14,7 @@ from pullgate.errors import InvalidArgument
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
+from pullgate.telemetry import annotate_view
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,6 +42,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         _require_id("order_id", request.order_id)
         mode = resolve(request.read)
         view, provenance = await order_view(self._owners, request.order_id, mode, self._config.response_margin)
+        annotate_view(mode.name, provenance.statuses, provenance.degraded)
         return pb.GetOrderViewResponse(view=view, parts=provenance.statuses, degraded=provenance.degraded)
 
     async def GetCustomerOverview(
@@ -52,6 +54,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         overview, provenance = await customer_overview(
             self._owners, request.customer_id, request.page_size, mode, self._config.response_margin
         )
+        annotate_view(mode.name, provenance.statuses, provenance.degraded)
         return pb.GetCustomerOverviewResponse(overview=overview, parts=provenance.statuses,
                                               degraded=provenance.degraded)
 

@@ -39,6 +39,7 @@ from pullgate.catalog.v1 import catalog_pb2
 from pullgate.customers.v1 import customers_pb2
 from pullgate.errors import FailedPrecondition
 from pullgate.inventory.v1 import inventory_pb2
+from pullgate.telemetry import placement_step
 from resilience import ResilienceError, StatusError
 from services.orders.owners import (
     BATCH_GET_PRODUCTS,
@@ -85,6 +86,7 @@ class Placement:
     async def place(self, key: str, customer_id: str, lines: Sequence[tuple[str, int]]) -> OrderRow:
         """The order under `key`, placed now or before; FailedPrecondition if an owner refused it."""
         order = await self._store.begin(key, customer_id, lines)
+        placement_step("pending", order.order_id)
         return _settled(await self._drive(order))
 
     async def drive(self, order_id: str) -> OrderRow:
@@ -137,6 +139,7 @@ class Placement:
             if order.status != PENDING:
                 return order
         lines = [inventory_pb2.ReservationLine(sku=sku, quantity=quantity) for sku, quantity in order.lines]
+        placement_step("reservation", order_id)
         try:
             await self._owners.inventory.call(
                 RESERVE_STOCK, inventory_pb2.ReserveStockRequest(reservation_id=order_id, lines=lines)
@@ -148,6 +151,7 @@ class Placement:
             # A refused reserve or commit holds nothing: too little stock writes nothing, and a hold that was
             # released or ran out can never hold stock again. So there is nothing to release.
             return await self._store.finish(order_id, CANCELLED, _reason(error))
+        placement_step("confirm", order_id)
         order = await self._store.finish(order_id, CONFIRMED)
         if order.status == CANCELLED:
             # Another process (a replica) was refused stock for this order and cancelled it while this one got
@@ -160,9 +164,11 @@ class Placement:
     async def _check_owners(self, order: OrderRow) -> str | None:
         """The refusal of customers or catalog (strong reads), or None if both know what the order names."""
         try:
+            placement_step("customer check", order.order_id)
             await self._owners.customers.call(
                 GET_CUSTOMER, customers_pb2.GetCustomerRequest(customer_id=order.customer_id), max_staleness=0.0
             )
+            placement_step("product check", order.order_id)
             await self._owners.catalog.call(
                 BATCH_GET_PRODUCTS,
                 catalog_pb2.BatchGetProductsRequest(skus=[sku for sku, _ in order.lines]),
