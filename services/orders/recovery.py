@@ -73,7 +73,15 @@ class Recovery:
 
     async def run(self) -> None:
         """Adopt the PENDING orders, then drive whatever is unsettled until cancelled."""
-        await self.adopt()
+        pause = self._backoff.initial
+        while True:  # the database may be busy (another replica holds the write lock): try again
+            try:
+                await self.adopt()
+                break
+            except Exception as error:
+                log.warning("cannot read the PENDING orders: %s; next try in %.1fs", error, pause)
+                await self._sleep(pause)
+                pause = self._backoff.after(pause)
         pause = self._backoff.initial
         while True:
             self._wake.clear()
