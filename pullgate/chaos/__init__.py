@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import random
 import sys
 import tempfile
@@ -104,17 +105,19 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         try:
             data_dir = args.data_dir or Path("var")
+            settings = _settings(args, data_dir)
             if args.start:
                 if args.replicas < 1:
                     raise ValueError("--replicas: must be at least 1")
                 if args.data_dir is None:
                     data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pullgate-chaos-")))
+                    settings = dataclasses.replace(settings, data_dir=data_dir)
                 print(f"starting pullgate up in {data_dir} ...", flush=True)
                 started = start(data_dir, args.replicas, args.config)
                 stack.callback(started.stop)
             elif args.replicas != 1 or args.config is not None:
                 raise ValueError("--replicas and --config apply only with --start")
-            report = asyncio.run(chaos(_settings(args, data_dir)))
+            report = asyncio.run(chaos(settings))
         except (SystemUnusable, InjectionUnavailable, ScheduleError, ValueError) as error:
             print(f"pullgate chaos: {error}", file=sys.stderr)
             return 2

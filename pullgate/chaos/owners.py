@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 CUSTOMER_IDS = tuple(c.customer_id for c in demo.CUSTOMERS)
 SKUS = tuple(p.sku for p in demo.PRODUCTS)
-INITIAL_STOCK = {s.sku: s.initial for s in demo.STOCK}
 
 
 @dataclass(frozen=True)
@@ -234,10 +233,6 @@ class Sampler:
         for key, value in values.items():
             self.samples[(kind, key)].append(Sample(sent, received, value))
 
-    def last(self, kind: str) -> dict[str, Value]:
-        """The latest sampled value of each entity of `kind`."""
-        return {key: samples[-1].value for (k, key), samples in self.samples.items() if k == kind and samples}
-
 
 def build(sampler: Sampler, orders: Sequence[OrderRecord], reservations: Sequence[Reservation],
           frozen: dict[str, list[tuple[float, float]]]) -> History:
@@ -252,5 +247,5 @@ def build(sampler: Sampler, orders: Sequence[OrderRecord], reservations: Sequenc
     return history
 
 
-__all__ = ["CUSTOMER_IDS", "INITIAL_STOCK", "SKUS", "OrderRecord", "Reservation", "Sampler", "build",
+__all__ = ["CUSTOMER_IDS", "SKUS", "OrderRecord", "Reservation", "Sampler", "build",
            "order_spans", "read_orders", "read_reservations", "stock_spans", "stretch_over"]

@@ -7,7 +7,8 @@ JSON holds the same and every measured figure, for scripts and for comparing run
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,15 @@ class Report:
             })
         return rows
 
+    def errors(self, top: int = 8) -> list[dict[str, Any]]:
+        """The most frequent failures: request, code and message (numbers masked so alike ones group)."""
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for call in self.calls:
+            if not call.ok:
+                counts[(call.op, call.code, re.sub(r"\d+(\.\d+)?", "N", call.detail)[:160])] += 1
+        return [{"op": op, "code": code, "detail": detail, "count": n}
+                for (op, code, detail), n in counts.most_common(top)]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -65,6 +75,7 @@ class Report:
             "settings": self.settings,
             "traffic": self.traffic(),
             "shed": self.shed,
+            "errors": self.errors(),
             "faults": [{"label": f.label, "kind": f.kind, "target": f.target,
                         "start_s": round(f.start - self.origin, 3),
                         "end_s": None if f.end is None else round(f.end - self.origin, 3), "note": f.note}
@@ -93,6 +104,10 @@ class Report:
                          f"{row['p99_ms']:>8.1f} {row['max_ms']:>8.1f}")
         if self.shed:
             lines.append(f"  ({self.shed} requests shed: too many in flight)")
+        errors = self.errors()
+        if errors:
+            lines += ["", "most frequent errors"]
+            lines += [f"  {e['count']:>5}  {e['op']} {e['code']}: {e['detail']}" for e in errors]
         lines += ["", "faults"]
         for fault in self.faults:
             end = "never ended" if fault.end is None else f"{fault.end - self.origin:6.2f}s"

@@ -31,6 +31,7 @@ from pullgate.chaos.record import Call, Record
 from pullgate.chaos.report import Report
 from pullgate.chaos.schedule import KINDS, SIGNALS, Fault, parse_schedule, random_schedule
 from pullgate.chaos.system import State, SystemUnusable, alive, read_state
+from services.invariants import check_placement
 
 REPORT_FILE = "pullgate-chaos.json"
 PICTURE_FILE = "pullgate-chaos.png"
@@ -183,7 +184,7 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
         after = None
     orders = read_orders(data_dir)
     reservations = read_reservations(data_dir)
-    stock = sampler.last("stock")
+    check = check_placement(data_dir)
     frozen: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for fault in record.faults:
         if fault.kind == "freeze":
@@ -194,8 +195,7 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
         invariants.deadlines(record.calls, limits, t0),
         invariants.provenance(record.calls, history, limits, t0),
         invariants.strong(record.calls, t0),
-        invariants.placements(record.calls, orders, reservations,
-                              {sku: value for sku, value in stock.items() if isinstance(value, tuple)}, t0, t0),
+        invariants.placements(record.calls, orders, check.violations, t0, t0),
         invariants.heal(record.calls, record.faults, limits, t0),
         invariants.processes(before, after, record.kills, watch.peaks(), alive(before.launcher_pid), limits),
     ]

@@ -1,0 +1,163 @@
+"""Each invariant holds on clean evidence and names a violation planted in it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from pullgate.chaos import invariants
+from pullgate.chaos.history import History, Sample
+from pullgate.chaos.invariants import Limits, Peak
+from pullgate.chaos.owners import OrderRecord, Reservation, order_spans, stock_spans
+from pullgate.chaos.record import Call, FaultRun, PartSeen, Value
+from pullgate.chaos.system import Proc, State
+
+T0 = 1_000.0
+LIMITS = Limits()
+CUSTOMER = ("Ada Lovelace", "ada@example.com", 1, 0)
+
+
+def view(sent: float, *parts: PartSeen, mode: str = "bounded", code: str = "OK", latency: float = 0.01,
+         degraded: bool = False) -> Call:
+    return Call("order_view", mode, "1", T0 + sent, latency, 1.5, code, degraded=degraded, parts=parts)
+
+
+def part(name: str, value: Value | None, source: str = "LIVE", age: float = 0.0) -> PartSeen:
+    return PartSeen(name, source, age, "" if source == "LIVE" else "customers: circuit open", value)
+
+
+def history() -> History:
+    h = History()
+    h.add_samples(("customer", "1"), [Sample(T0, T0 + 0.01, CUSTOMER), Sample(T0 + 10, T0 + 10.01, CUSTOMER)],
+                  static=True)
+    return h
+
+
+def test_deadline_holds_within_the_tolerance_and_names_a_late_call() -> None:
+    """A call later than its deadline plus the tolerance is a violation; one within it is not."""
+    on_time = view(1, latency=1.5 + LIMITS.deadline_tolerance - 0.01, code="DEADLINE_EXCEEDED")
+    assert invariants.deadlines([on_time], LIMITS, T0).held
+    late = view(2, latency=1.5 + LIMITS.deadline_tolerance + 0.2, code="DEADLINE_EXCEEDED")
+    verdict = invariants.deadlines([on_time, late], LIMITS, T0)
+    assert not verdict.held and verdict.count == 1 and "sent at 2.00s" in verdict.violations[0]
+
+
+def test_provenance_accepts_what_the_owner_held_within_the_stated_age() -> None:
+    """Live, cached and stale parts equal to the owner's value within their age window hold."""
+    calls = [view(1, part("customer:1", CUSTOMER)), view(5, part("customer:1", CUSTOMER, "STALE", 4.0)),
+             view(6, part("customer:1", None, "MISSING"))]
+    verdict = invariants.provenance(calls, history(), LIMITS, T0)
+    assert verdict.held and verdict.measured["parts_checked"] == 2
+
+
+def test_provenance_names_a_part_its_owner_never_held() -> None:
+    """A part whose value the owner did not hold is a violation naming the part and its label."""
+    wrong = ("Ada Lovelace", "someone@else.example", 1, 0)
+    verdict = invariants.provenance([view(3, part("customer:1", wrong, "CACHED", 0.5))], history(), LIMITS, T0)
+    assert not verdict.held and "customer:1 CACHED age 0.50s" in verdict.violations[0]
+
+
+def test_provenance_checks_the_age_against_when_the_owner_held_the_value() -> None:
+    """A stale stock figure is right only if the owner held it at the moment its age points to."""
+    h = History()
+    stock_spans(h, [Reservation("r1", T0 + 10, None, (("SKU-001", 2, 8, 2),))])
+    assert h.held(("stock", "SKU-001"), (10, 0), T0 + 5, T0 + 6)
+    before = view(12, part("stock:SKU-001", (10, 0), "STALE", 9.0))  # points at T0 + 3: 10 were available then
+    too_young = view(12, part("stock:SKU-001", (10, 0), "STALE", 0.5))  # points at T0 + 11.5: 8 were
+    assert invariants.provenance([before], h, LIMITS, T0).held
+    verdict = invariants.provenance([too_young], h, LIMITS, T0)
+    assert not verdict.held and "stock:SKU-001 STALE" in verdict.violations[0]
+
+
+def test_provenance_names_a_labelled_part_without_a_value() -> None:
+    """A part labelled LIVE that carries nothing is a violation."""
+    verdict = invariants.provenance([view(1, part("customer:1", None))], history(), LIMITS, T0)
+    assert not verdict.held and "carries no value" in verdict.violations[0]
+
+
+def test_order_history_allows_pending_only_before_the_update() -> None:
+    """An order's PENDING status is accepted before it was confirmed, not after."""
+    h = History()
+    order_spans(h, [OrderRecord("16", "k", "1", "ORDER_STATUS_CONFIRMED", (("SKU-001", 1),), T0, T0 + 2, (1, 0))])
+    pending = ("1", "ORDER_STATUS_PENDING", (("SKU-001", 1),), 1, 0)
+    assert h.held(("order", "16"), pending, T0 + 1, T0 + 1.5)
+    assert not h.held(("order", "16"), pending, T0 + 3, T0 + 4)
+
+
+def test_strong_names_a_part_that_is_not_live() -> None:
+    """A STRONG read that answered with a cached part is a violation; failing instead is not."""
+    good = view(1, part("customer:1", CUSTOMER), mode="strong")
+    failed = view(2, mode="strong", code="UNAVAILABLE")
+    assert invariants.strong([good, failed], T0).held
+    bad = view(3, part("customer:1", CUSTOMER, "CACHED", 0.2), mode="strong")
+    verdict = invariants.strong([good, bad], T0)
+    assert not verdict.held and "customer:1 is CACHED" in verdict.violations[0]
+
+
+def order(order_id: str, key: str, status: str = "ORDER_STATUS_CONFIRMED", created: float = T0 + 1) -> OrderRecord:
+    return OrderRecord(order_id, key, "1", status, (("SKU-001", 1),), created, created + 0.1, (1, 0))
+
+
+def placed(key: str, order_id: str, code: str = "OK") -> Call:
+    return Call("place_order", "fresh", key, T0 + 1, 0.05, 1.5, code, order_id=order_id)
+
+
+def test_placement_holds_when_each_ok_key_has_its_one_confirmed_order() -> None:
+    """OK placements, replays answering the same order and settled orders hold."""
+    calls = [placed("a", "16"), placed("a", "16"), placed("b", "", code="UNAVAILABLE")]
+    orders = [order("16", "a"), order("17", "b", "ORDER_STATUS_CANCELLED")]
+    assert invariants.placements(calls, orders, [], T0, T0).held
+
+
+def test_placement_names_lost_duplicated_pending_and_unbalanced() -> None:
+    """A lost order, a key answered twice differently, a PENDING order and broken stock are each named."""
+    calls = [placed("lost", "20"), placed("twice", "16"), placed("twice", "17")]
+    orders = [order("16", "twice"), order("18", "stuck", "ORDER_STATUS_PENDING"),
+              order("5", "old", "ORDER_STATUS_PENDING", created=T0 - 100)]
+    verdict = invariants.placements(calls, orders, ["sku SKU-001: reserved is 3 but live reservations hold 2"], T0,
+                                    T0)
+    text = "\n".join(verdict.violations)
+    assert not verdict.held and verdict.count == 4
+    assert "'lost' returned OK" in text and "different orders ['16', '17']" in text
+    assert "order 18" in text and "PENDING" in text and "order 5 " not in text and "SKU-001" in text
+
+
+def test_heal_measures_the_time_to_full_answers_after_the_last_fault() -> None:
+    """The time to heal runs from the end of the last fault to the last degraded answer after it."""
+    faults = [FaultRun("kill customers", "kill", "customers", T0 + 1, T0 + 2)]
+    calls = [view(2.5, degraded=True), view(3.0, code="UNAVAILABLE"), *(view(3.5 + i / 10) for i in range(20))]
+    verdict = invariants.heal(calls, faults, LIMITS, T0)
+    took = verdict.measured["time_to_heal_s"]
+    assert verdict.held and isinstance(took, float) and math.isclose(took, 1.01, abs_tol=1e-6)
+
+
+def test_heal_names_a_slow_recovery_and_one_that_never_came() -> None:
+    """Healing later than the bound, not healing at all, and a fault that never ended are violations."""
+    faults = [FaultRun("kill customers", "kill", "customers", T0 + 1, T0 + 2)]
+    slow = [view(2 + LIMITS.heal_bound + 1, degraded=True), *(view(12 + i / 5) for i in range(10))]
+    assert "over the 8s bound" in invariants.heal(slow, faults, LIMITS, T0).violations[0]
+    never = [view(3 + i, degraded=True) for i in range(5)]
+    assert "not healed" in invariants.heal(never, faults, LIMITS, T0).violations[0]
+    unended = [FaultRun("kill orders", "kill", "orders", T0 + 1, None, note="not restarted within 60s")]
+    assert "never ended" in invariants.heal(slow, unended, LIMITS, T0).violations[0]
+
+
+def state(restarts: int = 0, pid: int = 11) -> State:
+    return State(1, Path("var"), (Proc("customers", "customers", "127.0.0.1:1", pid, restarts),
+                                  Proc("gateway", "gateway", "127.0.0.1:2", 12, 0)))
+
+
+def test_processes_hold_when_only_the_killed_restarted() -> None:
+    """A restart for each kill, and memory under the bound, hold."""
+    peaks = [Peak("customers", 90_000, (11, 21)), Peak("gateway", 95_000, (12,))]
+    verdict = invariants.processes(state(), state(1, 21), {"customers": 1}, peaks, True, LIMITS)
+    assert verdict.held and verdict.measured["restarts"] == 1
+
+
+def test_processes_name_an_unexpected_death_and_a_memory_peak() -> None:
+    """A restart nobody caused, a dead launcher and a process over the memory bound are violations."""
+    peaks = [Peak("gateway", int(LIMITS.max_rss_mib * 1024) + 1024, (12,))]
+    verdict = invariants.processes(state(), state(1, 21), {}, peaks, False, LIMITS)
+    text = "\n".join(verdict.violations)
+    assert verdict.count == 3
+    assert "customers died 1 time(s) without being killed" in text and "launcher" in text and "gateway peaked" in text

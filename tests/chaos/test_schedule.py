@@ -1,0 +1,71 @@
+"""Fault schedules: explicit ones parse as written, random ones repeat exactly for a seed."""
+
+from __future__ import annotations
+
+import pytest
+
+from pullgate.chaos.schedule import KINDS, ScheduleError, parse_schedule, random_schedule
+
+TARGETS = ["catalog", "customers", "customers-1", "gateway", "inventory", "orders"]
+
+
+def test_a_seed_gives_the_same_schedule_every_time() -> None:
+    """The same seed and arguments draw the same faults, in the same order."""
+    assert random_schedule(7, 5, 50, TARGETS) == random_schedule(7, 5, 50, list(reversed(TARGETS)))
+
+
+def test_another_seed_gives_another_schedule() -> None:
+    """Different seeds draw different schedules."""
+    assert random_schedule(7, 5, 50, TARGETS) != random_schedule(8, 5, 50, TARGETS)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_faults_stay_in_the_window_one_at_a_time(seed: int) -> None:
+    """Faults start after `start`, end before `end`, never overlap, and hit only the given targets and kinds."""
+    faults = random_schedule(seed, 3, 40, TARGETS, kinds=("kill", "freeze", "slow"))
+    assert faults
+    ends = 3.0
+    for fault in faults:
+        assert fault.at >= ends and fault.target in TARGETS and fault.kind in ("kill", "freeze", "slow")
+        ends = fault.at + (2.0 if fault.kind == "kill" else fault.duration)
+    assert ends <= 40
+
+
+def test_no_room_means_no_faults() -> None:
+    """A window too short for one fault gives an empty schedule."""
+    assert random_schedule(1, 5, 6, TARGETS) == []
+
+
+def test_every_action_of_an_explicit_schedule_parses() -> None:
+    """Each action becomes a fault with its target, duration and the spec its server is sent."""
+    faults = parse_schedule(
+        "8s slow inventory 300ms@50% for 3s; 2s kill customers-1; 5s freeze catalog for 2s;"
+        "12s fail catalog UNAVAILABLE@50% for 3s; 16s hang customers 20% for 2s;"
+        "20s inject inventory.ReserveStock delay:200ms for 4s"
+    )
+    assert [(f.at, f.kind, f.target) for f in faults] == [
+        (2, "kill", "customers-1"), (5, "freeze", "catalog"), (8, "slow", "inventory"), (12, "fail", "catalog"),
+        (16, "hang", "customers"), (20, "slow", "inventory"),
+    ]
+    assert faults[2].server_spec("inventory") == "inventory=delay:300ms@50%"
+    assert faults[3].server_spec("catalog") == "catalog=error:UNAVAILABLE@50%"
+    assert faults[4].server_spec("customers") == "customers=hang@20%"
+    assert faults[5].server_spec("inventory") == "inventory.ReserveStock=delay:200ms"
+    assert [f.duration for f in faults] == [0, 2, 3, 3, 2, 4]
+    assert {f.kind for f in faults} <= set(KINDS)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("2s explode customers", "unknown action 'explode'"),
+    ("2s freeze catalog", "freeze needs a duration"),
+    ("2s kill catalog for 3s", "kill takes no duration"),
+    ("2 kill catalog", "'2' is not a duration"),
+    ("2s slow catalog 300 for 2s", "needs a unit"),
+    ("2s fail catalog UNAVAILBLE for 2s", "not a gRPC status code"),
+    ("1s kill orders; 2s slow catalog", "step 2 '2s slow catalog'"),
+])
+def test_a_bad_step_is_named_with_what_is_wrong(text: str, words: str) -> None:
+    """A bad schedule is refused with an error naming the step and the problem."""
+    with pytest.raises(ScheduleError, match="bad schedule") as error:
+        parse_schedule(text)
+    assert words in str(error.value)
