@@ -83,9 +83,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise UsageError(f"--replicas: must be at least 1, got {args.replicas}")
     _check_startup(args)
+    metrics_ports = None
+    if args.metrics_port:
+        metrics_ports = {name: 0 if args.any_ports else launcher.DEFAULT_METRICS_PORTS[name] for name in SERVABLE}
+        metrics_ports.update(dict(args.metrics_port))
     settings = launcher.UpSettings(
         data_dir=args.data_dir, host=args.host, ports=ports, replicas=args.replicas, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection,
+        metrics=not args.no_metrics, metrics_ports=metrics_ports,
     )
     return asyncio.run(launcher.up(settings))
 
@@ -101,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         name=args.service, host=args.host, port=args.port, data_dir=args.data_dir,
         upstreams=dict(args.upstream or []), port_file=args.port_file, config_file=args.config,
-        faults=args.faults, allow_fault_injection=args.allow_fault_injection,
+        faults=args.faults, allow_fault_injection=args.allow_fault_injection, metrics_port=args.metrics_port,
     )
     if args.service != "gateway":  # the gateway stores nothing
         args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -206,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--replicas", type=int, default=1, help="processes per owning service (default 1)")
     up.add_argument("--port", type=_port, action="append", metavar="NAME=PORT", help="override one default port")
     up.add_argument("--any-ports", action="store_true", help="let every process pick a free port")
+    up.add_argument("--metrics-port", type=_port, action="append", metavar="NAME=PORT",
+                    help="override one Prometheus metrics port (defaults 9464-9468; 0 = any free port)")
+    up.add_argument("--no-metrics", action="store_true", help="serve no Prometheus metrics")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one server (what `up` and containers run)")
@@ -213,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(serve)
     serve.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0 = any free one)")
     serve.add_argument("--upstream", type=_upstream, action="append", metavar="NAME=HOST:PORT[,HOST:PORT]",
                        help="where an owner this server calls listens (repeat per owner)")
     serve.set_defaults(func=cmd_serve)

@@ -3,6 +3,9 @@
     [gateway]
     response_margin = 0.05    # seconds kept before a caller's deadline to answer with what has arrived
 
+    [inventory]
+    reservation_hold = 60.0   # seconds a reservation is held for its order before it is released
+
     [resilience.default.retry]   # see docs/resilience.md for every resilience key
     max_attempts = 3
 
@@ -19,7 +22,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from resilience import ResilienceConfig
 from resilience.config import ConfigError
@@ -27,17 +30,33 @@ from resilience.config import ConfigError
 OWNERS = ("customers", "catalog", "inventory", "orders")
 
 
+class _Seconds:
+    """A section whose every key is a duration in seconds that must not be negative."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value < 0:
+                raise ValueError(f"{f.name}: must not be negative, got {value}")
+
+
 @dataclass(frozen=True)
-class GatewayConfig:
+class GatewayConfig(_Seconds):
     """The gateway's own settings. Durations are in seconds."""
 
     response_margin: float = 0.05
 
+
+@dataclass(frozen=True)
+class InventoryConfig(_Seconds):
+    """The inventory service's settings. Durations are in seconds."""
+
+    reservation_hold: float = 60.0
+
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value < 0:
-                raise ValueError(f"{f.name}: must not be negative, got {value}")
+        super().__post_init__()
+        if self.reservation_hold == 0:
+            raise ValueError("reservation_hold: must be more than 0")
 
 
 @dataclass(frozen=True)
@@ -45,34 +64,40 @@ class Config:
     """The whole file."""
 
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    inventory: InventoryConfig = field(default_factory=InventoryConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
 
 
-def _gateway(data: Any, source: str) -> GatewayConfig:
+SectionT = TypeVar("SectionT", GatewayConfig, InventoryConfig)
+
+
+def _section(kind: type[SectionT], name: str, data: Any, source: str) -> SectionT:
+    """One table of durations, checked key by key; ConfigError names the key and the file."""
     if not isinstance(data, Mapping):
-        raise ConfigError("gateway", "must be a table", source)
-    known = {f.name for f in fields(GatewayConfig)}
+        raise ConfigError(name, "must be a table", source)
+    known = {f.name for f in fields(kind)}
     values: dict[str, float] = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"gateway.{key}", f"unknown key (known: {', '.join(sorted(known))})", source)
+            raise ConfigError(f"{name}.{key}", f"unknown key (known: {', '.join(sorted(known))})", source)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"gateway.{key}", f"must be a number of seconds, got {value!r}", source)
+            raise ConfigError(f"{name}.{key}", f"must be a number of seconds, got {value!r}", source)
         values[key] = float(value)
     try:
-        return GatewayConfig(**values)
+        return kind(**values)
     except ValueError as error:
         key, _, why = str(error).partition(": ")
-        raise ConfigError(f"gateway.{key}", why, source) from None
+        raise ConfigError(f"{name}.{key}", why, source) from None
 
 
 def from_mapping(data: Mapping[str, Any], source: str) -> Config:
     """Build and check a Config from parsed TOML; `source` names the file in errors."""
-    unknown = set(data) - {"gateway", "resilience"}
+    unknown = set(data) - {"gateway", "inventory", "resilience"}
     if unknown:
-        raise ConfigError(sorted(unknown)[0], "unknown section (known: gateway, resilience)", source)
+        raise ConfigError(sorted(unknown)[0], "unknown section (known: gateway, inventory, resilience)", source)
     return Config(
-        gateway=_gateway(data.get("gateway", {}), source),
+        gateway=_section(GatewayConfig, "gateway", data.get("gateway", {}), source),
+        inventory=_section(InventoryConfig, "inventory", data.get("inventory", {}), source),
         resilience=ResilienceConfig.from_mapping(data.get("resilience", {}), source=source, known_downstreams=OWNERS),
     )
 
@@ -92,4 +117,4 @@ def load(path: Path | None) -> Config:
     return from_mapping(data, str(path))
 
 
-__all__ = ["Config", "ConfigError", "GatewayConfig", "from_mapping", "load"]
+__all__ = ["Config", "ConfigError", "GatewayConfig", "InventoryConfig", "from_mapping", "load"]

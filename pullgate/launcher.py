@@ -61,6 +61,7 @@ class UpSettings:
     allow_fault_injection: bool = False
     ready_timeout: float = 30.0
     stop_grace: float = 10.0
+    metrics: bool = True
     metrics_ports: Mapping[str, int] | None = None
     """Each service's metrics port (0 = any free one); None = the defaults, or any free one for a service whose
     gRPC port is 0 (`--any-ports`). $PULLGATE_METRICS_PORTS overrides: `gateway=9100,orders=0` or `off`."""
@@ -72,7 +73,7 @@ def metrics_ports(settings: UpSettings, env: Mapping[str, str] = os.environ) -> 
     ports = dict(settings.metrics_ports) if settings.metrics_ports is not None else {
         s: DEFAULT_METRICS_PORTS[s] if settings.ports[s] else 0 for s in SERVICES}
     text = env.get(METRICS_PORTS_VARIABLE, "").strip()
-    if text.lower() == "off":
+    if text.lower() == "off" or not settings.metrics:
         return None
     for item in filter(None, (i.strip() for i in text.split(","))):
         name, _, port = item.partition("=")

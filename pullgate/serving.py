@@ -59,6 +59,7 @@ class ServeOptions:
     config_file: Path | None = None
     faults: str = ""
     allow_fault_injection: bool = False
+    metrics_port: int | None = None  # None = $PULLGATE_METRICS_PORT (what the launcher sets), else no endpoint
 
 
 App = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[Sequence[Binding]]]
@@ -176,7 +177,7 @@ async def run(options: ServeOptions, app: App) -> None:
     """
     faults = FaultInjector(options.name, parse_faults(options.faults))
     # Before the app, so the channels it opens to its owners are instrumented.
-    telemetry = Telemetry.setup(options.name, options.host)
+    telemetry = Telemetry.setup(options.name, options.host, options.metrics_port)
     try:
         await _serve(options, app, faults, telemetry)
     finally:

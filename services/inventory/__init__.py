@@ -1,6 +1,7 @@
 """The inventory service: owns stock and reservations in `<data_dir>/inventory.db`.
 
-A reservation is held for `PULLGATE_RESERVATION_HOLD` seconds (default 60) unless committed; a background task
+A reservation is held for `[inventory] reservation_hold` seconds of the config file (default 60;
+$PULLGATE_RESERVATION_HOLD overrides) unless committed; a background task
 releases the holds that run out (see `services.inventory.holds`).
 """
 
@@ -11,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 
+from pullgate.config import load
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from pullgate.serving import Binding, ServeOptions
 from services.inventory.holds import hold_from_env, sweep_forever, sweep_interval
@@ -27,7 +29,7 @@ log = logging.getLogger("pullgate.services.inventory")
 @contextlib.asynccontextmanager
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """Open (create, migrate, seed) the database, start the sweeper, yield the binding; stop both on exit."""
-    hold = hold_from_env()
+    hold = hold_from_env(default=load(options.config_file).inventory.reservation_hold)
     store = await InventoryStore.open(options.data_dir / "inventory.db", hold)
     log.info("reservations are held for %gs unless committed", hold)
     sweeper = asyncio.create_task(sweep_forever(store, sweep_interval(hold)), name="inventory-sweeper")

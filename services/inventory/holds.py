@@ -21,11 +21,12 @@ HOLD_ENV = "PULLGATE_RESERVATION_HOLD"
 """The environment variable that sets the hold, in seconds (default 60); `pullgate up` passes it to its children."""
 
 
-def hold_from_env(environ: Mapping[str, str] = os.environ) -> float:
-    """The hold in seconds from `PULLGATE_RESERVATION_HOLD`, or the default; ValueError naming the variable."""
+def hold_from_env(environ: Mapping[str, str] = os.environ, default: float = DEFAULT_HOLD) -> float:
+    """The hold in seconds from `PULLGATE_RESERVATION_HOLD` (it overrides the config file's
+    `[inventory] reservation_hold`), or `default`; ValueError naming the variable."""
     text = environ.get(HOLD_ENV, "").strip()
     if not text:
-        return DEFAULT_HOLD
+        return default
     try:
         hold = float(text)
     except ValueError:
