@@ -59,6 +59,22 @@ class Report:
             })
         return rows
 
+    def recovered(self) -> list[float | None]:
+        """Per fault: seconds from its end to the last degraded or failed read before the next fault began,
+        if clean reads followed; None if the system had not recovered when the next fault (or the run) began."""
+        result: list[float | None] = []
+        ordered = sorted(self.faults, key=lambda f: f.start)
+        for i, fault in enumerate(ordered):
+            if fault.end is None:
+                result.append(None)
+                continue
+            until = ordered[i + 1].start if i + 1 < len(ordered) else float("inf")
+            reads = [c for c in self.calls if c.read and fault.end <= c.sent < until]
+            last_bad = max((c.received for c in reads if not c.ok or c.degraded), default=fault.end)
+            clean = [c for c in reads if c.sent >= last_bad]
+            result.append(round(last_bad - fault.end, 3) if clean else None)
+        return result
+
     def errors(self, top: int = 8) -> list[dict[str, Any]]:
         """The most frequent failures: request, code and message (numbers masked so alike ones group)."""
         counts: Counter[tuple[str, str, str]] = Counter()
@@ -78,8 +94,10 @@ class Report:
             "errors": self.errors(),
             "faults": [{"label": f.label, "kind": f.kind, "target": f.target,
                         "start_s": round(f.start - self.origin, 3),
-                        "end_s": None if f.end is None else round(f.end - self.origin, 3), "note": f.note}
-                       for f in self.faults],
+                        "end_s": None if f.end is None else round(f.end - self.origin, 3),
+                        "recovered_after_s": recovered, "note": f.note}
+                       for f, recovered in zip(sorted(self.faults, key=lambda f: f.start), self.recovered(),
+                                               strict=True)],
             "invariants": [{"number": v.number, "name": v.name, "promise": v.promise, "held": v.held,
                             "summary": v.summary, "violations": v.count, "examples": v.violations,
                             "measured": v.measured} for v in self.verdicts],
@@ -108,11 +126,12 @@ class Report:
         if errors:
             lines += ["", "most frequent errors"]
             lines += [f"  {e['count']:>5}  {e['op']} {e['code']}: {e['detail']}" for e in errors]
-        lines += ["", "faults"]
-        for fault in self.faults:
+        lines += ["", "faults (start .. end, then full answers again after)"]
+        for fault, recovered in zip(sorted(self.faults, key=lambda f: f.start), self.recovered(), strict=True):
             end = "never ended" if fault.end is None else f"{fault.end - self.origin:6.2f}s"
+            again = "not recovered" if recovered is None else f"+{recovered:.2f}s"
             note = f"  ({fault.note})" if fault.note else ""
-            lines.append(f"  {fault.start - self.origin:6.2f}s .. {end:<11} {fault.label}{note}")
+            lines.append(f"  {fault.start - self.origin:6.2f}s .. {end:<11} {again:>14}  {fault.label}{note}")
         if not self.faults:
             lines.append("  none")
         lines += ["", "processes (peak RSS, VmHWM)"]

@@ -140,12 +140,13 @@ def parse_schedule(text: str) -> list[Fault]:
 
 
 def random_schedule(
-    seed: int, start: float, end: float, targets: Sequence[str], kinds: Sequence[str] = KINDS
+    seed: int, start: float, end: float, targets: Sequence[str], kinds: Sequence[str] = KINDS,
+    gap: tuple[float, float] = (6.0, 9.0),
 ) -> list[Fault]:
     """Faults one at a time between `start` and `end` seconds, drawn from `seed`: the same arguments, the same list.
 
-    A kill is given two seconds for the restart; a gap of two to five seconds follows every fault, so each one's
-    effect can be told apart on the timeline.
+    A kill is given two seconds for the restart; a gap drawn from `gap` follows every fault (by default longer
+    than a breaker's 5 s reset plus a probe), so each fault's effect and the recovery from it can be told apart.
     """
     if not targets or not kinds:
         return []
@@ -172,7 +173,7 @@ def random_schedule(
         if at + lasts > end:
             return faults
         faults.append(fault)
-        at += lasts + rng.uniform(2.0, 5.0)
+        at += lasts + rng.uniform(*gap)
 
 
 __all__ = ["KINDS", "SIGNALS", "Fault", "ScheduleError", "parse_duration", "parse_schedule", "random_schedule"]

@@ -35,7 +35,7 @@ def test_json_holds_every_section_with_times_since_the_start() -> None:
     assert data["errors"] == [{"op": "place_order", "code": "UNAVAILABLE", "detail": "orders: circuit open",
                                "count": 1}]
     assert data["faults"][0] == {"label": "kill customers", "kind": "kill", "target": "customers", "start_s": 1.0,
-                                 "end_s": 2.5, "note": ""}
+                                 "end_s": 2.5, "recovered_after_s": 1.04, "note": ""}
     assert data["faults"][1]["end_s"] is None
     assert [(i["name"], i["held"], i["violations"]) for i in data["invariants"]] == [("deadline", True, 0),
                                                                                      ("strong", False, 1)]
