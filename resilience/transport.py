@@ -18,8 +18,15 @@ from resilience.context import CallContext
 from resilience.errors import DeadlineExceeded, ResilienceError, StatusError
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    # Our retries and hedges own the extra load; grpc's would multiply with them (and ignore our budget).
     ("grpc.enable_retries", 0),
     ("grpc.keepalive_time_ms", 30_000),
+    # grpc backs off reconnecting up to 120 s by default, so a replica that was down for a while stays
+    # unreachable long after it is back. The breaker already keeps load off a dead replica; reconnect quickly
+    # so its half-open probe finds the replica as soon as it returns.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 )
 
 

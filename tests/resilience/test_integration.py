@@ -65,9 +65,8 @@ async def test_incoming_deadline_bounds_the_outgoing_call() -> None:
             stub = catalog_pb2_grpc.CatalogServiceStub(channel)
             await stub.GetProduct(REQUEST, timeout=0.5)
         await downstream.close()
-    (remaining,) = owner.time_remaining
-    assert remaining is not None
-    assert 0.0 < remaining <= 0.5
+    assert owner.time_remaining  # a hedge may have gone too on a busy machine: each had at most the front's 0.5 s
+    assert all(remaining is not None and 0.0 < remaining <= 0.5 for remaining in owner.time_remaining)
 
 
 async def test_owner_too_slow_for_the_incoming_deadline_fails_with_deadline_exceeded() -> None:
