@@ -82,7 +82,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def translated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await behavior(request, context)
-            except (ServiceError, ResilienceError) as error:
+            except ResilienceError as error:
+                # A failure of one of this server's own downstream calls: say where it began, so that the
+                # caller's breaker does not count it against this (healthy) server.
+                await context.abort(error.code, str(error), trailing_metadata=error.origin_metadata())
+            except ServiceError as error:
                 await context.abort(error.code, str(error))
             except grpc.aio.AbortError:
                 raise

@@ -5,11 +5,18 @@ ResilienceError            code: grpc.StatusCode to answer with, downstream: whi
  ├── BulkheadFull          RESOURCE_EXHAUSTED; too many calls in flight to this downstream
  ├── DeadlineExceeded      DEADLINE_EXCEEDED; the deadline passed, on the wire or before a call was sent
  └── StatusError           the owner answered with a non-OK status (NOT_FOUND, UNAVAILABLE, ...)
+
+`origin` is set when the owner answered with a failure that began further down (it said so in the
+`ORIGIN_METADATA` trailer): the owner is healthy, one of its own dependencies is not. See resilience.outcome.
 """
 
 from __future__ import annotations
 
 import grpc
+
+ORIGIN_METADATA = "resilience-failure-origin"
+"""Trailing metadata a server adds when it answers with a failure of one of its own downstream calls: the name
+of the service where the failure began. Its callers then know the server itself is healthy."""
 
 
 class ResilienceError(Exception):
@@ -20,6 +27,11 @@ class ResilienceError(Exception):
         self.code = code
         self.downstream = downstream
         self.reason = reason
+        self.origin: str | None = None  # set by the transport from the ORIGIN_METADATA trailer
+
+    def origin_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The trailer a server answering with this error adds, naming where the failure began."""
+        return ((ORIGIN_METADATA, self.origin or self.downstream),)
 
 
 class CircuitOpen(ResilienceError):

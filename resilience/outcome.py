@@ -13,6 +13,12 @@ conflating server failure with responses to malformed requests"; Finagle has one
                      DEADLINE_EXCEEDED on the wire (a slow replica; a retry goes elsewhere)
     FAILURE          the owner failed in a way a retry will not fix:   breaker: failure; not retried
                      INTERNAL, UNKNOWN, DATA_LOSS, RESOURCE_EXHAUSTED (retrying an overloaded owner adds load)
+    DEPENDENCY       the owner answered with a failure that began      breaker: success; not retried
+                     further down (its ORIGIN_METADATA trailer names    (the owner is healthy: counting this
+                     where): UNAVAILABLE, DEADLINE_EXCEEDED, ...         would open the breaker of every
+                                                                         service between the caller and the
+                                                                         sick one; another replica of the
+                                                                         owner would meet the same dependency)
     DROPPED          no answer and no news about the owner:            breaker: nothing; not retried
                      cancellation (a hedge loser, a caller that left), a deadline that expired before sending,
                      an open circuit, a full bulkhead
@@ -33,6 +39,7 @@ class Outcome(enum.Enum):
     CALLER_ERROR = "caller_error"
     RETRYABLE = "retryable"
     FAILURE = "failure"
+    DEPENDENCY = "dependency"
     DROPPED = "dropped"
 
     @property
@@ -48,7 +55,7 @@ class Outcome(enum.Enum):
     @property
     def owner_answered(self) -> bool:
         """The owner is healthy enough to answer (the breaker's success)."""
-        return self is Outcome.SUCCESS or self is Outcome.CALLER_ERROR
+        return self is Outcome.SUCCESS or self is Outcome.CALLER_ERROR or self is Outcome.DEPENDENCY
 
 
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -81,6 +88,9 @@ def classify(error: BaseException | None) -> Outcome:
         return Outcome.SUCCESS
     if isinstance(error, asyncio.CancelledError):
         return Outcome.DROPPED
+    if isinstance(error, ResilienceError) and error.origin is not None and error.code is not grpc.StatusCode.OK:
+        outcome = classify_code(error.code)
+        return Outcome.DEPENDENCY if outcome.owner_failed else outcome
     if isinstance(error, DeadlineExceeded):
         return Outcome.RETRYABLE if error.sent else Outcome.DROPPED
     if isinstance(error, CircuitOpen | BulkheadFull):

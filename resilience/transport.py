@@ -15,7 +15,7 @@ import grpc
 
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import CallContext
-from resilience.errors import DeadlineExceeded, ResilienceError, StatusError
+from resilience.errors import ORIGIN_METADATA, DeadlineExceeded, ResilienceError, StatusError
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Our retries and hedges own the extra load; grpc's would multiply with them (and ignore our budget).
@@ -75,6 +75,19 @@ def translate(error: grpc.aio.AioRpcError, downstream: str, replica: str) -> Res
     """A grpc error as one of the layer's errors."""
     code = error.code()
     details = error.details() or ""
+    translated: ResilienceError
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(downstream, f"deadline exceeded at {replica}", sent=True)
-    return StatusError(code, downstream, details, replica)
+        translated = DeadlineExceeded(downstream, f"deadline exceeded at {replica}", sent=True)
+    else:
+        translated = StatusError(code, downstream, details, replica)
+    translated.origin = _origin(error)
+    return translated
+
+
+def _origin(error: grpc.aio.AioRpcError) -> str | None:
+    """Where the failure began, if the owner said it was one of its own downstream calls."""
+    trailers: Any = error.trailing_metadata() or ()
+    for key, value in trailers:
+        if key == ORIGIN_METADATA:
+            return value if isinstance(value, str) else bytes(value).decode(errors="replace")
+    return None
