@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from pullgate.chaos.progress import percentile
 from pullgate.chaos.record import Call, FaultRun
@@ -35,6 +36,8 @@ def draw(calls: Sequence[Call], faults: Sequence[FaultRun], origin: float, path:
         top.plot(seconds, values, style, label=f"p{round(q * 100)}", color="#1f77b4")
     top.set_ylabel("latency (ms)")
     top.set_yscale("log")
+    top.yaxis.set_major_formatter(ScalarFormatter())  # "40", not "4 x 10^1": these are milliseconds
+    top.yaxis.set_minor_formatter(NullFormatter())
     top.grid(alpha=0.3)
     degraded = [sum(1 for c in buckets[s] if c.ok and c.degraded) for s in seconds]
     failed = [sum(1 for c in buckets[s] if c.failed) for s in seconds]
