@@ -62,8 +62,20 @@ def _lines(lines: Iterable[pb.LineView], marks: dict[str, str], with_stock: bool
     return out
 
 
+def _missing_root(parts: Sequence[pb.PartStatus], kind: str, summary: str) -> str | None:
+    """An available read may answer without its root (the order, the customer): say so plainly."""
+    root = next((p for p in parts if p.part.startswith(f"{kind}:")), None)
+    if root is None or root.source != pb.SOURCE_MISSING:
+        return None
+    return f"{kind} {root.part.partition(':')[2]}: missing\n{summary}"
+
+
 def order_view(response: pb.GetOrderViewResponse) -> str:
     view, marks = response.view, _marks(response.parts)
+    if not view.HasField("order"):
+        missing = _missing_root(response.parts, "order", _summary(response.parts, response.degraded))
+        if missing is not None:
+            return missing
     order = view.order
     customer = (f"{view.customer.name} <{view.customer.email}>" if view.HasField("customer") else "?")
     return "\n".join([
@@ -76,6 +88,10 @@ def order_view(response: pb.GetOrderViewResponse) -> str:
 
 def customer_overview(response: pb.GetCustomerOverviewResponse) -> str:
     overview, marks = response.overview, _marks(response.parts)
+    if not overview.HasField("customer"):
+        missing = _missing_root(response.parts, "customer", _summary(response.parts, response.degraded))
+        if missing is not None:
+            return missing
     customer = overview.customer
     out = [f"customer {customer.customer_id}: {customer.name} <{customer.email}>"
            + marks.get(f"customer:{customer.customer_id}", "")]

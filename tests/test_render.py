@@ -46,3 +46,20 @@ def test_a_live_view_says_so_and_nothing_more() -> None:
     text = render.order_view(response)
     assert "[" not in text
     assert text.endswith("parts: 1 live")
+
+
+def test_an_available_view_without_its_order_says_the_order_is_missing() -> None:
+    """When the order itself could not be had, the output names it as missing, with the reason."""
+    response = pb.GetOrderViewResponse(degraded=True, parts=[
+        _part("order:42", pb.SOURCE_MISSING, reason="orders: circuit open"),
+    ])
+    assert render.order_view(response).splitlines() == [
+        "order 42: missing", "parts: 1 missing  (DEGRADED)", "  missing: orders: circuit open  (order:42)"]
+
+
+def test_an_overview_without_its_customer_says_the_customer_is_missing() -> None:
+    """When the customer could not be had, the overview names it as missing."""
+    response = pb.GetCustomerOverviewResponse(degraded=True, parts=[
+        _part("customer:7", pb.SOURCE_MISSING, reason="customers: deadline exceeded"),
+    ])
+    assert render.customer_overview(response).startswith("customer 7: missing\n")
