@@ -24,7 +24,7 @@ import logging
 import math
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -34,6 +34,7 @@ import grpc
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.errors import InvalidArgument
 from resilience.clock import SYSTEM_CLOCK, Clock
+from resilience.server import Behavior, UnaryInterceptor
 
 __all__ = [
     "Clause",
@@ -52,7 +53,6 @@ __all__ = [
 
 log = logging.getLogger("pullgate.faults")
 
-_Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 MAX_DELAY = 3600.0
 """The longest delay a spec may ask for, in seconds; for longer, `hang` says what is meant."""
@@ -348,7 +348,7 @@ class FaultInjector:
             raise
 
 
-class FaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class FaultInterceptor(UnaryInterceptor):
     """Applies the injector's faults to unary-unary calls of the application services, before the handler runs.
 
     The chances are drawn when the call arrives; a call with nothing to inject gets the handler untouched.
@@ -358,33 +358,21 @@ class FaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._injector = injector
         self._services = frozenset(services)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        path = handler_call_details.method
+    def wrap(self, behavior: Behavior, details: grpc.HandlerCallDetails) -> Behavior | None:
+        path = details.method
         service, _, method = path.lstrip("/").partition("/")
         if service not in self._services:
-            return handler
+            return None
         faults = self._injector.plan(method)
         if not faults:
-            return handler
-        behavior: _Behavior = handler.unary_unary  # type: ignore[assignment]
+            return None
         injector = self._injector
 
         async def faulty(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await injector.apply(faults, path, context)
             return await behavior(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            faulty,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return faulty
 
 
 class FaultService(admin_pb2_grpc.FaultServiceServicer):

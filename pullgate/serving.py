@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,10 @@ from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse
 from pullgate.telemetry import Telemetry
 from pullgate.telemetry.metrics import port_file as metrics_port_file
 from resilience.errors import ResilienceError
-from resilience.server import DeadlineInterceptor
+from resilience.server import Behavior, DeadlineInterceptor, UnaryInterceptor
 
 log = logging.getLogger("pullgate.serving")
 
-_Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -65,19 +64,11 @@ class ServeOptions:
 App = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[Sequence[Binding]]]
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ErrorInterceptor(UnaryInterceptor):
     """Turns ServiceError and ResilienceError into their status codes, and anything else into INTERNAL."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        behavior: _Behavior = handler.unary_unary  # type: ignore[assignment]
-        method = handler_call_details.method
+    def wrap(self, behavior: Behavior, details: grpc.HandlerCallDetails) -> Behavior:
+        method = details.method
 
         async def translated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
@@ -96,11 +87,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
                 )
 
-        return grpc.unary_unary_rpc_method_handler(
-            translated,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return translated
 
 
 @contextlib.asynccontextmanager

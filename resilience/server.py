@@ -1,4 +1,4 @@
-"""Server-side half of deadline propagation: an interceptor that makes the incoming deadline the current one."""
+"""Server-side half of deadline propagation, and the base for interceptors that wrap unary handlers."""
 
 from __future__ import annotations
 
@@ -10,18 +10,16 @@ import grpc
 from resilience import deadline
 from resilience.clock import SYSTEM_CLOCK, Clock
 
-_Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+"""A unary-unary handler: (request, context) -> response."""
 
 
-class DeadlineInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Runs each unary-unary handler inside `deadline.scope()` of the caller's deadline.
+class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """A server interceptor for unary-unary calls; a subclass says in `wrap()` how to wrap a handler."""
 
-    Every call made through the layer while the handler runs is then bounded by what is left of the
-    caller's deadline, without any servicer passing timeouts by hand.
-    """
-
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._clock = clock
+    def wrap(self, behavior: Behavior, details: grpc.HandlerCallDetails) -> Behavior | None:
+        """The handler to run instead of `behavior`, or None to leave the call untouched."""
+        raise NotImplementedError
 
     async def intercept_service(
         self,
@@ -31,7 +29,27 @@ class DeadlineInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        behavior: _Behavior = handler.unary_unary  # type: ignore[assignment]
+        wrapped = self.wrap(handler.unary_unary, handler_call_details)  # type: ignore[arg-type]
+        if wrapped is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class DeadlineInterceptor(UnaryInterceptor):
+    """Runs each unary-unary handler inside `deadline.scope()` of the caller's deadline.
+
+    Every call made through the layer while the handler runs is then bounded by what is left of the
+    caller's deadline, without any servicer passing timeouts by hand.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
+
+    def wrap(self, behavior: Behavior, details: grpc.HandlerCallDetails) -> Behavior:
         clock = self._clock
 
         async def bounded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -40,8 +58,4 @@ class DeadlineInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             with deadline.scope(incoming):
                 return await behavior(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            bounded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return bounded
