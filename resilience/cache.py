@@ -19,12 +19,13 @@ Cached answers are shared objects: callers must treat `Result.value` as read-onl
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 from cachetools import TTLCache
 
-from resilience.clock import SYSTEM_CLOCK, Clock, wait_for
+from resilience.clock import SYSTEM_CLOCK, Clock, call_later
 from resilience.config import CacheConfig
 from resilience.context import Call, CallContext, CallStats
 from resilience.deadline import Deadline
@@ -37,10 +38,12 @@ from resilience.timeouts import TotalTimeout
 
 @dataclass(slots=True)
 class _Flight:
-    task: asyncio.Task[Any]
     stats: CallStats
     deadline: Deadline | None
+    task: asyncio.Task[Any] | None = None
     waiters: int = 0
+    slots: list[asyncio.Future[Any]] = field(default_factory=list)
+    """One future per waiter that joined; the shared call resolves them itself when it ends."""
 
 
 @dataclass(slots=True)
@@ -114,6 +117,7 @@ class Cached:
 
     async def _shared(self, key: bytes, request: Any, ctx: CallContext, inner: Call, cache: MethodCache) -> Any:
         mine = self._total.deadline_for(ctx)
+        loop = asyncio.get_running_loop()
         while True:
             flight = cache.flights.get(key)
             if flight is None:
@@ -121,9 +125,20 @@ class Cached:
                 self._count(ctx, "miss")
             else:
                 self._count(ctx, "coalesced")
+            # Each waiter awaits its own future, which the shared call resolves as it ends: a waiter that
+            # leaves cancels only its own future (never the shared call), and no shield or done-callback
+            # stands between the answer and the waiter (each would cost a turn of the event loop).
+            slot: asyncio.Future[Any] = loop.create_future()
+            flight.slots.append(slot)
             flight.waiters += 1
+            # A timer only for a waiter with less time than the shared call: the shared call runs under its
+            # first waiter's deadline, which the layers below enforce (TotalTimeout, grpc's own timeout), so
+            # the first waiter, and any with more time, are answered by the time theirs runs out.
+            timer = None
+            if mine is not None and (flight.deadline is None or mine.at < flight.deadline.at):
+                timer = call_later(self._clock, mine.remaining(self._clock), functools.partial(_expire, slot))
             try:
-                response = await wait_for(asyncio.shield(flight.task), None if mine is None else mine.at, self._clock)
+                response = await slot
             except TimeoutError:
                 raise DeadlineExceeded(ctx.downstream, "deadline exceeded", sent=False) from None
             except DeadlineExceeded:
@@ -132,8 +147,12 @@ class Cached:
                     continue  # the shared call had less time than this waiter; try again with ours
                 raise
             finally:
+                if timer is not None:
+                    timer.cancel()
+                if slot.done() and not slot.cancelled():
+                    slot.exception()  # retrieved, even by a waiter cancelled as its answer came in
                 flight.waiters -= 1
-                if flight.waiters == 0 and not flight.task.done():
+                if flight.waiters == 0 and flight.task is not None and not flight.task.done():
                     flight.task.cancel()
                     if cache.flights.get(key) is flight:
                         del cache.flights[key]
@@ -144,24 +163,48 @@ class Cached:
         self, key: bytes, request: Any, ctx: CallContext, deadline: Deadline | None, inner: Call, cache: MethodCache
     ) -> _Flight:
         shared = CallContext(ctx.method, ctx.downstream, deadline, ctx.max_staleness)
-        task = asyncio.get_running_loop().create_task(self._fill(key, request, shared, inner, cache))
-        flight = _Flight(task, shared.stats, deadline)
+        flight = _Flight(shared.stats, deadline)
         cache.flights[key] = flight
         cache.downstream_calls += 1
-
-        def landed(t: asyncio.Task[Any]) -> None:
-            if cache.flights.get(key) is flight:
-                del cache.flights[key]
-            if not t.cancelled():
-                t.exception()  # retrieved here, so a flight nobody awaits any more is not reported as lost
-
-        task.add_done_callback(landed)
+        flight.task = asyncio.get_running_loop().create_task(self._fill(key, request, shared, inner, cache, flight))
         return flight
 
-    async def _fill(self, key: bytes, request: Any, ctx: CallContext, inner: Call, cache: MethodCache) -> Any:
-        response = await inner(request, ctx)
+    async def _fill(
+        self, key: bytes, request: Any, ctx: CallContext, inner: Call, cache: MethodCache, flight: _Flight
+    ) -> None:
+        """Make the shared call, store its answer, and hand the answer (or the error) to every waiter."""
+        try:
+            response = await inner(request, ctx)
+        except BaseException as error:
+            self._land(key, cache, flight)
+            for slot in flight.slots:
+                if slot.done():
+                    continue
+                if isinstance(error, asyncio.CancelledError):
+                    slot.cancel()
+                else:
+                    slot.set_exception(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return  # the waiters have the error; the task itself ends quietly (nothing left to retrieve)
         now = self._clock.now()
         cache.fresh[key] = (response, now)
         if cache.stale is not None:
             cache.stale[key] = (response, now)
-        return response
+        self._land(key, cache, flight)
+        for slot in flight.slots:
+            if not slot.done():
+                slot.set_result(response)
+
+    @staticmethod
+    def _land(key: bytes, cache: MethodCache, flight: _Flight) -> None:
+        # Before any waiter is answered, so that a caller arriving later starts a new call instead of
+        # joining one that has ended.
+        if cache.flights.get(key) is flight:
+            del cache.flights[key]
+
+
+def _expire(slot: asyncio.Future[Any]) -> None:
+    """A waiter's own deadline passed: it stops waiting (the shared call goes on for the others)."""
+    if not slot.done():
+        slot.set_exception(TimeoutError())

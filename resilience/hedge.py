@@ -60,6 +60,8 @@ class Hedge:
         self._clock = clock
         self._trackers: dict[str, LatencyTracker] = {}
         self.hedges_sent = 0
+        self.interrupted = 0
+        """Calls whose first attempt (running in the caller's task) was cut short by a hedge's answer."""
 
     def delay(self, method_path: str) -> float:
         """How long the next attempt waits for an answer before a hedge is sent."""
@@ -93,91 +95,173 @@ class Hedge:
     async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
         self.budget.deposit()
         self.cap.deposit()
-        tracker = self._tracker(ctx.method.path)
-        delay = self.delay(ctx.method.path)
-        clock = self._clock
-        loop = asyncio.get_running_loop()
-        wake: list[asyncio.Future[None]] = [loop.create_future()]
-        fired = [False]
-
-        def poke(_: object = None) -> None:
-            if not wake[0].done():
-                wake[0].set_result(None)
-
-        def on_timer() -> None:
-            fired[0] = True
-            poke()
-
-        running: dict[asyncio.Task[Any], CallContext] = {}
-        hedges: set[int] = set()
-
-        def launch(number: int) -> None:
-            actx = ctx if number == 0 else ctx.for_attempt(number)
-            task = loop.create_task(self._timed(inner, request, actx, tracker))
-            task.add_done_callback(poke)
-            running[task] = actx
-
-        launch(0)
-        sent = 1
-        timer: Timer | None = None
-        last_error: BaseException | None = None
-        answered = False
-        try:
-            while True:
-                if timer is None and sent < self.config.max_attempts and self._has_time(ctx, delay):
-                    timer = call_later(clock, delay, on_timer)
-                await wake[0]
-                wake[0] = loop.create_future()
-                for task in [t for t in running if t.done()]:
-                    actx = running.pop(task)
-                    if task.cancelled():
-                        continue
-                    error = task.exception()
-                    if error is None:
-                        answered = True
-                        ctx.stats.hedge_won = actx.attempt in hedges
-                        if ctx.stats.hedge_won:
-                            HEDGES_WON.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
-                        return task.result()
-                    last_error = error
-                    if not classify(error).retryable or not ctx.method.retryable:
-                        raise error
-                    if sent < self.config.max_attempts:
-                        if not self.budget.try_withdraw():
-                            self._refused(ctx, "retry", sent)
-                            continue
-                        RETRIES.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
-                        event("retry", {"resilience.attempt": sent, "resilience.backoff_s": 0.0,
-                                        "resilience.reason": getattr(error, "reason", repr(error))})
-                        launch(sent)  # gRFC A6: a retryable failure sends the next attempt at once
-                        sent += 1
-                if fired[0]:
-                    fired[0], timer = False, None
-                    may_hedge = running and sent < self.config.max_attempts and self._has_time(ctx, delay)
-                    if may_hedge and not self._withdraw_hedge():
-                        self._refused(ctx, "hedge", sent)
-                    elif may_hedge:
-                        hedges.add(sent)
-                        ctx.stats.hedged = True
-                        self.hedges_sent += 1
-                        HEDGES_SENT.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
-                        event("hedge", {"resilience.attempt": sent, "resilience.hedging_delay_s": delay})
-                        launch(sent)
-                        sent += 1
-                if not running:
-                    assert last_error is not None
-                    raise last_error
-        finally:
-            if timer is not None:
-                timer.cancel()
-            for task, actx in running.items():
-                task.cancel(LOSER if answered else None)
-                if answered:
-                    event("hedge loser cancelled", {"resilience.attempt": actx.attempt,
-                                                    "resilience.replica": actx.replica or ""})
+        return await _Race(self, request, ctx, inner).run()
 
     def _has_time(self, ctx: CallContext, delay: float) -> bool:
         """A hedge sent after `delay` needs about `delay` more to answer; is that much left?"""
         if ctx.deadline is None:
             return True
         return ctx.deadline.remaining(self._clock) > 2 * delay
+
+
+class _Race:
+    """One hedged call: the first attempt runs in the caller's own task, later attempts as tasks beside it.
+
+    Why inline: most first attempts answer before the hedge delay, and a task per attempt costs two turns of
+    the event loop (start, and waking the caller), which is a good part of a loopback call. So the first
+    attempt is awaited directly, with a timer beside it; only when the timer fires, or the attempt fails
+    retryably, does another attempt start, as a task. Decisions are made in `_settle` and `_fire`, from
+    whichever runs first: the caller's task when its attempt ends, or a callback when a task's attempt ends
+    or the timer fires. A decision taken while the first attempt is still running interrupts it by
+    cancelling the caller's task (with LOSER when another attempt answered); `run` tells that cancellation
+    from anyone else's with the task's cancellation count (`cancelling()`/`uncancel()`, as asyncio.timeout
+    does), so a caller that cancels at the same moment still gets its CancelledError. The interruption is
+    only sent while the caller is suspended inside the first attempt, so it can never land anywhere else.
+    """
+
+    def __init__(self, hedge: Hedge, request: Any, ctx: CallContext, inner: Call) -> None:
+        self.hedge = hedge
+        self.request = request
+        self.ctx = ctx
+        self.inner = inner
+        self.max_attempts = hedge.config.max_attempts
+        self.tracker = hedge._tracker(ctx.method.path)
+        self.delay = hedge.delay(ctx.method.path)
+        self.running: dict[asyncio.Task[Any], CallContext] = {}
+        self.hedges: set[int] = set()
+        self.sent = 1
+        self.timer: Timer | None = None
+        self.last_error: BaseException | None = None
+        self.outcome: tuple[bool, Any] | None = None
+        """(True, response) or (False, error) once decided."""
+        self.inline = False
+        """The first attempt is running in the caller's task (which is suspended inside it)."""
+        self.interrupted = False
+        self.decided: asyncio.Future[None] | None = None
+        """What the caller waits on when its own attempt ended and others still run."""
+        task = asyncio.current_task()
+        assert task is not None, "a call runs in a task"
+        self.task = task
+
+    async def run(self) -> Any:
+        ctx, task = self.ctx, self.task
+        baseline = task.cancelling()
+        self._arm()
+        self.inline = True
+        try:
+            try:
+                response = await self.hedge._timed(self.inner, self.request, ctx, self.tracker)
+            except asyncio.CancelledError:
+                self.inline = False
+                # Ours only if we interrupted and nobody else cancelled too (uncancel() drops our request).
+                if not self.interrupted or task.uncancel() > baseline:
+                    raise
+                self.hedge.interrupted += 1
+                if self.outcome is not None and self.outcome[0]:
+                    event("hedge loser cancelled", {"resilience.attempt": 0, "resilience.replica": ctx.replica or ""})
+            except BaseException as error:
+                self.inline = False
+                self._settle(ctx, error, None)
+            else:
+                self.inline = False
+                self._settle(ctx, None, response)
+            if self.outcome is None:  # attempts are still running as tasks; a callback decides
+                self.decided = asyncio.get_running_loop().create_future()
+                await self.decided
+            assert self.outcome is not None
+            ok, value = self.outcome
+            if ok:
+                return value
+            raise value
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+            answered = self.outcome is not None and self.outcome[0]
+            for attempt, actx in self.running.items():
+                attempt.cancel(LOSER if answered else None)
+                if answered:
+                    event("hedge loser cancelled", {"resilience.attempt": actx.attempt,
+                                                    "resilience.replica": actx.replica or ""})
+
+    def _arm(self) -> None:
+        """Arm the hedge timer if another attempt may still go and could finish in time."""
+        if self.timer is None and self.sent < self.max_attempts and self.hedge._has_time(self.ctx, self.delay):
+            self.timer = call_later(self.hedge._clock, self.delay, self._fire)
+
+    def _launch(self, number: int) -> None:
+        actx = self.ctx.for_attempt(number)
+        attempt = asyncio.get_running_loop().create_task(self.hedge._timed(self.inner, self.request, actx,
+                                                                           self.tracker))
+        self.running[attempt] = actx
+        attempt.add_done_callback(self._ended)
+        self.sent += 1
+
+    def _ended(self, attempt: asyncio.Task[Any]) -> None:
+        actx = self.running.pop(attempt, None)
+        if actx is None or self.outcome is not None:
+            return  # cancelled by `run` on its way out
+        if attempt.cancelled():
+            self._exhausted()
+            return
+        error = attempt.exception()
+        self._settle(actx, error, None if error is not None else attempt.result())
+
+    def _settle(self, actx: CallContext, error: BaseException | None, response: Any) -> None:
+        """An attempt ended: take its answer, or decide on the next attempt (gRFC A6: at once)."""
+        ctx = self.ctx
+        if error is None:
+            ctx.stats.hedge_won = actx.attempt in self.hedges
+            if ctx.stats.hedge_won:
+                HEDGES_WON.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
+            self._decide(True, response)
+            return
+        self.last_error = error
+        if not classify(error).retryable or not ctx.method.retryable:
+            self._decide(False, error)
+            return
+        if self.sent < self.max_attempts:
+            if not self.hedge.budget.try_withdraw():
+                self.hedge._refused(ctx, "retry", self.sent)
+            else:
+                RETRIES.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
+                event("retry", {"resilience.attempt": self.sent, "resilience.backoff_s": 0.0,
+                                "resilience.reason": getattr(error, "reason", repr(error))})
+                self._launch(self.sent)
+                self._arm()
+        self._exhausted()
+
+    def _fire(self) -> None:
+        """The hedge delay passed with no answer: send a hedge if the caps and the time allow."""
+        self.timer = None
+        if self.outcome is not None:
+            return
+        ctx, hedge = self.ctx, self.hedge
+        may_hedge = (self.inline or self.running) and self.sent < self.max_attempts and hedge._has_time(ctx, self.delay)
+        if may_hedge and not hedge._withdraw_hedge():
+            hedge._refused(ctx, "hedge", self.sent)
+        elif may_hedge:
+            self.hedges.add(self.sent)
+            ctx.stats.hedged = True
+            hedge.hedges_sent += 1
+            HEDGES_SENT.add(1, labels(ctx.downstream, ctx.method.descriptor.name))
+            event("hedge", {"resilience.attempt": self.sent, "resilience.hedging_delay_s": self.delay})
+            self._launch(self.sent)
+        self._arm()
+
+    def _exhausted(self) -> None:
+        """No attempt left running and none decided: the last failure is the answer."""
+        if self.outcome is None and not self.inline and not self.running:
+            self._decide(False, self.last_error or asyncio.CancelledError())
+
+    def _decide(self, ok: bool, value: Any) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = (ok, value)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.inline:  # the caller is suspended inside its own attempt: cut it short
+            self.interrupted = True
+            self.task.cancel(LOSER if ok else None)
+        elif self.decided is not None and not self.decided.done():
+            self.decided.set_result(None)

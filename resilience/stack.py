@@ -6,9 +6,8 @@ around the transport so that `LAYERS[0]` sees the call first and the transport s
 
 from __future__ import annotations
 
-import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,12 +64,16 @@ def compose(policies: Sequence[Policy], endpoint: Call) -> Call:
     """`policies[0](request, ctx, policies[1](..., endpoint))`: the first policy is outermost."""
     call = endpoint
     for policy in reversed(policies):
-        call = functools.partial(_bind, policy, call)
+        call = _bind(policy, call)
     return call
 
 
-async def _bind(policy: Policy, inner: Call, request: Any, ctx: CallContext) -> Any:
-    return await policy(request, ctx, inner)
+def _bind(policy: Policy, inner: Call) -> Call:
+    # A plain function that returns the policy's coroutine: no wrapping coroutine per layer and call.
+    def bound(request: Any, ctx: CallContext) -> Awaitable[Any]:
+        return policy(request, ctx, inner)
+
+    return bound
 
 
 def build(

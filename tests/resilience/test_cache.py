@@ -170,3 +170,38 @@ async def test_caller_errors_are_not_answered_with_stale_data() -> None:
     with pytest.raises(StatusError) as raised:
         await downstream.call(READ, REQUEST)
     assert raised.value.code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_only_a_waiter_with_less_time_than_the_shared_call_arms_a_timer() -> None:
+    """The first waiter and waiters with more time rely on the shared call's deadline; a hastier one has a timer."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: Step(delay=1.0))
+    downstream = make(clock, script)
+    first = asyncio.create_task(downstream.call(READ, REQUEST))
+    await settle()
+    assert clock.sleepers == 1  # the owner's own work only
+    with dl.scope(dl.Deadline.after(10.0, clock)):
+        patient = asyncio.create_task(downstream.call(READ, REQUEST))
+    await settle()
+    assert clock.sleepers == 1
+    with dl.scope(dl.Deadline.after(0.3, clock)):
+        hasty = asyncio.create_task(downstream.call(READ, REQUEST))
+    await settle()
+    assert clock.sleepers == 2
+    await clock.advance(1.1)
+    assert isinstance(hasty.exception(), DeadlineExceeded)
+    assert (await first).provenance.source is Source.LIVE
+    assert (await patient).provenance.source is Source.LIVE
+    assert len(script.calls) == 1
+
+
+async def test_waiters_share_a_failure_and_a_later_caller_starts_a_new_call() -> None:
+    """Every waiter gets the shared call's error; a caller arriving after it ended makes its own call."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: Step(delay=0.1, code=grpc.StatusCode.INTERNAL) if n == 0 else OK)
+    downstream = make(clock, script)
+    calls = [asyncio.create_task(downstream.call(READ, REQUEST)) for _ in range(3)]
+    await clock.advance(0.2)
+    assert all(isinstance(c.exception(), StatusError) for c in calls)
+    assert (await downstream.call(READ, REQUEST)).provenance.source is Source.LIVE
+    assert len(script.calls) == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -11,6 +13,7 @@ from pullgate.catalog.v1 import catalog_pb2
 from pullgate.inventory.v1 import inventory_pb2
 from resilience import BreakerConfig, Downstream, DownstreamConfig, HedgingConfig
 from resilience.config import BudgetConfig, BulkheadConfig, CacheConfig
+from resilience.context import CallContext
 from resilience.hedge import LatencyTracker
 from resilience.testing import FakeClock, settle
 from tests.resilience.scripted import KEYED_WRITE, OK, READ, Scripted, Step
@@ -138,3 +141,87 @@ def test_latency_tracker_reports_the_percentile() -> None:
     for ms in range(1, 101):
         tracker.record(ms / 1000)
     assert tracker.percentile() == 0.096
+
+
+class _Recording(Scripted):
+    """Scripted, and notes the task each attempt ran in; `on_answer(n)` runs as attempt n answers."""
+
+    def __init__(self, clock: FakeClock, plan: Callable[[int, str], Step]) -> None:
+        super().__init__(clock, plan)
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        self.on_answer: Callable[[int], object] = lambda n: None
+
+    async def __call__(self, request: Any, ctx: CallContext) -> Any:
+        self.tasks.append(asyncio.current_task())
+        n = len(self.calls)
+        response = await super().__call__(request, ctx)
+        self.on_answer(n)
+        return response
+
+
+async def test_first_attempt_runs_in_the_callers_task() -> None:
+    """Without a hedge the only attempt runs inline in the caller's task: no task is made for it."""
+    clock = FakeClock()
+    script = _Recording(clock, lambda n, r: Step(delay=0.01))
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=script)
+    call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+    await clock.advance(0.02)
+    await call
+    assert script.tasks == [call]
+
+
+async def test_a_hedge_answer_interrupts_the_inline_attempt_and_leaves_no_cancellation() -> None:
+    """The hedge wins while the first attempt runs inline: that attempt is cancelled as a loser, the caller's task
+    gets the answer, and no cancellation is left pending on it."""
+    clock = FakeClock()
+    script = _Recording(clock, slow_first)
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=script, rng=random.Random(3))
+
+    async def caller() -> tuple[Any, int]:
+        result = await downstream.call(READ, catalog_pb2.GetProductRequest(sku="x"))
+        await asyncio.sleep(0)  # a cancellation left pending would land here
+        task = asyncio.current_task()
+        assert task is not None
+        return result, task.cancelling()
+
+    call = asyncio.create_task(caller())
+    while not call.done():
+        await clock.advance(0.01)
+    result, cancelling = await call
+    assert result.provenance.hedge_won
+    assert cancelling == 0
+    assert script.tasks[0] is call and script.tasks[1] is not call
+    assert script.cancelled == [script.calls[0]]
+    assert downstream.stack.get("retry_or_hedge").hedge.interrupted == 1
+
+
+async def test_a_caller_cancelled_as_the_hedge_answers_stays_cancelled() -> None:
+    """If the caller is cancelled in the same moment a hedge answers, it gets CancelledError, not the answer."""
+    clock = FakeClock()
+    script = _Recording(clock, slow_first)
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=script, rng=random.Random(3))
+    call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+    script.on_answer = lambda n: call.cancel() if n == 1 else None
+    while not call.done():
+        await clock.advance(0.01)
+    assert call.cancelled()
+    await settle()
+    assert script.cancelled == [script.calls[0]]
+
+
+async def test_a_callers_timeout_expiring_as_the_hedge_answers_is_still_a_timeout() -> None:
+    """asyncio.timeout around the call still raises TimeoutError when it expires as the hedge answers."""
+    clock = FakeClock()
+    script = _Recording(clock, slow_first)
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=script, rng=random.Random(3))
+
+    async def caller() -> None:
+        async with asyncio.timeout(10.0) as scope:
+            script.on_answer = lambda n: scope.reschedule(-1.0) if n == 1 else None  # expire it right now
+            await downstream.call(READ, catalog_pb2.GetProductRequest(sku="x"))
+            await asyncio.sleep(0)
+
+    call = asyncio.create_task(caller())
+    while not call.done():
+        await clock.advance(0.01)
+    assert isinstance(call.exception(), TimeoutError)
