@@ -119,6 +119,11 @@ class _Race:
     only sent while the caller is suspended inside the first attempt, so it can never land anywhere else.
     """
 
+    __slots__ = (
+        "ctx", "decided", "delay", "hedge", "hedges", "inline", "inner", "interrupted", "last_error",
+        "max_attempts", "outcome", "request", "running", "sent", "task", "timer", "tracker"
+    )
+
     def __init__(self, hedge: Hedge, request: Any, ctx: CallContext, inner: Call) -> None:
         self.hedge = hedge
         self.request = request

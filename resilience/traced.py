@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -38,6 +38,7 @@ class Traced:
         self._clock = clock
         self._tracer = trace.get_tracer(SCOPE)
         self._labels: dict[tuple[str, Outcome], dict[str, AttributeValue]] = {}
+        self._names: dict[str, str] = {}
 
     def _measure(self, ctx: CallContext, outcome: Outcome, start: float) -> None:
         key = (ctx.method.path, outcome)
@@ -70,27 +71,33 @@ class Traced:
             attributes["resilience.max_staleness_s"] = ctx.max_staleness
         if ctx.deadline is not None:
             attributes["resilience.deadline_s"] = round(ctx.deadline.remaining(self._clock), 6)
-        with self._tracer.start_as_current_span(
-            f"{self._downstream}/{method.descriptor.name}", kind=SpanKind.INTERNAL, attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
-        ) as span:
-            try:
-                response = await inner(request, ctx)
-            except BaseException as error:
-                outcome = classify(error)
-                self._annotate(span, ctx.stats, outcome)
-                span.set_attribute("resilience.error", str(error) or type(error).__name__)
-                if outcome is not Outcome.CALLER_ERROR:
-                    span.set_status(Status(StatusCode.ERROR, str(error) if isinstance(error, ResilienceError)
-                                           else type(error).__name__))
-                self._measure(ctx, outcome, start)
-                raise
+        name = self._names.get(method.path)
+        if name is None:
+            name = self._names[method.path] = f"{self._downstream}/{method.descriptor.name}"
+        # start_span + attach rather than start_as_current_span: the same span and context, without the
+        # generator-based context managers (about a fifth of this layer's tracing cost per call).
+        span = self._tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            response = await inner(request, ctx)
+        except BaseException as error:
+            outcome = classify(error)
+            self._annotate(span, ctx.stats, outcome, str(error) or type(error).__name__)
+            if outcome is not Outcome.CALLER_ERROR:
+                span.set_status(Status(StatusCode.ERROR, str(error) if isinstance(error, ResilienceError)
+                                       else type(error).__name__))
+            self._measure(ctx, outcome, start)
+            raise
+        else:
             self._annotate(span, ctx.stats, Outcome.SUCCESS)
             self._measure(ctx, Outcome.SUCCESS, start)
             return response
+        finally:
+            context.detach(token)
+            span.end()
 
-    def _annotate(self, span: Span, stats: CallStats, outcome: Outcome) -> None:
-        """What the call learned, as the span's attributes."""
+    def _annotate(self, span: Span, stats: CallStats, outcome: Outcome, error: str | None = None) -> None:
+        """What the call learned (and its error, if any), as the span's attributes, in one call."""
         attributes: dict[str, AttributeValue] = {
             "resilience.outcome": outcome.value,
             "resilience.source": stats.source.value,
@@ -100,6 +107,8 @@ class Traced:
             "resilience.hedge_won": stats.hedge_won,
             "resilience.budget_refusals": stats.budget_refusals,
         }
+        if error is not None:
+            attributes["resilience.error"] = error
         if stats.cache:
             attributes["resilience.cache"] = stats.cache
         if stats.reason:
