@@ -3,7 +3,8 @@
 Per downstream method, in memory only, bounded:
 
 - `fresh`: a cachetools TTLCache (injected clock) of answers younger than `ttl`. A caller reads it only if the
-  entry is also younger than the caller's `max_staleness`; a strong read (0.0) never reads it but fills it.
+  entry is also younger than the caller's `max_staleness`; a strong read (0.0) never reads it but fills it,
+  and never joins a shared call either (that call may have started, and been answered, before the read).
 - single-flight: concurrent identical calls (same method, same request bytes) share one downstream call.
   Each waiter keeps its own deadline: a waiter that times out or is cancelled leaves, and the shared call is
   cancelled only when its last waiter is gone. The shared call runs under its first waiter's deadline; a later
@@ -91,10 +92,18 @@ class Cached:
                     ctx.stats.source, ctx.stats.age, ctx.stats.attempts = Source.CACHED, age, 0
                     self._count(ctx, "hit")
                     return hit[0]
+        if bound <= 0:
+            # A strong read wants an answer the owner gave after the read began: it neither reads the cache
+            # nor joins a shared call that started before it (its answer could predate the read). It fills
+            # the caches for those who accept older data.
+            self._count(ctx, "miss")
+            response = await inner(request, ctx)
+            self._store(key, response, cache)
+            return response
         try:
             return await self._shared(key, request, ctx, inner, cache)
         except ResilienceError as error:
-            if bound <= 0 or cache.stale is None or classify(error) is Outcome.CALLER_ERROR:
+            if cache.stale is None or classify(error) is Outcome.CALLER_ERROR:
                 raise
             old = cache.stale.get(key)
             if old is None:
@@ -187,14 +196,18 @@ class Cached:
             if isinstance(error, asyncio.CancelledError):
                 raise
             return  # the waiters have the error; the task itself ends quietly (nothing left to retrieve)
-        now = self._clock.now()
-        cache.fresh[key] = (response, now)
-        if cache.stale is not None:
-            cache.stale[key] = (response, now)
+        self._store(key, response, cache)
         self._land(key, cache, flight)
         for slot in flight.slots:
             if not slot.done():
                 slot.set_result(response)
+
+    def _store(self, key: bytes, response: Any, cache: MethodCache) -> None:
+        """Keep a good answer, stamped now, for readers within the TTL and for stale-if-error."""
+        now = self._clock.now()
+        cache.fresh[key] = (response, now)
+        if cache.stale is not None:
+            cache.stale[key] = (response, now)
 
     @staticmethod
     def _land(key: bytes, cache: MethodCache, flight: _Flight) -> None:

@@ -55,6 +55,21 @@ async def test_strong_read_skips_the_cache_but_fills_it() -> None:
     assert again.provenance.age == pytest.approx(0.1)
 
 
+async def test_strong_read_does_not_join_a_call_already_in_flight() -> None:
+    """A strong read that arrives while an identical read is in flight makes its own call to the owner."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: Step(delay=0.1))
+    downstream = make(clock, script)
+    earlier = asyncio.create_task(downstream.call(READ, REQUEST))
+    await settle()
+    strong = asyncio.create_task(downstream.call(READ, REQUEST, max_staleness=0.0))
+    joining = asyncio.create_task(downstream.call(READ, REQUEST))
+    await clock.advance(0.2)
+    await asyncio.gather(earlier, strong, joining)
+    assert len(script.calls) == 2  # the earlier read and the strong one; the third bounded read joined
+    assert strong.result().provenance.source is Source.LIVE
+
+
 async def test_entry_older_than_the_callers_bound_is_not_used() -> None:
     """A caller accepting 0.1 s of staleness does not get a 0.5 s old entry."""
     clock = FakeClock()
@@ -87,7 +102,7 @@ async def test_a_waiters_timeout_does_not_cancel_the_others() -> None:
     patient = asyncio.create_task(downstream.call(READ, REQUEST))
     await settle()
     with dl.scope(dl.Deadline.after(0.3, clock)):
-        hasty = asyncio.create_task(downstream.call(READ, REQUEST, max_staleness=0.0))
+        hasty = asyncio.create_task(downstream.call(READ, REQUEST))  # joins the patient one's call
     await clock.advance(0.5)
     assert hasty.done()
     assert isinstance(hasty.exception(), DeadlineExceeded)
