@@ -12,8 +12,7 @@ from google.protobuf.message import Message
 from gateway.reads import ReadMode
 from pullgate.errors import ServiceError
 from pullgate.gateway.v1 import gateway_pb2 as pb
-from resilience import Downstream, Method, ResilienceError, Source
-from resilience.outcome import Outcome, classify
+from resilience import Downstream, Method, Outcome, ResilienceError, Source, classify
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)

@@ -24,6 +24,7 @@ from resilience.deadline import Deadline
 from resilience.downstream import Downstream
 from resilience.errors import BulkheadFull, CircuitOpen, DeadlineExceeded, ResilienceError, StatusError
 from resilience.method import Idempotency, Method
+from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
 from resilience.server import DeadlineInterceptor
 
@@ -45,6 +46,7 @@ __all__ = [
     "HedgingConfig",
     "Idempotency",
     "Method",
+    "Outcome",
     "Provenance",
     "ResilienceConfig",
     "ResilienceError",
@@ -54,4 +56,5 @@ __all__ = [
     "StatusError",
     "SystemClock",
     "TimeoutConfig",
+    "classify",
 ]

@@ -26,6 +26,7 @@ DOCUMENTED = {
     "HedgingConfig",
     "Idempotency",
     "Method",
+    "Outcome",
     "Provenance",
     "ResilienceConfig",
     "ResilienceError",
@@ -36,6 +37,7 @@ DOCUMENTED = {
     "StatusError",
     "SystemClock",
     "TimeoutConfig",
+    "classify",
 }
 
 
