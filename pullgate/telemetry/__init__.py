@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from pullgate.telemetry import logs, metrics, tracing
-from pullgate.telemetry.views import annotate_view, placement_step
+from pullgate.telemetry.views import annotate_view, placement_step, recovering
 
-__all__ = ["Telemetry", "annotate_view", "placement_step"]
+__all__ = ["Telemetry", "annotate_view", "placement_step", "recovering"]
 
 
 class Telemetry:

@@ -6,7 +6,8 @@ OpenTelemetry API, so a call costs a context lookup when nobody is tracing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 from opentelemetry import metrics, trace
 from opentelemetry.util.types import AttributeValue
@@ -14,6 +15,7 @@ from opentelemetry.util.types import AttributeValue
 from pullgate.gateway.v1 import gateway_pb2 as pb
 
 _meter = metrics.get_meter("pullgate")
+_tracer = trace.get_tracer("pullgate.orders")
 PARTS = _meter.create_counter(
     "pullgate.gateway.parts", unit="{part}", description="Parts of served views, by kind and source",
 )
@@ -77,3 +79,13 @@ def placement_step(step: str, order_id: str, **attributes: AttributeValue) -> No
     span = trace.get_current_span()
     if span.is_recording():
         span.add_event(f"placement: {step}", {"pullgate.order_id": order_id, **attributes})
+
+
+@contextlib.contextmanager
+def recovering(order_id: str) -> Iterator[None]:
+    """A root span for driving one order to its end outside any request (orders' recovery), so that a
+    recovered placement is a trace of its own: its steps as events, its calls to the owners beneath it."""
+    with _tracer.start_as_current_span(
+        "orders.recover", kind=trace.SpanKind.INTERNAL, attributes={"pullgate.order_id": order_id}
+    ):
+        yield

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pullgate.orders.v1 import orders_pb2
+from pullgate.telemetry import recovering
 from services.orders.placement import Placement
 from services.orders.store import PENDING, OrderStore
 
@@ -101,7 +102,8 @@ class Recovery:
         left = []
         for order_id in sorted(self._unsettled, key=lambda i: (len(i), i)):
             try:
-                order = await self._placement.drive(order_id)
+                with recovering(order_id):
+                    order = await self._placement.drive(order_id)
             except Exception as error:  # an owner that cannot answer, a busy database: try again next pass
                 log.warning("order %s stays PENDING: %s", order_id, error)
                 left.append(order_id)

@@ -180,3 +180,30 @@ async def test_an_open_breaker_shows_the_rejection(system: System, gateway: Gate
     assert refused.attributes["resilience.breaker_state"] == "open"
     assert refused.attributes["resilience.outcome"] == "dropped"
     assert refused.status_code == 2  # ERROR
+
+
+async def test_a_recovered_placement_is_a_trace_of_its_own(system: System, gateway: Gateway) -> None:
+    """An order left PENDING by an unreachable owner is settled by orders' recovery, under a root span of its own."""
+    key = str(uuid.uuid4())
+    request = pb.PlaceOrderRequest(idempotency_key=key, customer_id="4",
+                                   lines=[orders_pb2.OrderLine(sku="SKU-005", quantity=1)])
+    await set_faults(system, "customers", "customers.GetCustomer=error:UNAVAILABLE")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gateway.PlaceOrder(request, timeout=5)  # type: ignore[misc]
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await set_faults(system, "customers", "")
+
+    def confirmed(span: Span) -> bool:
+        return span.name == "orders.recover" and "placement: confirm" in span.event_names()
+
+    spans = system.receiver.wait_for(lambda received: any(confirmed(s) for s in received), timeout=30)
+    recovered = next(s for s in spans if confirmed(s))
+    assert recovered.parent_id == ""
+    assert recovered.service == "pullgate-orders"
+    order = (await gateway.PlaceOrder(request, timeout=5)).order  # type: ignore[misc]
+    assert recovered.attributes["pullgate.order_id"] == order.order_id
+    assert order.status == orders_pb2.ORDER_STATUS_CONFIRMED
+    beneath = [s for s in spans if s.trace_id == recovered.trace_id and s.parent_id == recovered.span_id]
+    assert "customers/GetCustomer" in {s.name for s in beneath}
