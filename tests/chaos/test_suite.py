@@ -65,7 +65,9 @@ async def test_a_slow_owner(system: Path, tmp_path: Path) -> None:
 
 async def test_orders_killed_in_the_middle_of_placements(system: Path, tmp_path: Path) -> None:
     """With reservations slowed so placements are in flight, SIGKILL orders; recovery settles every order."""
-    report = await run(system, tmp_path, "0.5s inject inventory.ReserveStock delay:300ms for 4s; 2s kill orders", 4,
+    # A 1 s reservation (inside the 1.5 s deadline) keeps every placement of the second before the kill in
+    # flight, and the seed's arrivals put several there; 300 ms left it to chance whether one was mid-way.
+    report = await run(system, tmp_path, "0.5s inject inventory.ReserveStock delay:1s for 4s; 2s kill orders", 4,
                        mix={"place-fresh": 6, "place-replay": 2, "view-bounded": 2})
     kill = next(f for f in report.faults if f.kind == "kill")
     cut = [c for c in report.calls if c.op == "place_order" and c.sent < kill.start < c.received]
