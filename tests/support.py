@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -44,3 +45,14 @@ def count_rows(db: Path, table: str, where: str = "1") -> int:
     """Rows of `table` matching `where`, read through a separate read-only connection (tests only)."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0, every: float = 0.02) -> None:
+    """Wait until `condition()` is true, checking every `every` seconds; TimeoutError after `within` seconds.
+
+    For state that lives in other components or processes (a database, a recovery loop), where there is no
+    event to await: polling the condition is the honest wait.
+    """
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - see the docstring
+            await asyncio.sleep(every)

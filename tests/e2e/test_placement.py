@@ -8,7 +8,7 @@ import os
 import signal
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -21,6 +21,7 @@ from pullgate.orders.v1 import orders_pb2
 from services.invariants import check_placement
 from services.inventory.holds import HOLD_ENV
 from tests.e2e.test_up import READY_TIMEOUT, System, _read_until, pullgate_up
+from tests.support import until
 
 pytestmark = pytest.mark.e2e
 
@@ -72,13 +73,6 @@ def held(data_dir: Path, key: str) -> bool:
         "SELECT 1 FROM reservations WHERE reservation_id = ? AND commit_time IS NULL AND release_time IS NULL",
         order[0],
     ))
-
-
-async def until(condition: Callable[[], bool], within: float) -> None:
-    """Wait until `condition()` is true, checking every 20 ms; fail after `within` seconds."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - the state is in other processes' databases; polling is the wait
-            await asyncio.sleep(0.02)
 
 
 def place(key: str) -> pb.PlaceOrderRequest:

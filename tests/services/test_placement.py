@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import datetime
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +30,7 @@ from services.orders.placement import Placement
 from services.orders.recovery import Backoff, Recovery
 from services.orders.store import OrderRow, OrderStore
 from tests.services.test_orders import create, unused_address
-from tests.support import count_rows, rpc_error, start_service
+from tests.support import count_rows, rpc_error, start_service, until
 
 if TYPE_CHECKING:
     from pullgate.inventory.v1.inventory_pb2_grpc import InventoryServiceAsyncStub
@@ -97,13 +97,6 @@ async def owned(tmp_path: Path) -> AsyncIterator[Owned]:
         stack.push_async_callback(owners.close)
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(upstreams["inventory"][0]))
         yield Owned(tmp_path, upstreams, faults, store, owners, inventory_pb2_grpc.InventoryServiceStub(channel))
-
-
-async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait until `condition()` is true, checking every 10 ms; fail after `within` seconds."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - the state lives in other components; polling is the honest wait
-            await asyncio.sleep(0.01)
 
 
 async def sweep_as_if_expired(data_dir: Path) -> list[str]:
