@@ -10,13 +10,16 @@ hedge loser when the resilience layer cancelled it as one. Everything else is th
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry import context, trace
 from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, aio_client_interceptors
 from opentelemetry.instrumentation.grpc._aio_client import UnaryUnaryAioClientInterceptor
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from resilience.hedge import LOSER
 
@@ -31,7 +34,40 @@ def mark_cancelled(span: Span, cancelled: asyncio.CancelledError) -> None:
 
 
 class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
-    """The library's unary-unary client interceptor; a cancelled caller cancels the call and ends the span."""
+    """The library's unary-unary client interceptor; a cancelled caller cancels the call and ends the span.
+
+    intercept_unary_unary is the library's, step for step (filter, span, propagation, request hook, response
+    wrapping), with the span made current by start_span + attach instead of start_as_current_span (a
+    generator-based context manager per call) and the span's attributes (system, service, method, status OK)
+    built once per method instead of splitting the path on every call.
+    """
+
+    _attributes: dict[str, dict[str, AttributeValue]]
+
+    def _method_attributes(self, method: str) -> dict[str, AttributeValue]:
+        cache: dict[str, dict[str, AttributeValue]] = self.__dict__.setdefault("_attributes", {})
+        attributes = cache.get(method)
+        if attributes is None:
+            service, name = method.lstrip("/").split("/", 1)
+            attributes = cache[method] = {"rpc.system": "grpc", "rpc.grpc.status_code": grpc.StatusCode.OK.value[0],
+                                          "rpc.method": name, "rpc.service": service}
+        return attributes
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        if self.tracing_skipped(client_call_details):  # type: ignore[no-untyped-call]
+            return await continuation(client_call_details, request)
+        method = client_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode()
+        span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=self._method_attributes(method))
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            details = self.propagate_trace_in_details(client_call_details)
+            if self._request_hook:
+                self._call_request_hook(span, request)  # type: ignore[no-untyped-call]
+            return await self._wrap_unary_response(functools.partial(continuation, details, request), span)
+        finally:
+            context.detach(token)
 
     async def _wrap_unary_response(self, continuation: Callable[[], Awaitable[Any]], span: Span) -> Any:
         calls: list[Any] = []
