@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -56,3 +58,17 @@ async def until(condition: Callable[[], bool], within: float = 10.0, every: floa
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 - see the docstring
             await asyncio.sleep(every)
+
+
+class Recorded:
+    """What a running `pullgate up` recorded about itself in `<data_dir>/pullgate-up.json`, for test harnesses."""
+
+    data_dir: Path
+
+    @property
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads((self.data_dir / "pullgate-up.json").read_text())
+        return state
+
+    def address(self, service: str) -> str:
+        return str(self.state["services"][service][0]["address"])

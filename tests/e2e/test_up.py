@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -14,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -25,6 +23,7 @@ from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
+from tests.support import Recorded
 
 pytestmark = pytest.mark.e2e
 
@@ -32,20 +31,13 @@ READY_TIMEOUT = 60.0
 
 
 @dataclass
-class System:
+class System(Recorded):
     """A running `pullgate up` and what it recorded about itself."""
 
     process: asyncio.subprocess.Process
     data_dir: Path
     output: list[str]
 
-    @property
-    def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = json.loads((self.data_dir / "pullgate-up.json").read_text())
-        return state
-
-    def address(self, service: str) -> str:
-        return str(self.state["services"][service][0]["address"])
 
 
 async def _read_until(process: asyncio.subprocess.Process, marker: str, output: list[str]) -> None:

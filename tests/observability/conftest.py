@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -11,30 +10,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.observability.receiver import Receiver
+from tests.support import Recorded
 
 READY_TIMEOUT = 90.0
 
 
 @dataclass
-class System:
+class System(Recorded):
     """A running `pullgate up`, the receiver its spans go to, and what it recorded about itself."""
 
     process: subprocess.Popen[bytes]
     data_dir: Path
     receiver: Receiver
-
-    @property
-    def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = json.loads((self.data_dir / "pullgate-up.json").read_text())
-        return state
-
-    def address(self, service: str) -> str:
-        return str(self.state["services"][service][0]["address"])
 
     def metrics_url(self, service: str) -> str:
         return str(self.state["services"][service][0]["metrics"])
