@@ -2,67 +2,101 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from jsonschema.validators import validator_for
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 SERVICES = ("customers", "catalog", "inventory", "orders", "gateway")
 
+# The Compose Specification's JSON schema, vendored unchanged (Apache-2.0): upstream is
+#   https://raw.githubusercontent.com/compose-spec/compose-spec/master/schema/compose-spec.json
+# taken from the copy of it that check-jsonschema 0.39.0 (PyPI) ships as builtin_schemas/vendor/compose-spec.json,
+# fetched from upstream master on 2026-10-25; sha256 d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64.
+# To update: replace the file with upstream's, and note the new date and sha256 here.
+COMPOSE_SCHEMA = Path(__file__).with_name("compose-spec.json")
 
-def compose_command() -> list[str]:
+
+def compose_command() -> list[str] | None:
     """A compose implementation that parses files offline: Debian's docker-compose, or the docker CLI plugin."""
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         return [docker, "compose"]
-    pytest.skip("no compose implementation on PATH (apt-get install docker-compose, or the docker compose plugin)")
+    return None
 
 
-def service_blocks() -> dict[str, str]:
-    """Each service's part of the resolved file (`compose config`), as text: JSON where the compose prints it,
-    else the YAML that docker-compose 1.x prints (two-space indented, one key per line)."""
-    command = [*compose_command(), "-f", str(COMPOSE_FILE), "config"]
-    out = subprocess.run([*command, "--format", "json"], capture_output=True, text=True)
-    with contextlib.suppress(json.JSONDecodeError):
-        services: dict[str, Any] = json.loads(out.stdout)["services"]
-        return {name: json.dumps(body) for name, body in services.items()}
-    text = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    blocks: dict[str, str] = {}
-    inside, name = False, ""
-    for line in text.splitlines():
-        if not line.startswith(" "):
-            inside = line == "services:"
-        elif inside and re.match(r"^  [a-z][\w-]*:$", line):
-            name = line.strip().rstrip(":")
-            blocks[name] = ""
-        elif inside and name:
-            blocks[name] += line + "\n"
-    return blocks
+def compose_file() -> dict[str, Any]:
+    """docker-compose.yml as YAML reads it (anchors and `<<` merge keys resolved), before any compose touches it."""
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(document, dict), f"{COMPOSE_FILE.name} is not a mapping"
+    return document
+
+
+def services() -> dict[str, dict[str, Any]]:
+    """Each service as the compose implementation resolves it (`compose config`), or as YAML reads the file
+    where no implementation is on PATH."""
+    command = compose_command()
+    if command is None:
+        resolved = compose_file()
+    else:
+        out = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config"], capture_output=True, text=True, check=True)
+        resolved = yaml.safe_load(out.stdout)
+    found: dict[str, dict[str, Any]] = resolved["services"]
+    return found
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as names to values, from either of the map and the `NAME=value` list forms."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(name): "" if value is None else str(value) for name, value in env.items()}
+
+
+def volume_sources(service: dict[str, Any]) -> set[str]:
+    """The sources a service mounts, from either of the short (`source:target`) and the long (mapping) forms."""
+    volumes = service.get("volumes") or []
+    return {str(v).split(":", 1)[0] if not isinstance(v, dict) else str(v.get("source")) for v in volumes}
+
+
+def test_compose_file_matches_the_compose_specification_schema() -> None:
+    """The file is valid against the Compose Specification's JSON schema (vendored), with no compose needed."""
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    validator_class = validator_for(schema)
+    validator_class.check_schema(schema)
+    errors = sorted(validator_class(schema).iter_errors(compose_file()), key=lambda error: error.json_path)
+    if errors:
+        problems = "\n".join(f"  {error.json_path}: {error.message}" for error in errors)
+        pytest.fail(f"{COMPOSE_FILE.name} does not match {COMPOSE_SCHEMA.name}:\n{problems}", pytrace=False)
 
 
 def test_compose_file_is_valid() -> None:
     """`compose config -q` accepts the file (schema, anchors, dependencies), with no Docker engine needed."""
-    out = subprocess.run([*compose_command(), "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True, text=True)
+    command = compose_command()
+    if command is None:
+        pytest.skip("no compose implementation on PATH; the schema test above still validates the file")
+    out = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
 
 def test_every_service_exports_traces_to_jaeger_and_serves_metrics() -> None:
     """Each pullgate service has the OTLP endpoint, its own service name, a metrics port and its own volume."""
-    blocks = service_blocks()
-    assert "jaeger" in blocks
+    found = services()
+    assert "jaeger" in found
     for name in SERVICES:
-        block = blocks[name].replace('"', "").replace("'", "")
-        assert "OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4317" in block, name
-        assert f"OTEL_SERVICE_NAME: pullgate-{name}" in block, name
-        assert "PULLGATE_METRICS_PORT: 9464" in block, name
-        assert "healthcheck" in block, name
+        service = found[name]
+        env = environment(service)
+        assert env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://jaeger:4317", name
+        assert env.get("OTEL_SERVICE_NAME") == f"pullgate-{name}", name
+        assert env.get("PULLGATE_METRICS_PORT") == "9464", name
+        assert "healthcheck" in service, name
         if name != "gateway":
-            assert f"{name}-data" in block, name
+            assert f"{name}-data" in volume_sources(service), name
