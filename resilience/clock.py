@@ -21,8 +21,9 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock: `time.monotonic` and `asyncio.sleep`."""
 
-    def now(self) -> float:
-        return time.monotonic()
+    # time.monotonic itself rather than a method that calls it: a call reads the clock about fifteen times
+    # (deadlines, budgets, caches, latency), and a Python frame each time was a measurable part of its cost.
+    now = staticmethod(time.monotonic)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))

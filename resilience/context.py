@@ -1,7 +1,7 @@
 """The shapes every policy shares: a call is a function, a policy wraps one, and the context it carries.
 
     Call    = async (request, ctx) -> response
-    Policy  = async (request, ctx, inner: Call) -> response
+    Policy  = (request, ctx, inner: Call) -> awaitable response   (an async def, or a plain pass-through)
 
 Shared state (a breaker, a budget, a cache) lives on the policy object; per-call state lives in locals and in
 the context. A `CallContext` belongs to one attempt: Retry and Hedge hand each attempt its own copy
@@ -81,6 +81,10 @@ Call = Callable[[Any, CallContext], Awaitable[Any]]
 
 
 class Policy(Protocol):
-    """Wraps a call: does something before, after or around `inner`."""
+    """Wraps a call: does something before, after or around `inner`.
 
-    async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any: ...
+    Usually an `async def`; a policy that only acts before the call (a timeout that sets the deadline, a
+    router) may be a plain function returning `inner(request, ctx)`, and saves the call a coroutine.
+    """
+
+    def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Awaitable[Any]: ...

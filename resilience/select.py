@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from resilience.context import Call, CallContext
@@ -21,10 +22,10 @@ class RetryOrHedge:
         self.retry = retry
         self.hedge = hedge
 
-    async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
+    def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Awaitable[Any]:
         method = ctx.method
         if self.hedge is not None and method.hedgeable:
-            return await self.hedge(request, ctx, inner)
+            return self.hedge(request, ctx, inner)
         if self.retry is not None and method.retryable:
-            return await self.retry(request, ctx, inner)
-        return await inner(request, ctx)
+            return self.retry(request, ctx, inner)
+        return inner(request, ctx)

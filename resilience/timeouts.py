@@ -6,6 +6,7 @@ without a network call, when the time is already gone.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from resilience.clock import SYSTEM_CLOCK, Clock
@@ -33,11 +34,12 @@ class TotalTimeout:
         own = None if self._total is None else Deadline(self._clock.now() + self._total)
         return earliest(ctx.deadline, own)
 
-    async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
+    def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Awaitable[Any]:
+        # A plain function: it acts only before the call, so it needs no coroutine of its own.
         ctx.deadline = self.deadline_for(ctx)
         if ctx.deadline is not None and ctx.deadline.expired(self._clock):
             raise DeadlineExceeded(ctx.downstream, "deadline exceeded before the call", sent=False)
-        return await inner(request, ctx)
+        return inner(request, ctx)
 
 
 class AttemptTimeout:
@@ -47,9 +49,10 @@ class AttemptTimeout:
         self._slice = config.per_attempt if config.enabled and config.per_attempt > 0 else None
         self._clock = clock
 
-    async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
-        own = None if self._slice is None else Deadline(self._clock.now() + self._slice)
-        ctx.attempt_deadline = earliest(ctx.deadline, own)
-        if ctx.attempt_deadline is not None and ctx.attempt_deadline.expired(self._clock):
+    def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Awaitable[Any]:
+        now = self._clock.now()
+        own = None if self._slice is None else Deadline(now + self._slice)
+        bound = ctx.attempt_deadline = earliest(ctx.deadline, own)
+        if bound is not None and bound.at <= now:
             raise DeadlineExceeded(ctx.downstream, "deadline exceeded before the attempt", sent=False)
-        return await inner(request, ctx)
+        return inner(request, ctx)
