@@ -62,7 +62,10 @@ class Bulkhead:
         self.in_flight -= 1
 
     async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
-        await self._acquire(ctx)
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1  # a free slot, and nobody queued before us: the common case, no wait
+        else:
+            await self._acquire(ctx)
         try:
             return await inner(request, ctx)
         finally:

@@ -17,11 +17,12 @@ from collections import deque
 from typing import Any
 
 from resilience.budget import Budget
-from resilience.clock import SYSTEM_CLOCK, Clock, Timer, call_later
+from resilience.clock import SYSTEM_CLOCK, Clock, Timer
 from resilience.config import BudgetConfig, HedgingConfig
 from resilience.context import Call, CallContext
 from resilience.instruments import BUDGET_REFUSALS, HEDGES_SENT, HEDGES_WON, RETRIES, event, labels
 from resilience.outcome import classify
+from resilience.timers import TimerQueue
 
 LOSER = "hedge loser"
 """The message a losing attempt's task is cancelled with; the grpc client span below it can say so."""
@@ -58,6 +59,8 @@ class Hedge:
         self.budget = budget
         self.cap = Budget(BudgetConfig(token_ratio=config.max_extra_load, min_per_second=1.0), clock)
         self._clock = clock
+        self._timers = TimerQueue(clock)
+        """Every call's hedge timer, on one loop timer (most are cancelled unfired)."""
         self._trackers: dict[str, LatencyTracker] = {}
         self.hedges_sent = 0
         self.interrupted = 0
@@ -153,9 +156,12 @@ class _Race:
         baseline = task.cancelling()
         self._arm()
         self.inline = True
+        clock = self.hedge._clock
         try:
             try:
-                response = await self.hedge._timed(self.inner, self.request, ctx, self.tracker)
+                start = clock.now()
+                response = await self.inner(self.request, ctx)
+                self.tracker.record(clock.now() - start)
             except asyncio.CancelledError:
                 self.inline = False
                 # Ours only if we interrupted and nobody else cancelled too (uncancel() drops our request).
@@ -191,7 +197,7 @@ class _Race:
     def _arm(self) -> None:
         """Arm the hedge timer if another attempt may still go and could finish in time."""
         if self.timer is None and self.sent < self.max_attempts and self.hedge._has_time(self.ctx, self.delay):
-            self.timer = call_later(self.hedge._clock, self.delay, self._fire)
+            self.timer = self.hedge._timers.call_later(self.delay, self._fire)
 
     def _launch(self, number: int) -> None:
         actx = self.ctx.for_attempt(number)
