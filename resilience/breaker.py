@@ -58,6 +58,8 @@ class ReplicaBreaker:
         self._reset_timeout = config.reset_timeout
         self._opened_at = 0.0
         self._probing = False
+        self._healthy = True
+        """Closed with no failure counted: what almost every call finds, answered without asking pybreaker."""
         self.listeners: list[StateListener] = []
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=config.fail_max,
@@ -84,6 +86,8 @@ class ReplicaBreaker:
 
     def admit(self) -> bool | None:
         """None: refused. False: admitted. True: admitted as the half-open probe (call `done(probe=True)`)."""
+        if self._healthy:
+            return False
         state = self.state
         if state == CLOSED:
             return False
@@ -91,6 +95,7 @@ class ReplicaBreaker:
             if self._clock.now() - self._opened_at < self._reset_timeout:
                 return None
             self._breaker.half_open()
+            self._healthy = False
         if self._probing:
             return None
         self._probing = True
@@ -100,7 +105,7 @@ class ReplicaBreaker:
         """Replay an attempt's outcome into pybreaker's current state."""
         if probe:
             self._probing = False
-        elif error is None and self._breaker.fail_counter == 0 and self.state == CLOSED:
+        elif error is None and self._healthy:
             return  # a success on a healthy closed breaker changes nothing; skip pybreaker's lock and listeners
         outcome = classify(error)
         try:
@@ -111,6 +116,7 @@ class ReplicaBreaker:
                 self._breaker.call(_nothing)
         except BaseException:
             pass
+        self._healthy = self.state == CLOSED and self._breaker.fail_counter == 0
 
     def _changed(self, old: str, new: str) -> None:
         if new == OPEN:

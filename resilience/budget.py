@@ -31,9 +31,14 @@ class Budget:
         self._buckets: deque[list[float]] = deque()
         self._deposits = 0.0
         self._withdrawals = 0.0
+        self._second = -math.inf
+        """The second of the newest bucket: within it, a deposit only adds (every call deposits)."""
 
     def _bucket(self) -> list[float]:
         second = math.floor(self._clock.now())
+        if second == self._second:
+            return self._buckets[-1]
+        self._second = second
         buckets = self._buckets
         while buckets and buckets[0][0] <= second - self._ttl:
             _, deposits, withdrawals = buckets.popleft()
