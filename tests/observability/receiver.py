@@ -39,6 +39,8 @@ class Span:
     attributes: dict[str, Any]
     events: list[tuple[str, dict[str, Any]]]
     status_code: int
+    start_ns: int
+    """When the span started (Unix time, ns)."""
 
     @property
     def is_server(self) -> bool:
@@ -77,7 +79,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                     received.append(Span(
                         service, s.name, s.kind, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
                         _attributes(s.attributes), [(e.name, _attributes(e.attributes)) for e in s.events],
-                        s.status.code,
+                        s.status.code, s.start_time_unix_nano,
                     ))
         with self._lock:
             self._spans.extend(received)

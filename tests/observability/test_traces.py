@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -34,13 +35,18 @@ async def set_faults(system: System, service: str, spec: str) -> None:
         await admin_pb2_grpc.FaultServiceStub(channel).SetFaults(admin_pb2.SetFaultsRequest(spec=spec), timeout=5)
 
 
-def trace_of(spans: list[Span], root_name: str, seen: set[str]) -> str | None:
-    """The trace id of the newest gateway server span called `root_name` not in `seen`."""
-    for span in reversed(spans):
+def trace_of(spans: list[Span], root_name: str, since_ns: int) -> str | None:
+    """The trace id of the first gateway server span called `root_name` that started at or after `since_ns`.
+
+    By start time, not by arrival: spans arrive in batches, so those of an earlier call (one made without
+    waiting for its trace) may arrive after the call made here began.
+    """
+    found = None
+    for span in spans:
         gateway_root = span.is_server and span.service == "pullgate-gateway" and span.name.endswith(root_name)
-        if gateway_root and span.trace_id not in seen:
-            return span.trace_id
-    return None
+        if gateway_root and span.start_ns >= since_ns and (found is None or span.start_ns < found.start_ns):
+            found = span
+    return None if found is None else found.trace_id
 
 
 def in_trace(spans: list[Span], trace_id: str) -> list[Span]:
@@ -53,19 +59,22 @@ def logical(spans: list[Span], service: str, name: str) -> list[Span]:
 
 
 async def traced_call(system: System, root: str, call: object, until: tuple[str, ...]) -> list[Span]:
-    """Make `call` (awaitable), then wait until its trace holds a server span of each service in `until`."""
-    seen = {s.trace_id for s in system.receiver.spans()}
+    """Make `call` (awaitable), then wait until its trace holds a server span of each service in `until`.
+
+    The call's trace is the first gateway trace that began after this one was made: `call` is sequential
+    with anything else the test sends to the gateway."""
+    since = time.time_ns()
     await call  # type: ignore[misc]
 
     def complete(spans: list[Span]) -> bool:
-        trace_id = trace_of(spans, root, seen)
+        trace_id = trace_of(spans, root, since)
         if trace_id is None:
             return False
         servers = {s.service for s in in_trace(spans, trace_id) if s.is_server}
         return all(f"pullgate-{name}" in servers for name in until)
 
     spans = system.receiver.wait_for(complete)
-    trace_id = trace_of(spans, root, seen)
+    trace_id = trace_of(spans, root, since)
     assert trace_id is not None
     return in_trace(spans, trace_id)
 
