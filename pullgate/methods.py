@@ -11,6 +11,7 @@ from pullgate.catalog.v1 import catalog_pb2 as catalog
 from pullgate.customers.v1 import customers_pb2 as customers
 from pullgate.inventory.v1 import inventory_pb2 as inventory
 from pullgate.orders.v1 import orders_pb2 as orders
+from pullgate.telemetry import client_interceptors
 from resilience import Downstream, Method, ResilienceConfig
 
 
@@ -86,4 +87,6 @@ def connect(who: str, names: Sequence[str], upstreams: Mapping[str, Sequence[str
     missing = [name for name in names if not upstreams.get(name)]
     if missing:
         raise ValueError(f"{who} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
-    return [Downstream(name, tuple(upstreams[name]), config.for_downstream(name)) for name in names]
+    interceptors = client_interceptors()  # tracing's client span and propagation, when tracing is on
+    return [Downstream(name, tuple(upstreams[name]), config.for_downstream(name), interceptors=interceptors)
+            for name in names]

@@ -167,7 +167,7 @@ async def run(options: ServeOptions, app: App) -> None:
     A bad `options.faults` raises FaultSpecError (naming the clause) before the app or the server starts.
     """
     faults = FaultInjector(options.name, parse_faults(options.faults))
-    # Before the app, so the channels it opens to its owners are instrumented.
+    # Before the app, so the transports it makes to its owners get the client span and propagation.
     telemetry = Telemetry.setup(options.name, options.host, options.metrics_port)
     try:
         await _serve(options, app, faults, telemetry)

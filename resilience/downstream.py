@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from typing import Any
+
+import grpc
 
 from resilience import deadline
 from resilience.breaker import StateListener
@@ -35,14 +38,16 @@ class Downstream:
         *,
         endpoint: Call | None = None,
         rng: random.Random | None = None,
+        interceptors: Sequence[grpc.aio.UnaryUnaryClientInterceptor[Any, Any]] = (),
     ) -> None:
         """`endpoint` replaces the grpc transport (tests script calls with it); `rng` drives every random
-        choice (replica picks, backoff jitter), so tests can seed it."""
+        choice (replica picks, backoff jitter), so tests can seed it; `interceptors` (grpc.aio client
+        interceptors, e.g. OpenTelemetry's) wrap every attempt, run by the transport itself."""
         self.name = name
         self.addresses = tuple(addresses)
         self.config = config
         self._clock = clock
-        self._transport = Transport(name, list(addresses), clock) if endpoint is None else None
+        self._transport = Transport(name, list(addresses), clock, interceptors) if endpoint is None else None
         self.stack: Stack = build(
             name, config, self.addresses, endpoint or self._transport or _unreachable, clock, rng or random.Random()
         )

@@ -4,11 +4,18 @@ grpc's own retries are switched off on these channels (`grpc.enable_retries = 0`
 service config `retryPolicy` by default, and its retries would multiply with the layer's (3 x 3 = 9 attempts
 for one call, none of them counted by the budget or the breaker). grpc Python ignores `hedgingPolicy`
 altogether, so the layer hedges itself.
+
+Client interceptors (grpc.aio's `UnaryUnaryClientInterceptor`, e.g. OpenTelemetry's client span and trace
+propagation) are run here, in the attempt's own task, rather than by the channel: a channel's interceptors
+cost each call an extra task, an `InterceptedUnaryUnaryCall` and several turns of the event loop, which on
+loopback is a sizeable share of the call itself (docs/observability.md, Cost).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -33,11 +40,19 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 class Transport:
     """Sends one attempt to `ctx.replica` with the time left of `ctx.attempt_deadline` (or `ctx.deadline`)."""
 
-    def __init__(self, downstream: str, addresses: list[str], clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        downstream: str,
+        addresses: list[str],
+        clock: Clock = SYSTEM_CLOCK,
+        interceptors: Sequence[grpc.aio.UnaryUnaryClientInterceptor[Any, Any]] = (),
+    ) -> None:
+        """`interceptors` wrap every attempt, the first outermost, as they would on a channel."""
         if not addresses:
             raise ValueError(f"{downstream}: no addresses")
         self.downstream = downstream
         self._clock = clock
+        self._interceptors = tuple(interceptors)
         self._channels = {a: grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addresses}
         self._callables: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
 
@@ -58,6 +73,11 @@ class Transport:
                 response_deserializer=ctx.method.response_type.FromString,
             )
             self._callables[key] = callable_
+        if self._interceptors:
+            try:
+                return await self._intercepted(callable_, request, timeout, ctx.method.path)
+            except grpc.aio.AioRpcError as error:
+                raise translate(error, self.downstream, replica) from None
         call = callable_(request, timeout=timeout)
         try:
             return await call
@@ -66,6 +86,29 @@ class Transport:
             raise
         except grpc.aio.AioRpcError as error:
             raise translate(error, self.downstream, replica) from None
+
+    async def _intercepted(
+        self, callable_: grpc.aio.UnaryUnaryMultiCallable[Any, Any], request: Any, time_left: float | None, path: str
+    ) -> Any:
+        """The attempt through the interceptors, each given the next as its continuation, as grpc.aio does."""
+        calls: list[grpc.aio.Call] = []
+
+        async def send(details: grpc.aio.ClientCallDetails, message: Any) -> grpc.aio.Call:
+            call = callable_(message, timeout=details.timeout, metadata=details.metadata)
+            calls.append(call)
+            return call
+
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]] = send
+        for interceptor in reversed(self._interceptors):
+            continuation = functools.partial(interceptor.intercept_unary_unary, continuation)
+        try:
+            # An interceptor returns the call it was given (or one wrapping it), or the response itself.
+            answer = await continuation(grpc.aio.ClientCallDetails(path, time_left, None, None, None), request)
+            return await answer if isinstance(answer, grpc.aio.UnaryUnaryCall) else answer
+        except asyncio.CancelledError:
+            for call in calls:
+                call.cancel()  # the owner sees the cancellation and can stop working
+            raise
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close(None) for channel in self._channels.values()))

@@ -16,7 +16,13 @@ from typing import Any
 from pullgate.telemetry import logs, metrics, tracing
 from pullgate.telemetry.views import annotate_view, placement_step, recovering
 
-__all__ = ["Telemetry", "annotate_view", "placement_step", "recovering"]
+__all__ = ["Telemetry", "annotate_view", "client_interceptors", "placement_step", "recovering"]
+
+
+def client_interceptors() -> list[Any]:
+    """The client interceptors of this process's tracing (none while it is off): the resilience layer's
+    transports run them around every attempt (`Downstream(..., interceptors=...)`)."""
+    return [] if tracing.installed is None else [tracing.installed.client]
 
 
 class Telemetry:

@@ -1,4 +1,9 @@
-"""opentelemetry-instrumentation-grpc's grpc.aio client instrumentation, with cancellation handled.
+"""opentelemetry-instrumentation-grpc's grpc.aio client span and propagation, with cancellation handled.
+
+The interceptor is handed to the resilience layer's transport, which runs it around each attempt itself,
+rather than installed on the channels (GrpcAioInstrumentorClient): grpc.aio's channel interceptor machinery
+costs each call an extra task and several turns of the event loop (docs/observability.md, Cost). The span,
+its attributes and the W3C propagation are the library's.
 
 The library's unary-unary interceptor awaits the call's status inside grpc's interceptor task. When the caller
 cancels (a hedge loser, a caller that left), that await is cancelled but the call underneath is not, so the
@@ -16,7 +21,7 @@ from typing import Any
 
 import grpc
 from opentelemetry import context, trace
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, aio_client_interceptors
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.instrumentation.grpc._aio_client import UnaryUnaryAioClientInterceptor
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
@@ -38,8 +43,9 @@ class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
 
     intercept_unary_unary is the library's, step for step (filter, span, propagation, request hook, response
     wrapping), with the span made current by start_span + attach instead of start_as_current_span (a
-    generator-based context manager per call) and the span's attributes (system, service, method, status OK)
-    built once per method instead of splitting the path on every call.
+    generator-based context manager per call), the span's attributes (system, service, method, status OK)
+    built once per method instead of splitting the path on every call, and, for a trace the sampler dropped,
+    only the propagation: no waiting for the status to set it on a span that records nothing.
     """
 
     _attributes: dict[str, dict[str, AttributeValue]]
@@ -61,6 +67,15 @@ class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
             method = method.decode()
         span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=self._method_attributes(method))
         token = context.attach(trace.set_span_in_context(span))
+        if not span.is_recording():
+            # A trace the sampler dropped: the owner still gets its context (sampled flag off, so a
+            # parent-based sampler there drops it too), but there is no status to wait for and nothing to
+            # record, so the call is not wrapped.
+            try:
+                details = self.propagate_trace_in_details(client_call_details)
+            finally:
+                context.detach(token)
+            return await continuation(details, request)
         try:
             details = self.propagate_trace_in_details(client_call_details)
             if self._request_hook:
@@ -87,21 +102,9 @@ class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
             raise
 
 
-def client_interceptors(**kwargs: Any) -> list[Any]:
-    """The library's four aio client interceptors, with the unary-unary one replaced by CancellingUnaryUnary."""
-    interceptors: list[Any] = aio_client_interceptors(**kwargs)  # type: ignore[no-untyped-call]
-    first = interceptors[0]
-    interceptors[0] = CancellingUnaryUnary(  # type: ignore[no-untyped-call]
+def client_interceptor(**kwargs: Any) -> CancellingUnaryUnary:
+    """The library's aio unary-unary client interceptor (its tracer, filter and hooks), as CancellingUnaryUnary."""
+    first = aio_client_interceptors(**kwargs)[0]  # type: ignore[no-untyped-call]
+    return CancellingUnaryUnary(  # type: ignore[no-untyped-call]
         first._tracer, filter_=first._filter, request_hook=first._request_hook, response_hook=first._response_hook
     )
-    return interceptors
-
-
-class ClientInstrumentor(GrpcAioInstrumentorClient):
-    """Like GrpcAioInstrumentorClient (patches grpc.aio.insecure_channel and secure_channel), with our interceptor."""
-
-    def _add_interceptors(self, tracer_provider: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        ours = client_interceptors(tracer_provider=tracer_provider, filter_=self._filter,
-                                   request_hook=self._request_hook, response_hook=self._response_hook)
-        kwargs["interceptors"] = ours + list(kwargs.get("interceptors") or [])
-        return kwargs

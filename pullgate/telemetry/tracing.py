@@ -15,12 +15,12 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from pullgate.telemetry.grpc_client import ClientInstrumentor
+from pullgate.telemetry.grpc_client import CancellingUnaryUnary, client_interceptor
+from pullgate.telemetry.grpc_server import server_interceptor
 
 UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                      "grpc.reflection.v1.ServerReflection")
@@ -79,20 +79,29 @@ def resource(service: str, env: Mapping[str, str] = os.environ) -> Resource:
     return _Resource(created.attributes, created.schema_url)
 
 
+installed: Tracing | None = None
+"""This process's tracing, once set up (None while tracing is off)."""
+
+
 class Tracing:
-    """The installed tracer provider and client instrumentation; `shutdown()` flushes what is batched."""
+    """The installed tracer provider and grpc instrumentation; `shutdown()` flushes what is batched."""
 
     def __init__(self, service: str) -> None:
         self.provider = TracerProvider(resource=resource(service))
         self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(self.provider)
-        self._client = ClientInstrumentor()  # type: ignore[no-untyped-call]
-        self._client.instrument(tracer_provider=self.provider)
+        self.client: CancellingUnaryUnary = client_interceptor(tracer_provider=self.provider)
+        """The client span and propagation, run by the resilience layer's transports around every attempt."""
+        global installed
+        installed = self
 
     def server_interceptors(self) -> list[Any]:
-        """The library's grpc.aio server interceptor (spans, and the caller's context from the metadata)."""
-        return [aio_server_interceptor(tracer_provider=self.provider, filter_=traced_method)]  # type: ignore[no-untyped-call]
+        """The library's grpc.aio server interceptor, with its cheaper unary path (grpc_server.py): the server
+        span, in the caller's trace context taken from the metadata."""
+        return [server_interceptor(tracer_provider=self.provider, filter_=traced_method)]
 
     def shutdown(self) -> None:
-        self._client.uninstrument()
+        global installed
+        if installed is self:
+            installed = None
         self.provider.shutdown()
