@@ -354,6 +354,8 @@ class FaultInterceptor(UnaryInterceptor):
     The chances are drawn when the call arrives; a call with nothing to inject gets the handler untouched.
     """
 
+    per_method = False  # faults are drawn per call, so the wrapped handler is not kept
+
     def __init__(self, injector: FaultInjector, services: Iterable[str]) -> None:
         self._injector = injector
         self._services = frozenset(services)

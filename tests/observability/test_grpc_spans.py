@@ -1,0 +1,183 @@
+"""The grpc client and server spans: what the transports' interceptor and the lean server path make, on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.trace import SpanKind, StatusCode
+
+from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from pullgate.telemetry.grpc_client import client_interceptor
+from pullgate.telemetry.grpc_server import Behavior, LeanServerInterceptor, server_interceptor
+from pullgate.telemetry.tracing import traced_method
+from resilience import CacheConfig, Downstream, DownstreamConfig, HedgingConfig, StatusError
+from tests.resilience.owner import GET_PRODUCT
+
+PLAIN = DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(enabled=False))
+
+
+@dataclass
+class Seen:
+    """What the server's handler saw: the trace context it ran in, and the metadata keys."""
+
+    contexts: list[trace.SpanContext] = field(default_factory=list)
+    metadata: list[set[str]] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Servicer(catalog_pb2_grpc.CatalogServiceServicer):
+    def __init__(self, seen: Seen) -> None:
+        self.seen = seen
+
+    async def GetProduct(
+        self, request: catalog_pb2.GetProductRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> catalog_pb2.GetProductResponse:
+        self.seen.contexts.append(trace.get_current_span().get_span_context())
+        self.seen.metadata.append({key for key, _ in context.invocation_metadata() or ()})
+        self.seen.started.set()
+        if request.sku in ("NOT_FOUND", "INTERNAL"):
+            await context.abort(grpc.StatusCode[request.sku], "scripted")
+        if request.sku == "slow":
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                self.seen.cancelled.set()
+                raise
+        return catalog_pb2.GetProductResponse(product=catalog_pb2.Product(sku=request.sku))
+
+    async def BatchGetProducts(
+        self, request: catalog_pb2.BatchGetProductsRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> catalog_pb2.BatchGetProductsResponse:
+        raise NotImplementedError
+
+
+@dataclass
+class Traced:
+    provider: TracerProvider
+    spans: InMemorySpanExporter
+    interceptor: LeanServerInterceptor
+    downstream: Downstream
+    seen: Seen
+
+    def finished(self, kind: SpanKind) -> list[ReadableSpan]:
+        return [s for s in self.spans.get_finished_spans() if s.kind is kind]
+
+
+@contextlib.asynccontextmanager
+async def traced(sampler: Sampler = ALWAYS_ON) -> AsyncIterator[Traced]:
+    """A server with the lean server interceptor, and a Downstream whose transport runs the client interceptor;
+    both on one tracer provider that keeps its spans in memory."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    interceptor = server_interceptor(tracer_provider=provider, filter_=traced_method)
+    seen = Seen()
+    server = grpc.aio.server(interceptors=[interceptor])
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(_Servicer(seen), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    downstream = Downstream("catalog", [f"127.0.0.1:{port}"], PLAIN,
+                            interceptors=[client_interceptor(tracer_provider=provider)])
+    try:
+        yield Traced(provider, spans, interceptor, downstream, seen)
+    finally:
+        await downstream.close()
+        await server.stop(None)
+        provider.shutdown()
+
+
+@contextlib.contextmanager
+def inside(span: trace.Span) -> Iterator[None]:
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+async def test_server_span_is_the_child_of_the_client_span_with_the_librarys_attributes() -> None:
+    async with traced() as t:
+        root = t.provider.get_tracer("test").start_span("request")
+        with inside(root):
+            await t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="a"))
+        root.end()
+        (client,) = t.finished(SpanKind.CLIENT)
+        (server,) = t.finished(SpanKind.SERVER)
+        assert client.parent is not None and client.parent.span_id == root.get_span_context().span_id
+        assert server.parent is not None and server.parent.span_id == client.context.span_id
+        assert server.context.trace_id == root.get_span_context().trace_id
+        assert server.name == "/pullgate.catalog.v1.CatalogService/GetProduct"
+        assert server.attributes is not None
+        assert {k: server.attributes[k] for k in ("rpc.system", "rpc.service", "rpc.method", "net.peer.ip")} == {
+            "rpc.system": "grpc", "rpc.service": "pullgate.catalog.v1.CatalogService", "rpc.method": "GetProduct",
+            "net.peer.ip": "127.0.0.1"}
+        assert server.attributes["rpc.grpc.status_code"] == 0
+        assert server.status.status_code is StatusCode.UNSET
+        assert t.seen.contexts[0].span_id == server.context.span_id  # the handler ran inside the span
+
+
+async def test_status_rules_a_callers_mistake_is_not_a_server_error_an_internal_one_is() -> None:
+    async with traced() as t:
+        for sku in ("NOT_FOUND", "INTERNAL"):
+            with pytest.raises(StatusError):
+                await t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=sku))
+        not_found, internal = t.finished(SpanKind.SERVER)
+        assert not_found.attributes is not None and internal.attributes is not None
+        assert not_found.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+        assert not_found.status.status_code is StatusCode.UNSET
+        assert internal.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0]
+        assert internal.status.status_code is StatusCode.ERROR
+        assert internal.status.description == "StatusCode.INTERNAL:scripted"
+
+
+async def test_a_dropped_trace_is_still_propagated_unsampled_and_records_nothing() -> None:
+    """The owner runs in the caller's trace, flagged not sampled, so a parent-based sampler there drops it too."""
+    async with traced(ParentBased(ALWAYS_OFF)) as t:
+        root = t.provider.get_tracer("test").start_span("request")
+        assert not root.is_recording()
+        with inside(root):
+            await t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="a"))
+        assert t.spans.get_finished_spans() == ()
+        assert "traceparent" in t.seen.metadata[0]
+        assert t.seen.contexts[0].trace_id == root.get_span_context().trace_id
+        assert not t.seen.contexts[0].trace_flags.sampled
+
+
+async def test_a_methods_handler_is_wrapped_once_not_per_call() -> None:
+    async with traced() as t:
+        wrapped = 0
+        original = t.interceptor._intercept_aio_server_unary
+
+        def counting(behavior: Behavior, details: Any) -> Behavior:
+            nonlocal wrapped
+            wrapped += 1
+            return original(behavior, details)
+
+        t.interceptor._intercept_aio_server_unary = counting  # type: ignore[method-assign,assignment]
+        for _ in range(3):
+            await t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="a"))
+        assert wrapped == 1
+        assert len(t.finished(SpanKind.SERVER)) == 3
+
+
+async def test_a_cancelled_call_through_the_interceptor_is_cancelled_at_the_server() -> None:
+    async with traced() as t:
+        call = asyncio.ensure_future(t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="slow")))
+        await asyncio.wait_for(t.seen.started.wait(), 5)
+        call.cancel()
+        await asyncio.wait_for(t.seen.cancelled.wait(), 5)
+        (client,) = t.finished(SpanKind.CLIENT)
+        assert client.attributes is not None
+        assert client.attributes["pullgate.cancelled"] is True
