@@ -1,10 +1,18 @@
-"""Tracing's cost: the gateway's GetOrderView latency with tracing off and on (a 100% sampler), whole system.
+"""Tracing's cost: the gateway's GetOrderView latency with tracing off and on, whole system, and its floor.
 
-Two `pullgate up --any-ports` run side by side: one with no OTLP endpoint (nothing installed), one exporting
-every span (OTEL_TRACES_SAMPLER=always_on, batched) to an OTLP/gRPC receiver in this process that counts
-what it gets. Strong reads, so every request crosses every hop (gateway, orders, customers, catalog,
-inventory) and makes its full set of spans. Calls alternate between the two in rounds, so both see the same
-machine at the same moment. Target (issue 5): p50 with tracing on <= 1.10x off.
+Four `pullgate up --any-ports` run side by side: two with no OTLP endpoint (nothing installed; the second is
+the control, whose difference from the first is the benchmark's own noise), one exporting every span
+(OTEL_TRACES_SAMPLER=always_on, batched), one sampling a tenth of the traces (parentbased_traceidratio 0.1),
+both to an OTLP/gRPC receiver in a process of its own that counts what it gets, as Jaeger would. Strong reads,
+so every request crosses every hop (gateway, orders, customers, catalog, inventory) and makes its full set of
+spans. The systems take turns, a block of calls each, so all see the same machine; after each block the
+benchmark waits until that system's batched spans are exported, so that no block pays for another system's
+exporting on the 2 shared cores. The CPU every process of a system used (/proc) over its blocks and drains is
+divided by the calls it served. Target (issue 5): p50 with tracing on at 100% <= 1.10x off.
+
+The floor: the same number of spans as a traced request makes, with attributes like theirs, made, propagated
+(inject and extract) and encoded to OTLP by the SDK alone in a tight loop in this process: no grpc, no
+interceptor, no other work between them. No implementation built on opentelemetry-sdk can cost less than that.
 """
 
 from __future__ import annotations
@@ -12,18 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
+from opentelemetry import context, trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.propagate import extract, inject
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from benchmarks.resilience_bench import Row, machine
 from pullgate.gateway.v1 import gateway_pb2 as pb
@@ -31,37 +45,59 @@ from pullgate.gateway.v1 import gateway_pb2_grpc
 
 
 class Counter(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace receiver that counts spans."""
+    """An OTLP/gRPC trace receiver that counts spans, in a count shared with the benchmark's process."""
 
-    def __init__(self) -> None:
-        self.spans = 0
-        self._lock = threading.Lock()
+    def __init__(self, count: Any) -> None:
+        self._count = count
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         n = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
-        with self._lock:
-            self.spans += n
+        with self._count.get_lock():
+            self._count.value += n
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-@contextlib.contextmanager
-def receiver() -> Iterator[tuple[Counter, str]]:
-    counter = Counter()
+def _receive(ports: Any, count: Any) -> None:
+    """The receiver process: serve OTLP/gRPC on a free port, say which, and count until killed."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(counter, server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Counter(count), server)  # type: ignore[no-untyped-call]
+    ports.put(server.add_insecure_port("127.0.0.1:0"))
     server.start()
+    server.wait_for_termination()
+
+
+class Received:
+    """The receiver's count of spans, read from the benchmark's process."""
+
+    def __init__(self, count: Any) -> None:
+        self._count = count
+
+    @property
+    def spans(self) -> int:
+        return int(self._count.value)
+
+
+@contextlib.contextmanager
+def receiver() -> Iterator[tuple[Received, str]]:
+    """An OTLP/gRPC receiver in a process of its own, as Jaeger would be: decoding the spans takes no time
+    from the process that measures the calls."""
+    spawn = multiprocessing.get_context("spawn")
+    count = spawn.Value("q", 0)
+    ports = spawn.Queue()
+    process = spawn.Process(target=_receive, args=(ports, count), daemon=True)
+    process.start()
     try:
-        yield counter, f"http://127.0.0.1:{port}"
+        yield Received(count), f"http://127.0.0.1:{ports.get(timeout=60)}"
     finally:
-        server.stop(None)
+        process.kill()
+        process.join(10)
 
 
 @contextlib.asynccontextmanager
 async def system(data_dir: Path, env: dict[str, str]) -> AsyncIterator[str]:
-    """A `pullgate up` with `env`; yields the gateway's address."""
+    """A `pullgate up` with `env`; yields the gateway's address (the pids are in data_dir/pullgate-up.json)."""
     process = subprocess.Popen(  # noqa: ASYNC220 (started once, before anything is measured)
         [sys.executable, "-m", "pullgate", "up", "--any-ports", "--data-dir", str(data_dir)],
         env={**os.environ, "PULLGATE_METRICS_PORTS": "off", **env},
@@ -80,35 +116,161 @@ async def system(data_dir: Path, env: dict[str, str]) -> AsyncIterator[str]:
         process.wait(30)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def system_cpu(data_dir: Path) -> float:
+    """CPU seconds used so far by every process of the `pullgate up` in data_dir (0.0 where /proc is absent)."""
+    services = json.loads((data_dir / "pullgate-up.json").read_text())["services"]
+    total = 0.0
+    for entries in services.values():
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                total += process_cpu(int(entry["pid"]))
+    return total
+
+
+class _Kept(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def floor(requests: int = 1000) -> tuple[int, float]:
+    """(spans per request, CPU seconds per request) of the SDK alone making a traced request's spans.
+
+    Per request, as the system makes them: the gateway's server span; for each of its 4 owner calls, the
+    resilience layer's span, the grpc client span, W3C inject, and, at the owner, extract and a server span;
+    every span with attributes like the real ones. Then the OTLP encoding the batch exporter does.
+    """
+    kept = _Kept()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("floor")
+    rpc: dict[str, Any] = {"rpc.system": "grpc", "rpc.grpc.status_code": 0, "rpc.method": "GetProduct",
+                           "rpc.service": "pullgate.catalog.v1.CatalogService", "net.peer.ip": "127.0.0.1",
+                           "net.peer.port": "50123", "net.peer.name": "localhost"}
+    call: dict[str, Any] = {"resilience.downstream": "catalog", "resilience.idempotency": "NO_SIDE_EFFECTS",
+                            "resilience.method": "/pullgate.catalog.v1.CatalogService/GetProduct",
+                            "resilience.deadline_s": 4.99}
+    learned: dict[str, Any] = {"resilience.outcome": "success", "resilience.source": "live",
+                               "resilience.data_age_s": 0.0, "resilience.attempts": 1, "resilience.hedged": False,
+                               "resilience.hedge_won": False, "resilience.budget_refusals": 0,
+                               "resilience.tried": ["127.0.0.1:50123"], "resilience.winning_attempt": 0,
+                               "resilience.replica": "127.0.0.1:50123", "resilience.breaker_state": "closed"}
+    view: dict[str, Any] = {"pullgate.read_mode": "strong", "pullgate.degraded": False,
+                            **{f"pullgate.part.{i}": "live" for i in range(6)}}
+
+    def one() -> None:
+        server = tracer.start_span("/GatewayService/GetOrderView", kind=trace.SpanKind.SERVER,
+                                   attributes={**rpc, **view})
+        outer = context.attach(trace.set_span_in_context(server))
+        for _ in range(4):
+            span = tracer.start_span("catalog/GetProduct", attributes=call)
+            inner = context.attach(trace.set_span_in_context(span))
+            client = tracer.start_span("/CatalogService/GetProduct", kind=trace.SpanKind.CLIENT, attributes=rpc)
+            carrier: dict[str, str] = {}
+            inject(carrier, context=trace.set_span_in_context(client))
+            tracer.start_span("/CatalogService/GetProduct", context=extract(carrier), kind=trace.SpanKind.SERVER,
+                              attributes=rpc).end()
+            client.end()
+            span.set_attributes(learned)
+            context.detach(inner)
+            span.end()
+        context.detach(outer)
+        server.end()
+
+    for _ in range(50):
+        one()
+    kept.spans.clear()
+    start = time.process_time()
+    for _ in range(requests):
+        one()
+    for i in range(0, len(kept.spans), 512):
+        encode_spans(kept.spans[i:i + 512]).SerializeToString()
+    return len(kept.spans) // requests, (time.process_time() - start) / requests
+
+
+EXPORT_DELAY_MS = 500
+"""OTEL_BSP_SCHEDULE_DELAY of the traced systems (the SDK's default is 5000): the spans a block leaves in the
+batch processor are exported within half a second, so the drain after a block waits for them."""
+
+
+async def drain(received: Received, at_least: float) -> None:
+    """Wait `at_least` seconds, then until no span has arrived for a quarter of a second (at most 10 s)."""
+    await asyncio.sleep(at_least)
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end:
+        before = received.spans
+        await asyncio.sleep(0.25)
+        if received.spans == before:
+            return
+
+
 async def run(quick: bool = False) -> None:
-    rounds, per_round = (5, 40) if quick else (20, 100)
+    rounds, per_round = (5, 40) if quick else (20, 150)
     request = pb.GetOrderViewRequest(order_id="1", read=pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG))
     with receiver() as (counter, endpoint), tempfile.TemporaryDirectory() as tmp:
-        on_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on"}
-        off_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""}
-        async with system(Path(tmp) / "off", off_env) as off, system(Path(tmp) / "on", on_env) as on, \
-                grpc.aio.insecure_channel(off) as off_channel, grpc.aio.insecure_channel(on) as on_channel:
-            stubs = {"off": gateway_pb2_grpc.GatewayServiceStub(off_channel),
-                     "on": gateway_pb2_grpc.GatewayServiceStub(on_channel)}
-            rows = {"off": Row("tracing off (no endpoint)", []), "on": Row("tracing on, sampler 100%", [])}
+        envs = {
+            "off": {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""},
+            "control": {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""},
+            "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on",
+                   "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS)},
+            "sampled": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                        "OTEL_TRACES_SAMPLER_ARG": "0.1", "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS)},
+        }
+        names = {"off": "tracing off (no endpoint)", "control": "tracing off, again (control)",
+                 "on": "tracing on, sampler 100%",
+                 "sampled": "tracing on, sampler 10%"}
+        dirs = {name: Path(tmp) / name for name in envs}
+        rows = {name: Row(names[name], [], 0.0) for name in envs}
+        async with contextlib.AsyncExitStack() as stack:
+            stubs = {}
+            for name, env in envs.items():
+                address = await stack.enter_async_context(system(dirs[name], env))
+                channel = await stack.enter_async_context(grpc.aio.insecure_channel(address))
+                stubs[name] = gateway_pb2_grpc.GatewayServiceStub(channel)
             for stub in stubs.values():  # warm up: connections, caches of method handles, the p95 trackers
                 for _ in range(per_round):
                     await stub.GetOrderView(request, timeout=5)
+            await drain(counter, EXPORT_DELAY_MS / 1000 + 0.1)
             for _ in range(rounds):
                 for name, stub in stubs.items():
+                    before = system_cpu(dirs[name])
                     for _ in range(per_round):
                         start = time.perf_counter()
                         await stub.GetOrderView(request, timeout=5)
                         rows[name].latencies.append(time.perf_counter() - start)
-            await asyncio.sleep(1.0)  # let the last batches arrive before counting
-    off_p50, on_p50 = rows["off"].q(0.5), rows["on"].q(0.5)
-    ratio = on_p50 / off_p50
-    rows["on"].note = (f"p50 {ratio:.2f}x off ({(ratio - 1) * 100:+.1f}%; target <= +10%); "
-                       f"{counter.spans} spans exported")
+                    # Every system waits the same after its block, and a traced one until its last batch is
+                    # in: no block pays for the export of another system's spans, and the block's CPU
+                    # includes all the exporting it caused.
+                    await drain(counter, EXPORT_DELAY_MS / 1000 + 0.1)
+                    rows[name].cpu = (rows[name].cpu or 0.0) + system_cpu(dirs[name]) - before
+    calls = rounds * per_round
+    off_p50 = rows["off"].q(0.5)
+    for name in ("control", "on", "sampled"):
+        ratio = rows[name].q(0.5) / off_p50
+        rows[name].note = f"p50 {ratio:.2f}x off ({(ratio - 1) * 100:+.1f}%)"
+    rows["on"].note += f"; target <= +10%; {counter.spans} spans received in all"
+    spans, floor_cpu = floor(300 if quick else 1000)
+    off_cpu = (rows["off"].cpu or 0.0) / calls
     print(f"tracing benchmark on {machine()}")
-    print(f"{'case':<30} {'calls':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}  note")
+    print(f"{'case':<30} {'calls':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'CPU ms/call':>12}  note")
     for row in rows.values():
+        cpu = (row.cpu or 0.0) / calls * 1e3
         print(f"{row.name:<30} {len(row.latencies):>6} {row.q(0.5) * 1e3:>8.3f} {row.q(0.9) * 1e3:>8.3f} "
-              f"{row.q(0.99) * 1e3:>8.3f}  {row.note}")
-    print("GetOrderView, strong read (4 owner calls over 2 hops), sequential, alternating rounds of "
-          f"{per_round} calls; two `pullgate up` side by side, spans to an in-process OTLP receiver.")
+              f"{row.q(0.99) * 1e3:>8.3f} {cpu:>12.2f}  {row.note}")
+    share = f" = {floor_cpu / off_cpu:.0%} of the system's CPU per call with tracing off" if off_cpu else ""
+    print(f"floor: the SDK alone making, propagating and encoding a request's {spans} spans: "
+          f"{floor_cpu * 1e3:.2f} ms CPU per call{share}")
+    print("GetOrderView, strong read (4 owner calls over 2 hops), sequential, in blocks of "
+          f"{per_round} calls per system in turn, each followed by a drain of its exports "
+          f"(OTEL_BSP_SCHEDULE_DELAY={EXPORT_DELAY_MS}); CPU: every process of that system, block and drain. "
+          "Spans go to an OTLP receiver in its own process.")
