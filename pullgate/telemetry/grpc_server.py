@@ -13,7 +13,11 @@ less work, for the traces the sampler keeps and, above all, for the ones it drop
   is done, instead of a wrapt proxy around the context that intercepts `abort`, `set_code` and
   `set_details` (every attribute access of the handler on its context went through the proxy).
 
-Streaming methods keep the library's own path. docs/observability.md (Cost) has the measurements.
+Where it differs from the library, on purpose or as a consequence: an exception the handler raises is
+recorded once (the library records it twice); the status is read once the handler is done, so a code set and
+then set back to OK leaves the span without an error; an abort with empty details is described with the
+code's own name. Streaming methods keep the library's own path. docs/observability.md (Cost) has the
+measurements.
 """
 
 from __future__ import annotations
@@ -98,10 +102,12 @@ class LeanServerInterceptor(OpenTelemetryAioServerInterceptor):
                     span.record_exception(error)
                 raise
             finally:
-                if recording:
-                    _set_status(span, servicer_context)
-                context.detach(token)
-                span.end()
+                try:
+                    if recording:
+                        _set_status(span, servicer_context)
+                finally:
+                    context.detach(token)
+                    span.end()
 
         return unary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 from collections.abc import Callable
 from typing import Any
@@ -225,3 +226,31 @@ async def test_a_callers_timeout_expiring_as_the_hedge_answers_is_still_a_timeou
     while not call.done():
         await clock.advance(0.01)
     assert isinstance(call.exception(), TimeoutError)
+
+
+async def test_a_hedge_runs_in_its_own_calls_context() -> None:
+    """Every call's hedge timer shares one loop timer; a hedge still runs in its own call's context (its trace,
+    its deadline), not in the context of the call that armed the loop timer."""
+    clock = FakeClock()
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who")
+    seen: dict[tuple[str, int], str] = {}
+
+    async def endpoint(request: catalog_pb2.GetProductRequest, ctx: CallContext) -> Any:
+        seen[(request.sku, ctx.attempt)] = who.get()
+        await clock.sleep(1.0 if ctx.attempt == 0 else 0.01)
+        return catalog_pb2.GetProductResponse()
+
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=endpoint, rng=random.Random(3))
+
+    async def call(name: str) -> object:
+        who.set(name)
+        return await downstream.call(READ, catalog_pb2.GetProductRequest(sku=name))
+
+    first = asyncio.create_task(call("A"))
+    await clock.advance(0.01)
+    second = asyncio.create_task(call("B"))
+    for _ in range(20):
+        await clock.advance(0.01)
+    await asyncio.gather(first, second)
+    assert seen[("A", 1)] == "A"
+    assert seen[("B", 1)] == "B"

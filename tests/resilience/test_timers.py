@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from resilience.clock import SYSTEM_CLOCK
 from resilience.testing import FakeClock
@@ -79,3 +80,57 @@ def test_a_queue_used_on_a_new_event_loop_arms_a_timer_there() -> None:
 
     asyncio.run(leave_one_pending())
     asyncio.run(wait_for_one(0.2))  # later than the entry armed on the dead loop: must still get a timer
+
+
+async def test_a_callback_runs_in_the_context_of_the_code_that_armed_it() -> None:
+    """Not in the context of whoever armed the one loop timer: a hedge belongs to its own call (and trace)."""
+    clock = FakeClock()
+    timers = TimerQueue(clock)
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who")
+    ran: list[str] = []
+
+    async def arm(name: str, delay: float) -> None:
+        who.set(name)
+        timers.call_later(delay, lambda: ran.append(who.get()))
+
+    await asyncio.create_task(arm("first", 0.1))  # arms the loop timer, in its own context
+    await asyncio.create_task(arm("second", 0.2))
+    await clock.advance(0.3)
+    assert ran == ["first", "second"]
+
+
+async def test_a_callback_that_raises_stops_nothing_else() -> None:
+    clock = FakeClock()
+    timers = TimerQueue(clock)
+    reported: list[BaseException] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx["exception"]))
+    ran: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    timers.call_later(0.1, boom)
+    timers.call_later(0.1, lambda: ran.append(1))
+    timers.call_later(0.2, lambda: ran.append(2))
+    await clock.advance(0.3)
+    assert ran == [1, 2]
+    assert [str(e) for e in reported] == ["boom"]
+
+
+async def test_an_entry_armed_by_a_callback_does_not_delay_an_earlier_one() -> None:
+    clock = FakeClock()
+    timers = TimerQueue(clock)
+    ran: list[str] = []
+    timers.call_later(0.1, lambda: timers.call_later(1.0, lambda: ran.append("late")))
+    timers.call_later(0.2, lambda: ran.append("early"))
+    await clock.advance(0.25)
+    assert ran == ["early"]
+
+
+def test_a_cancelled_entry_lets_go_of_its_callback() -> None:
+    async def main() -> None:
+        entry = TimerQueue(SYSTEM_CLOCK).call_later(60.0, lambda: None)
+        entry.cancel()
+        assert entry.callback is None
+
+    asyncio.run(main())
