@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import pytest
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from resilience.server import Behavior, HandlerMemo, UnaryInterceptor
@@ -46,20 +47,15 @@ async def stub(interceptor: UnaryInterceptor) -> AsyncIterator[CatalogServiceAsy
         await server.stop(None)
 
 
-async def test_a_per_method_interceptor_wraps_each_methods_handler_once() -> None:
-    interceptor = Counting()
+@pytest.mark.parametrize(("interceptor", "wraps"), [(Counting(), 1), (CountingPerCall(), 3)],
+                         ids=["per method: once", "per call: every call"])
+async def test_a_handler_is_wrapped_once_per_method_unless_the_interceptor_decides_per_call(
+    interceptor: Counting, wraps: int
+) -> None:
     async with stub(interceptor) as catalog:
         for _ in range(3):
             await catalog.GetProduct(catalog_pb2.GetProductRequest(sku="a"), timeout=5)
-    assert interceptor.wrapped == 1
-
-
-async def test_an_interceptor_that_decides_per_call_wraps_every_call() -> None:
-    interceptor = CountingPerCall()
-    async with stub(interceptor) as catalog:
-        for _ in range(3):
-            await catalog.GetProduct(catalog_pb2.GetProductRequest(sku="a"), timeout=5)
-    assert interceptor.wrapped == 3
+    assert interceptor.wrapped == wraps
 
 
 def test_the_memo_is_bounded_and_tells_handlers_apart() -> None:
