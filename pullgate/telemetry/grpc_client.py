@@ -38,6 +38,18 @@ def mark_cancelled(span: Span, cancelled: asyncio.CancelledError) -> None:
     span.set_attribute("resilience.hedge_loser", LOSER in cancelled.args)
 
 
+@functools.lru_cache(maxsize=1024)
+def rpc_attributes(method: str) -> dict[str, AttributeValue]:
+    """The library's attributes of a call to `method` ("/package.Service/Method"), built once per method for
+    client and server spans alike: system, service, method, and status OK until a call says otherwise.
+    Shared: copy before changing."""
+    attributes: dict[str, AttributeValue] = {"rpc.system": "grpc", "rpc.grpc.status_code": grpc.StatusCode.OK.value[0]}
+    if method:
+        service, name = method.lstrip("/").split("/", 1)
+        attributes.update({"rpc.method": name, "rpc.service": service})
+    return attributes
+
+
 class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
     """The library's unary-unary client interceptor; a cancelled caller cancels the call and ends the span.
 
@@ -48,24 +60,13 @@ class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
     only the propagation: no waiting for the status to set it on a span that records nothing.
     """
 
-    _attributes: dict[str, dict[str, AttributeValue]]
-
-    def _method_attributes(self, method: str) -> dict[str, AttributeValue]:
-        cache: dict[str, dict[str, AttributeValue]] = self.__dict__.setdefault("_attributes", {})
-        attributes = cache.get(method)
-        if attributes is None:
-            service, name = method.lstrip("/").split("/", 1)
-            attributes = cache[method] = {"rpc.system": "grpc", "rpc.grpc.status_code": grpc.StatusCode.OK.value[0],
-                                          "rpc.method": name, "rpc.service": service}
-        return attributes
-
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         if self.tracing_skipped(client_call_details):  # type: ignore[no-untyped-call]
             return await continuation(client_call_details, request)
         method = client_call_details.method
         if isinstance(method, bytes):
             method = method.decode()
-        span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=self._method_attributes(method))
+        span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=rpc_attributes(method))
         token = context.attach(trace.set_span_in_context(span))
         if not span.is_recording():
             # A trace the sampler dropped: the owner still gets its context (sampled flag off, so a

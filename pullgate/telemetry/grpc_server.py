@@ -37,6 +37,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from pullgate.telemetry.grpc_client import rpc_attributes
 from resilience.server import HandlerMemo
 
 _OK = grpc.StatusCode.OK
@@ -49,6 +50,11 @@ Behavior = Callable[[Any, Any], Awaitable[Any]]
 
 class LeanServerInterceptor(OpenTelemetryAioServerInterceptor):
     """The library's aio server interceptor with a cheaper unary path, making the same span."""
+
+    def __init__(self, tracer: Any, filter_: Any = None) -> None:
+        super().__init__(tracer, filter_=filter_)  # type: ignore[no-untyped-call]
+        self._memo = HandlerMemo()
+        self._peers: dict[str, dict[str, AttributeValue]] = {}
 
     async def intercept_service(  # type: ignore[override]
         self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
@@ -66,18 +72,17 @@ class LeanServerInterceptor(OpenTelemetryAioServerInterceptor):
                 return self._intercept_aio_server_unary(behavior, handler_call_details)
 
             return _wrap_rpc_behavior(handler, wrapper)  # type: ignore[no-untyped-call]
-        memo: HandlerMemo = self.__dict__.setdefault("_memo", HandlerMemo())
-        kept = memo.get(handler)
+        kept = self._memo.get(handler)
         if kept is not None:
             return kept
         wrapped = self._intercept_aio_server_unary(handler.unary_unary, handler_call_details)
-        return memo.put(handler, grpc.unary_unary_rpc_method_handler(
+        return self._memo.put(handler, grpc.unary_unary_rpc_method_handler(
             wrapped, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer))
 
     def _intercept_aio_server_unary(self, behavior: Behavior, handler_call_details: Any) -> Behavior:
         method: str = handler_call_details.method
-        base = self._method_attributes(method)
+        base = rpc_attributes(method)
         tracer = self._tracer
 
         async def unary(request: Any, servicer_context: Any) -> Any:
@@ -111,19 +116,8 @@ class LeanServerInterceptor(OpenTelemetryAioServerInterceptor):
 
         return unary
 
-    def _method_attributes(self, method: str) -> dict[str, AttributeValue]:
-        methods: dict[str, dict[str, AttributeValue]] = self.__dict__.setdefault("_methods", {})
-        found = methods.get(method)
-        if found is None:
-            found = {"rpc.system": "grpc", "rpc.grpc.status_code": _OK.value[0]}
-            if method:
-                service, name = method.lstrip("/").split("/", 1)
-                found.update({"rpc.method": name, "rpc.service": service})
-            methods[method] = found
-        return found
-
     def _peer_attributes(self, peer: str) -> dict[str, AttributeValue]:
-        peers: dict[str, dict[str, AttributeValue]] = self.__dict__.setdefault("_peers", {})
+        peers = self._peers
         found = peers.get(peer)
         if found is None:
             found = {}
@@ -159,4 +153,4 @@ def _set_status(span: Span, servicer_context: Any) -> None:
 def server_interceptor(**kwargs: Any) -> LeanServerInterceptor:
     """The library's aio server interceptor (its tracer and filter), as LeanServerInterceptor."""
     library = aio_server_interceptor(**kwargs)  # type: ignore[no-untyped-call]
-    return LeanServerInterceptor(library._tracer, filter_=library._filter)  # type: ignore[no-untyped-call]
+    return LeanServerInterceptor(library._tracer, filter_=library._filter)
