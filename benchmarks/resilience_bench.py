@@ -83,17 +83,6 @@ async def owner_process(
         process.wait(timeout=10)
 
 
-async def sequential(n: int, call: Callable[[int], Awaitable[object]]) -> tuple[list[float], float]:
-    """Latency of each of n calls made one after another, and CPU seconds per call in this process."""
-    latencies = []
-    cpu = time.process_time()
-    for i in range(n):
-        start = time.perf_counter()
-        await call(i)
-        latencies.append(time.perf_counter() - start)
-    return latencies, (time.process_time() - cpu) / n
-
-
 async def concurrent(n: int, workers: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
     """Latency of n calls made by `workers` concurrent loops."""
     latencies: list[float] = []
@@ -237,9 +226,9 @@ async def fail_fast(n: int) -> list[Row]:
             except CircuitOpen as error:
                 return error
 
-        latencies, cpu = await sequential(n, call)
+        name = "owner killed, breaker open"
+        row = (await interleaved(n, {name: call}))[name]
         await downstream.close()
-    row = Row("owner killed, breaker open", latencies, cpu)
     row.note = f"opened after {opened_after} failed calls; p99 target < 5 ms"
     return [row]
 
