@@ -6,20 +6,17 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from gateway.servicer import GatewayServicer
-from gateway.views import Owners
 from pullgate.config import load
 from pullgate.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from pullgate.methods import connect
+from pullgate.methods import Upstreams
 from pullgate.serving import Binding, ServeOptions
-
-OWNERS = ("customers", "catalog", "inventory", "orders")
 
 
 @contextlib.asynccontextmanager
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """The gateway's servicer with a resilient client per owner, closed when the server stops."""
     config = load(options.config_file)
-    owners = Owners(*connect("gateway", OWNERS, options.upstreams, config.resilience))
+    owners = Upstreams.connect(options.name, options.upstreams, config.resilience)
     try:
         yield [Binding(gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
                        gateway_pb2_grpc.add_GatewayServiceServicer_to_server,

@@ -7,12 +7,13 @@ from typing import Any
 import grpc
 
 from gateway.reads import resolve
-from gateway.views import Owners, customer_overview, order_view
+from gateway.views import customer_overview, order_view
 from pullgate import methods
 from pullgate.config import GatewayConfig
 from pullgate.errors import InvalidArgument
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
+from pullgate.methods import Upstreams
 from pullgate.orders.v1 import orders_pb2
 from pullgate.telemetry import annotate_view
 
@@ -34,7 +35,7 @@ def _check_page_size(page_size: int) -> None:
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """Joins data from the owners into views; stores nothing."""
 
-    def __init__(self, owners: Owners, config: GatewayConfig) -> None:
+    def __init__(self, owners: Upstreams, config: GatewayConfig) -> None:
         self._owners = owners
         self._config = config
 
@@ -60,7 +61,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def PlaceOrder(self, request: pb.PlaceOrderRequest, context: _Context) -> pb.PlaceOrderResponse:
         # orders validates the request in full; forwarding it unchanged keeps one set of rules.
-        result = await self._owners.orders.call(
+        result = await self._owners["orders"].call(
             methods.CREATE_ORDER,
             orders_pb2.CreateOrderRequest(
                 idempotency_key=request.idempotency_key, customer_id=request.customer_id, lines=request.lines

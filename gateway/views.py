@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.parts import Part, Provenance, fetch, missing
@@ -15,22 +14,9 @@ from pullgate.catalog.v1 import catalog_pb2
 from pullgate.customers.v1 import customers_pb2
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.inventory.v1 import inventory_pb2
+from pullgate.methods import Upstreams
 from pullgate.orders.v1 import orders_pb2
-from resilience import Downstream, deadline
-
-
-@dataclass(frozen=True)
-class Owners:
-    """A resilient client for each owning service."""
-
-    customers: Downstream
-    catalog: Downstream
-    inventory: Downstream
-    orders: Downstream
-
-    async def close(self) -> None:
-        for owner in (self.customers, self.catalog, self.inventory, self.orders):
-            await owner.close()
+from resilience import deadline
 
 
 async def _all(*calls: Awaitable[Any]) -> list[Any]:
@@ -71,13 +57,15 @@ def _each(batch: Part[Any], found: dict[str, Any], sku: str, owner: str) -> Part
     return batch
 
 
-async def order_view(owners: Owners, order_id: str, mode: ReadMode, margin: float) -> tuple[pb.OrderView, Provenance]:
+async def order_view(
+    owners: Upstreams, order_id: str, mode: ReadMode, margin: float
+) -> tuple[pb.OrderView, Provenance]:
     """An order with its customer, and each line with its product and stock: four owner calls in two rounds.
 
     Without its order (only an available read gets this far without one) the view is empty and says so."""
     provenance = Provenance()
     with _leave_time_to_answer(margin):
-        order_part = await fetch(owners.orders, methods.GET_ORDER, orders_pb2.GetOrderRequest(order_id=order_id),
+        order_part = await fetch(owners["orders"], methods.GET_ORDER, orders_pb2.GetOrderRequest(order_id=order_id),
                                  mode, f"order:{order_id}", required=True)
         provenance.add(f"order:{order_id}", order_part)
         if order_part.value is None:
@@ -85,20 +73,20 @@ async def order_view(owners: Owners, order_id: str, mode: ReadMode, margin: floa
         order = order_part.value.order
         skus = _unique([line.sku for line in order.lines])
         customer, products, stock = await _all(
-            fetch(owners.customers, methods.GET_CUSTOMER,
+            fetch(owners["customers"], methods.GET_CUSTOMER,
                   customers_pb2.GetCustomerRequest(customer_id=order.customer_id), mode,
                   f"customer:{order.customer_id}"),
-            fetch(owners.catalog, methods.BATCH_GET_PRODUCTS, catalog_pb2.BatchGetProductsRequest(skus=skus), mode,
+            fetch(owners["catalog"], methods.BATCH_GET_PRODUCTS, catalog_pb2.BatchGetProductsRequest(skus=skus), mode,
                   f"products {', '.join(skus)}"),
-            fetch(owners.inventory, methods.BATCH_GET_STOCK, inventory_pb2.BatchGetStockRequest(skus=skus), mode,
+            fetch(owners["inventory"], methods.BATCH_GET_STOCK, inventory_pb2.BatchGetStockRequest(skus=skus), mode,
                   f"stock of {', '.join(skus)}"),
         )
     provenance.add(f"customer:{order.customer_id}", customer)
     by_sku_product = {p.sku: p for p in products.value.products} if products.value else {}
     by_sku_stock = {s.sku: s for s in stock.value.stocks} if stock.value else {}
     for sku in skus:
-        provenance.add(f"product:{sku}", _each(products, by_sku_product, sku, owners.catalog.name))
-        provenance.add(f"stock:{sku}", _each(stock, by_sku_stock, sku, owners.inventory.name))
+        provenance.add(f"product:{sku}", _each(products, by_sku_product, sku, owners["catalog"].name))
+        provenance.add(f"stock:{sku}", _each(stock, by_sku_stock, sku, owners["inventory"].name))
     view = pb.OrderView(order=order)
     if customer.value is not None:
         view.customer.CopyFrom(customer.value.customer)
@@ -109,16 +97,16 @@ async def order_view(owners: Owners, order_id: str, mode: ReadMode, margin: floa
 
 
 async def customer_overview(
-    owners: Owners, customer_id: str, page_size: int, mode: ReadMode, margin: float
+    owners: Upstreams, customer_id: str, page_size: int, mode: ReadMode, margin: float
 ) -> tuple[pb.CustomerOverview, Provenance]:
     """A customer with their recent orders, each line with its product: three owner calls in two rounds."""
     provenance = Provenance()
     with _leave_time_to_answer(margin):
         customer, listed = await _all(
-            fetch(owners.customers, methods.GET_CUSTOMER,
+            fetch(owners["customers"], methods.GET_CUSTOMER,
                   customers_pb2.GetCustomerRequest(customer_id=customer_id), mode, f"customer:{customer_id}",
                   required=True),
-            fetch(owners.orders, methods.LIST_ORDERS,
+            fetch(owners["orders"], methods.LIST_ORDERS,
                   orders_pb2.ListOrdersRequest(customer_id=customer_id, page_size=page_size), mode,
                   f"orders:{customer_id}"),
         )
@@ -128,11 +116,11 @@ async def customer_overview(
         skus = _unique([line.sku for order in orders for line in order.lines])
         by_sku: dict[str, catalog_pb2.Product] = {}
         if skus:
-            products = await fetch(owners.catalog, methods.BATCH_GET_PRODUCTS,
+            products = await fetch(owners["catalog"], methods.BATCH_GET_PRODUCTS,
                                    catalog_pb2.BatchGetProductsRequest(skus=skus), mode, f"products {', '.join(skus)}")
             by_sku = {p.sku: p for p in products.value.products} if products.value else {}
             for sku in skus:
-                provenance.add(f"product:{sku}", _each(products, by_sku, sku, owners.catalog.name))
+                provenance.add(f"product:{sku}", _each(products, by_sku, sku, owners["catalog"].name))
     overview = pb.CustomerOverview()
     if customer.value is not None:
         overview.customer.CopyFrom(customer.value.customer)

@@ -1,5 +1,5 @@
 """`python -m pullgate` is the `pullgate` command."""
 
-from pullgate.cli import main
+from pullgate.tools.cli import main
 
 raise SystemExit(main())

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pullgate import topology
 from resilience import ResilienceConfig
 from resilience.config import ConfigError
-
-OWNERS = ("customers", "catalog", "inventory", "orders")
 
 
 class _Seconds:
@@ -98,7 +97,8 @@ def from_mapping(data: Mapping[str, Any], source: str) -> Config:
     return Config(
         gateway=_section(GatewayConfig, "gateway", data.get("gateway", {}), source),
         inventory=_section(InventoryConfig, "inventory", data.get("inventory", {}), source),
-        resilience=ResilienceConfig.from_mapping(data.get("resilience", {}), source=source, known_downstreams=OWNERS),
+        resilience=ResilienceConfig.from_mapping(data.get("resilience", {}), source=source,
+                                                 known_downstreams=topology.downstreams()),
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import FileDescriptor
 
+from pullgate import topology
 from pullgate.catalog.v1 import catalog_pb2 as catalog
 from pullgate.customers.v1 import customers_pb2 as customers
 from pullgate.inventory.v1 import inventory_pb2 as inventory
@@ -81,12 +82,41 @@ CREATE_ORDER: Method[orders.CreateOrderRequest, orders.CreateOrderResponse] = _m
 )
 
 
-def connect(who: str, names: Sequence[str], upstreams: Mapping[str, Sequence[str]],
-            config: ResilienceConfig) -> list[Downstream]:
-    """A Downstream for each owner in `names`, in that order; ValueError naming any owner without an address."""
-    missing = [name for name in names if not upstreams.get(name)]
-    if missing:
-        raise ValueError(f"{who} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
-    interceptors = client_interceptors()  # tracing's client span and propagation, when tracing is on
-    return [Downstream(name, tuple(upstreams[name]), config.for_downstream(name), interceptors=interceptors)
-            for name in names]
+class Upstreams(Mapping[str, Downstream]):
+    """The resilient clients of one service's upstreams, by the names the topology gives them.
+
+    >>> owners = Upstreams.connect("orders", {"customers": ["127.0.0.1:50051"], ...}, config)
+    >>> await owners["customers"].call(GET_CUSTOMER, request)
+    """
+
+    def __init__(self, service: str, downstreams: Mapping[str, Downstream]) -> None:
+        self.service = service
+        self._downstreams = dict(downstreams)
+
+    @classmethod
+    def connect(cls, service: str, addresses: Mapping[str, Sequence[str]], config: ResilienceConfig) -> Upstreams:
+        """A Downstream for each upstream the topology gives `service`; ValueError naming any without an address."""
+        names = topology.service(service).upstreams
+        missing = [name for name in names if not addresses.get(name)]
+        if missing:
+            raise ValueError(f"{service} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
+        interceptors = client_interceptors()  # tracing's client span and propagation, when tracing is on
+        return cls(service, {name: Downstream(name, tuple(addresses[name]), config.for_downstream(name),
+                                              interceptors=interceptors) for name in names})
+
+    def __getitem__(self, name: str) -> Downstream:
+        try:
+            return self._downstreams[name]
+        except KeyError:
+            raise KeyError(f"{self.service} does not call {name!r}; its upstreams are "
+                           f"{', '.join(self._downstreams)} (pullgate/topology.py)") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._downstreams)
+
+    def __len__(self) -> int:
+        return len(self._downstreams)
+
+    async def close(self) -> None:
+        for downstream in self._downstreams.values():
+            await downstream.close()

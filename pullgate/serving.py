@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from pullgate import topology
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
@@ -59,6 +60,14 @@ class ServeOptions:
     faults: str = ""
     allow_fault_injection: bool = False
     metrics_port: int | None = None  # None = $PULLGATE_METRICS_PORT (what the launcher sets), else no endpoint
+
+    @property
+    def database(self) -> Path:
+        """Where this service keeps its private database: the topology's file name under `data_dir`."""
+        name = topology.service(self.name).database
+        if name is None:
+            raise ValueError(f"{self.name} stores nothing (pullgate/topology.py gives it no database)")
+        return self.data_dir / name
 
 
 App = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[Sequence[Binding]]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -14,26 +13,45 @@ from typing import Any
 import grpc
 import pytest
 
-from pullgate.serving import App, ServeOptions, running
+from pullgate import topology
+from pullgate.faults import FaultInjector
+from pullgate.serving import ServeOptions, running
+from pullgate.tools.apps import load_app
 
 
 @contextlib.asynccontextmanager
 async def start_service(
-    name: str, data_dir: Path, upstreams: Mapping[str, Sequence[str]] | None = None
+    name: str, data_dir: Path, upstreams: Mapping[str, Sequence[str]] | None = None,
+    faults: FaultInjector | None = None,
 ) -> AsyncIterator[str]:
-    """Run `services.<name>` on 127.0.0.1, port 0, over `data_dir`; yields its address ("127.0.0.1:PORT").
+    """Run service `name` on 127.0.0.1, port 0, over `data_dir`; yields its address ("127.0.0.1:PORT").
 
-    `upstreams` maps an owner's name to its addresses, as the launcher passes them (orders needs
-    customers, catalog and inventory). The server and its database are closed on exit.
+    `upstreams` maps each service it calls to its addresses, as the launcher passes them. With `faults`, that
+    injector's faults are in force and can be changed at run time. The server and its database close on exit.
     """
-    app: App = importlib.import_module(f"services.{name}").app
     options = ServeOptions(
         name=name,
         data_dir=data_dir,
         upstreams={owner: tuple(addresses) for owner, addresses in (upstreams or {}).items()},
     )
-    async with app(options) as bindings, running(bindings, "127.0.0.1", 0) as (_, port, _health):
+    async with (
+        load_app(name)(options) as bindings,
+        running(bindings, "127.0.0.1", 0, faults=faults, allow_fault_injection=faults is not None) as (_, port, _h),
+    ):
         yield f"127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def services_running(data_dir: Path, names: Sequence[str]) -> AsyncIterator[dict[str, tuple[str, ...]]]:
+    """Run the services `names` in-process in the topology's start order, each wired to the ones it calls;
+    yields each one's address, as upstreams for whatever calls them."""
+    wanted = [n for n in topology.names() if n in names]
+    async with contextlib.AsyncExitStack() as stack:
+        addresses: dict[str, tuple[str, ...]] = {}
+        for name in wanted:
+            upstreams = {u: addresses[u] for u in topology.service(name).upstreams}
+            addresses[name] = (await stack.enter_async_context(start_service(name, data_dir, upstreams)),)
+        yield addresses
 
 
 async def rpc_error(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:

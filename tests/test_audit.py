@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pullgate import audit
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.orders.v1 import orders_pb2
+from pullgate.tools import audit
 from services import demo
 from services.catalog.store import ProductStore
 from services.customers.store import CustomerStore

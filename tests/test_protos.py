@@ -35,7 +35,7 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     fresh = sorted(p.relative_to(tmp_path) for p in (tmp_path / "pullgate").rglob("*") if p.is_file())
     committed = sorted(
         p.relative_to(REPO)
-        for service in generate.SERVICES
+        for service in generate.packages()
         for p in (REPO / "pullgate" / service).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )

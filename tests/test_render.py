@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pullgate import render
 from pullgate.catalog.v1 import catalog_pb2
 from pullgate.customers.v1 import customers_pb2
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.orders.v1 import orders_pb2
+from pullgate.tools import render
 
 
 def _part(name: str, source: int, age: float = 0.0, reason: str = "") -> pb.PartStatus:

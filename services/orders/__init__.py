@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from pullgate.config import load
+from pullgate.methods import Upstreams
 from pullgate.orders.v1 import orders_pb2, orders_pb2_grpc
 from pullgate.serving import Binding, ServeOptions
-from services.orders.owners import Owners
 from services.orders.placement import Placement
 from services.orders.recovery import Recovery
 from services.orders.servicer import OrderServicer
@@ -30,9 +30,9 @@ async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """Open (create, migrate, seed) the database, connect to the owners, start recovery, yield the binding."""
     config = load(options.config_file).resilience
     async with contextlib.AsyncExitStack() as stack:
-        owners = Owners.connect(options.upstreams, config)
+        owners = Upstreams.connect(options.name, options.upstreams, config)
         stack.push_async_callback(owners.close)
-        store = await OrderStore.open(options.data_dir / "orders.db")
+        store = await OrderStore.open(options.database)
         stack.push_async_callback(store.close)
         placement = Placement(store, owners)
         stack.push_async_callback(placement.close)

@@ -39,16 +39,16 @@ from pullgate.catalog.v1 import catalog_pb2
 from pullgate.customers.v1 import customers_pb2
 from pullgate.errors import FailedPrecondition
 from pullgate.inventory.v1 import inventory_pb2
-from pullgate.telemetry import placement_step
-from resilience import ResilienceError, StatusError
-from services.orders.owners import (
+from pullgate.methods import (
     BATCH_GET_PRODUCTS,
     COMMIT_RESERVATION,
     GET_CUSTOMER,
     RELEASE_RESERVATION,
     RESERVE_STOCK,
-    Owners,
+    Upstreams,
 )
+from pullgate.telemetry import placement_step
+from resilience import ResilienceError, StatusError
 from services.orders.store import CANCELLED, CONFIRMED, PENDING, OrderRow, OrderStore
 
 log = logging.getLogger("pullgate.services.orders")
@@ -73,7 +73,7 @@ def _settled(order: OrderRow) -> OrderRow:
 class Placement:
     """Drives orders from PENDING to CONFIRMED or CANCELLED with the owners' agreement."""
 
-    def __init__(self, store: OrderStore, owners: Owners) -> None:
+    def __init__(self, store: OrderStore, owners: Upstreams) -> None:
         self._store = store
         self._owners = owners
         self._driving: dict[str, asyncio.Task[OrderRow]] = {}
@@ -141,10 +141,10 @@ class Placement:
         lines = [inventory_pb2.ReservationLine(sku=sku, quantity=quantity) for sku, quantity in order.lines]
         placement_step("reservation", order_id)
         try:
-            await self._owners.inventory.call(
+            await self._owners["inventory"].call(
                 RESERVE_STOCK, inventory_pb2.ReserveStockRequest(reservation_id=order_id, lines=lines)
             )
-            await self._owners.inventory.call(
+            await self._owners["inventory"].call(
                 COMMIT_RESERVATION, inventory_pb2.CommitReservationRequest(reservation_id=order_id)
             )
         except ResilienceError as error:
@@ -156,7 +156,7 @@ class Placement:
         if order.status == CANCELLED:
             # Another process (a replica) was refused stock for this order and cancelled it while this one got
             # the stock: the order's end state stands, so the stock goes back.
-            await self._owners.inventory.call(
+            await self._owners["inventory"].call(
                 RELEASE_RESERVATION, inventory_pb2.ReleaseReservationRequest(reservation_id=order_id)
             )
         return order
@@ -165,11 +165,11 @@ class Placement:
         """The refusal of customers or catalog (strong reads), or None if both know what the order names."""
         try:
             placement_step("customer check", order.order_id)
-            await self._owners.customers.call(
+            await self._owners["customers"].call(
                 GET_CUSTOMER, customers_pb2.GetCustomerRequest(customer_id=order.customer_id), max_staleness=0.0
             )
             placement_step("product check", order.order_id)
-            await self._owners.catalog.call(
+            await self._owners["catalog"].call(
                 BATCH_GET_PRODUCTS,
                 catalog_pb2.BatchGetProductsRequest(skus=[sku for sku, _ in order.lines]),
                 max_staleness=0.0,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pullgate.chaos import invariants
-from pullgate.chaos.history import History, Sample
-from pullgate.chaos.invariants import Limits, Peak
-from pullgate.chaos.owners import OrderRecord, Reservation, order_spans, stock_spans
-from pullgate.chaos.record import Call, FaultRun, PartSeen, Value
-from pullgate.chaos.system import Proc, State
+from pullgate.tools.chaos import invariants
+from pullgate.tools.chaos.history import History, Sample
+from pullgate.tools.chaos.invariants import Limits, Peak
+from pullgate.tools.chaos.owners import OrderRecord, Reservation, order_spans, stock_spans
+from pullgate.tools.chaos.record import Call, FaultRun, PartSeen, Value
+from pullgate.tools.chaos.system import Proc, State
 
 T0 = 1_000.0
 LIMITS = Limits()

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pullgate.chaos.actions import InjectionUnavailable
-from pullgate.chaos.runner import Settings, plan
-from pullgate.chaos.system import Proc, State, SystemUnusable, parse_state
-from pullgate.cli import main
+from pullgate.tools.chaos.actions import InjectionUnavailable
+from pullgate.tools.chaos.runner import Settings, plan
+from pullgate.tools.chaos.system import Proc, State, SystemUnusable, parse_state
+from pullgate.tools.cli import main
 
 STATE = State(1, Path("var"), (Proc("customers", "customers", "127.0.0.1:1", 10, 0),
                                Proc("customers-1", "customers", "127.0.0.1:2", 11, 0),

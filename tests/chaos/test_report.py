@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pullgate.chaos import invariants, timeline
-from pullgate.chaos.invariants import Limits, Peak
-from pullgate.chaos.record import Call, FaultRun, PartSeen
-from pullgate.chaos.report import SCHEMA, Report
+from pullgate.tools.chaos import invariants, timeline
+from pullgate.tools.chaos.invariants import Limits, Peak
+from pullgate.tools.chaos.record import Call, FaultRun, PartSeen
+from pullgate.tools.chaos.report import SCHEMA, Report
 
 T0 = 1_000.0
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pullgate.chaos.load import DEFAULT_MIX
-from pullgate.chaos.report import Report
-from pullgate.chaos.runner import Settings, chaos
-from pullgate.chaos.system import start
+from pullgate.tools.chaos.load import DEFAULT_MIX
+from pullgate.tools.chaos.report import Report
+from pullgate.tools.chaos.runner import Settings, chaos
+from pullgate.tools.chaos.system import start
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,19 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-import gateway
 from gateway.servicer import GatewayServicer
-from gateway.views import Owners
 from pullgate import config as pullgate_config
+from pullgate import topology
 from pullgate.faults import FaultInjector, parse_faults
 from pullgate.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from pullgate.methods import connect
-from pullgate.serving import App, Binding, ServeOptions, running
+from pullgate.methods import Upstreams
+from pullgate.serving import Binding, running
+from tests.support import start_service
 
 if TYPE_CHECKING:
     from pullgate.gateway.v1.gateway_pb2_grpc import GatewayServiceAsyncStub as GatewayStub
 
-OWNERS = ("customers", "catalog", "inventory", "orders")
+OWNERS = tuple(n for n in topology.names() if n in topology.service("gateway").upstreams)
+"""The gateway's owners, in start order (orders after the owners it calls)."""
 
 
 @dataclass
@@ -31,7 +31,7 @@ class System:
     """A running system: the gateway's stub, each owner's fault injector, and a way to stop an owner."""
 
     stub: GatewayStub
-    owners: Owners
+    owners: Upstreams
     injectors: dict[str, FaultInjector]
     servers: dict[str, contextlib.AsyncExitStack] = field(default_factory=dict)
 
@@ -42,17 +42,6 @@ class System:
     async def stop(self, name: str) -> None:
         """Stop owner `name` (its port closes; calls to it are refused from now on)."""
         await self.servers.pop(name).aclose()
-
-
-async def _owner(stack: contextlib.AsyncExitStack, name: str, data_dir: Path,
-                 upstreams: Mapping[str, tuple[str, ...]], injector: FaultInjector) -> str:
-    app: App = importlib.import_module(f"services.{name}").app
-    options = ServeOptions(name=name, data_dir=data_dir, upstreams=upstreams)
-    bindings = await stack.enter_async_context(app(options))
-    _, port, _ = await stack.enter_async_context(
-        running(bindings, "127.0.0.1", 0, faults=injector, allow_fault_injection=True)
-    )
-    return f"127.0.0.1:{port}"
 
 
 @contextlib.asynccontextmanager
@@ -66,8 +55,10 @@ async def system(data_dir: Path, config: Mapping[str, Any] | None = None) -> Asy
         for name in OWNERS:
             servers[name] = stack = contextlib.AsyncExitStack()
             outer.push_async_callback(stack.aclose)
-            upstreams[name] = (await _owner(stack, name, data_dir, upstreams, injectors[name]),)
-        owners = Owners(*connect("gateway", gateway.OWNERS, upstreams, loaded.resilience))
+            theirs = {u: upstreams[u] for u in topology.service(name).upstreams}
+            upstreams[name] = (await stack.enter_async_context(
+                start_service(name, data_dir, theirs, faults=injectors[name])),)
+        owners = Upstreams.connect("gateway", upstreams, loaded.resilience)
         outer.push_async_callback(owners.close)
         servicer = GatewayServicer(owners, loaded.gateway)
         name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name

@@ -11,13 +11,14 @@ import grpc
 import pytest
 
 import gateway
+from pullgate import topology
 from pullgate.customers.v1 import customers_pb2
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from pullgate.serving import ServeOptions, running
 from resilience import Downstream, Method
-from tests.support import rpc_error, start_service
+from tests.support import rpc_error, services_running
 
 if TYPE_CHECKING:
     from pullgate.gateway.v1.gateway_pb2_grpc import GatewayServiceAsyncStub as GatewayStub
@@ -26,10 +27,7 @@ if TYPE_CHECKING:
 @contextlib.asynccontextmanager
 async def system(data_dir: Path) -> AsyncIterator[GatewayStub]:
     async with contextlib.AsyncExitStack() as stack:
-        upstreams: dict[str, tuple[str, ...]] = {}
-        for name in ("customers", "catalog", "inventory"):
-            upstreams[name] = (await stack.enter_async_context(start_service(name, data_dir)),)
-        upstreams["orders"] = (await stack.enter_async_context(start_service("orders", data_dir, upstreams)),)
+        upstreams = await stack.enter_async_context(services_running(data_dir, topology.service("gateway").upstreams))
         bindings = await stack.enter_async_context(gateway.app(ServeOptions(name="gateway", upstreams=upstreams)))
         _, port, _ = await stack.enter_async_context(running(bindings))
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))

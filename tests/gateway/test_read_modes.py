@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
+from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from tests.gateway.system import System, system
 from tests.support import rpc_error
@@ -265,7 +266,7 @@ async def test_an_available_read_answers_before_the_deadline_while_owners_hang(
         config["gateway"] = {"response_margin": margin}
     async with system(tmp_path, config) as s:
         before = await _view(s, AVAILABLE)
-        for owner in ("customers", "catalog", "inventory"):
+        for owner in topology.service("orders").upstreams:
             s.fault(owner, "hang")
         response = await _view(s, AVAILABLE, timeout=SLOW_CALLER)
     parts = _parts(response)

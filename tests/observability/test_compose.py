@@ -12,8 +12,10 @@ import pytest
 import yaml
 from jsonschema.validators import validator_for
 
+from pullgate import topology
+
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
-SERVICES = ("customers", "catalog", "inventory", "orders", "gateway")
+SERVICES = topology.names()
 
 # The Compose Specification's JSON schema, vendored unchanged (Apache-2.0): upstream is
 #   https://raw.githubusercontent.com/compose-spec/compose-spec/master/schema/compose-spec.json

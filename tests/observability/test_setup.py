@@ -11,9 +11,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from pullgate import launcher
+from pullgate import topology
 from pullgate.telemetry import logs, metrics, tracing
 from pullgate.telemetry.views import reason_class
+from pullgate.tools import launcher
 
 
 def test_tracing_is_on_only_with_an_endpoint() -> None:
@@ -44,8 +45,8 @@ def test_metrics_port_variable() -> None:
 def test_launcher_metrics_ports_default_override_and_off() -> None:
     """Fixed gRPC ports get the default metrics ports, --any-ports gets free ones; the variable overrides."""
     fixed = launcher.UpSettings()
-    assert launcher.metrics_ports(fixed, {}) == dict(launcher.DEFAULT_METRICS_PORTS)
-    anywhere = launcher.UpSettings(ports=dict.fromkeys(launcher.SERVICES, 0))
+    assert launcher.metrics_ports(fixed, {}) == {s.name: s.metrics_port for s in topology.SERVICES}
+    anywhere = launcher.UpSettings(ports=dict.fromkeys(topology.names(), 0))
     assert set(launcher.metrics_ports(anywhere, {}).values()) == {0}  # type: ignore[union-attr]
     chosen = launcher.metrics_ports(fixed, {"PULLGATE_METRICS_PORTS": "gateway=9100, orders=0"})
     assert chosen is not None and chosen["gateway"] == 9100 and chosen["orders"] == 0

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from pullgate import topology
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
@@ -21,7 +22,7 @@ Gateway = gateway_pb2_grpc.GatewayServiceStub
 pytestmark = pytest.mark.e2e
 
 STRONG = pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)
-OWNERS = ("customers", "catalog", "inventory", "orders")
+OWNERS = topology.service("gateway").upstreams
 
 
 @pytest.fixture

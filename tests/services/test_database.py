@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from pullgate import topology
 from pullgate.customers.v1 import customers_pb2, customers_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from services import demo
@@ -21,12 +22,14 @@ from services.orders.store import OrderStore
 from tests.support import count_rows, start_service
 
 Store = CustomerStore | ProductStore | InventoryStore | OrderStore
-STORES: dict[str, Callable[[Path], Awaitable[Store]]] = {
-    "customers": CustomerStore.open,
-    "catalog": ProductStore.open,
-    "inventory": InventoryStore.open,
-    "orders": OrderStore.open,
-}
+STORES: tuple[Callable[[Path], Awaitable[Store]], ...] = (
+    CustomerStore.open, ProductStore.open, InventoryStore.open, OrderStore.open,
+)
+"""How each owner opens its database (one per service of pullgate.topology.owners())."""
+
+
+def _name(open_store: object) -> str:
+    return getattr(open_store, "__qualname__", "store").partition(".")[0]
 
 
 def dump(db: Path) -> list[str]:
@@ -34,19 +37,28 @@ def dump(db: Path) -> list[str]:
         return list(conn.iterdump())
 
 
-@pytest.mark.parametrize("name", sorted(STORES))
-async def test_seed_is_deterministic(tmp_path: Path, name: str) -> None:
+def test_every_owner_has_a_store() -> None:
+    """The stores tested here are as many as the topology's owners."""
+    assert len(STORES) == len(topology.owners())
+
+
+@pytest.mark.parametrize("open_store", STORES, ids=_name)
+async def test_seed_is_deterministic(tmp_path: Path, open_store: Callable[[Path], Awaitable[Store]]) -> None:
     """Two fresh databases of one service hold exactly the same rows."""
+    name = _name(open_store)
     for run in ("a", "b"):
-        store = await STORES[name](tmp_path / run / f"{name}.db")
+        store = await open_store(tmp_path / run / f"{name}.db")
         await store.close()
     assert dump(tmp_path / "a" / f"{name}.db") == dump(tmp_path / "b" / f"{name}.db")
 
 
-@pytest.mark.parametrize("name", sorted(STORES))
-async def test_database_is_wal_and_at_the_newest_version(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("open_store", STORES, ids=_name)
+async def test_database_is_wal_and_at_the_newest_version(
+    tmp_path: Path, open_store: Callable[[Path], Awaitable[Store]]
+) -> None:
     """A service's database is in WAL mode with user_version at its number of migrations."""
-    store = await STORES[name](tmp_path / f"{name}.db")
+    name = _name(open_store)
+    store = await open_store(tmp_path / f"{name}.db")
     try:
         with contextlib.closing(sqlite3.connect(tmp_path / f"{name}.db")) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -71,8 +83,8 @@ async def test_seeded_stock_adds_up(tmp_path: Path) -> None:
 
 async def test_seeded_orders_match_seeded_reservations(tmp_path: Path) -> None:
     """Each CONFIRMED demo order holds a reservation of exactly its lines under its id; others hold none."""
-    for name in ("orders", "inventory"):
-        await (await STORES[name](tmp_path / f"{name}.db")).close()
+    await (await OrderStore.open(tmp_path / "orders.db")).close()
+    await (await InventoryStore.open(tmp_path / "inventory.db")).close()
     with contextlib.closing(sqlite3.connect(tmp_path / "inventory.db")) as conn:
         held = {
             (reservation_id, sku, quantity)

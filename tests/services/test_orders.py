@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from pullgate import topology
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from pullgate.methods import Upstreams
 from pullgate.orders.v1 import orders_pb2 as pb
 from pullgate.orders.v1 import orders_pb2_grpc
 from resilience import ResilienceConfig
 from services import demo
-from services.orders.owners import Owners
 from services.orders.placement import Placement
 from services.orders.recovery import Recovery
 from services.orders.store import OrderStore
-from tests.support import count_rows, rpc_error, start_service
+from tests.support import count_rows, rpc_error, services_running, start_service
 
 if TYPE_CHECKING:
     from pullgate.inventory.v1.inventory_pb2_grpc import InventoryServiceAsyncStub
@@ -51,11 +52,8 @@ class System:
 
 @contextlib.asynccontextmanager
 async def owners_running(data_dir: Path) -> AsyncIterator[dict[str, tuple[str, ...]]]:
-    async with contextlib.AsyncExitStack() as stack:
-        yield {
-            name: (await stack.enter_async_context(start_service(name, data_dir)),)
-            for name in ("customers", "catalog", "inventory")
-        }
+    async with services_running(data_dir, topology.service("orders").upstreams) as addresses:
+        yield addresses
 
 
 @contextlib.asynccontextmanager
@@ -289,7 +287,7 @@ async def test_recovery_drives_pending_orders_to_an_end_state(tmp_path: Path) ->
     """A recovery pass confirms a PENDING order the owners accept and cancels one they refuse."""
     async with owners_running(tmp_path / "owners") as upstreams:
         store = await OrderStore.open(tmp_path / "orders.db")
-        owners = Owners.connect(upstreams, ResilienceConfig())
+        owners = Upstreams.connect("orders", upstreams, ResilienceConfig())
         try:
             good = await store.begin("good", "2", [("SKU-003", 1)])
             bad = await store.begin("bad", "2", [("SKU-030", 1)])

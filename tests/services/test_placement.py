@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +16,19 @@ import pytest
 from pullgate.errors import FailedPrecondition
 from pullgate.faults import FaultInjector, parse_faults
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from pullgate.methods import Upstreams
 from pullgate.orders.v1 import orders_pb2 as pb
 from pullgate.orders.v1 import orders_pb2_grpc
-from pullgate.serving import App, ServeOptions, running
 from resilience import ResilienceConfig
 from resilience.config import BreakerConfig, DownstreamConfig
 from services import _time
 from services.invariants import check_placement
 from services.inventory.store import InventoryStore
-from services.orders.owners import Owners
 from services.orders.placement import Placement
 from services.orders.recovery import Backoff, Recovery
 from services.orders.store import OrderRow, OrderStore
 from tests.services.test_orders import create, unused_address
-from tests.support import count_rows, rpc_error, start_service, until
+from tests.support import count_rows, rpc_error, services_running, start_service, until
 
 if TYPE_CHECKING:
     from pullgate.inventory.v1.inventory_pb2_grpc import InventoryServiceAsyncStub
@@ -38,17 +36,6 @@ if TYPE_CHECKING:
 CONFIRMED, CANCELLED, PENDING = pb.ORDER_STATUS_CONFIRMED, pb.ORDER_STATUS_CANCELLED, pb.ORDER_STATUS_PENDING
 NO_BREAKER = ResilienceConfig(default=DownstreamConfig(breaker=BreakerConfig(enabled=False)))
 """Owners' clients without breakers, so an owner that is back is asked at once, not after a reset timeout."""
-
-
-@contextlib.asynccontextmanager
-async def faulty_service(name: str, data_dir: Path, faults: FaultInjector) -> AsyncIterator[str]:
-    """Like `start_service`, with `faults` in force (the test changes them with `faults.replace`)."""
-    app: App = importlib.import_module(f"services.{name}").app
-    async with (
-        app(ServeOptions(name=name, data_dir=data_dir)) as bindings,
-        running(bindings, "127.0.0.1", 0, faults=faults, allow_fault_injection=True) as (_, port, _health),
-    ):
-        yield f"127.0.0.1:{port}"
 
 
 @dataclass
@@ -59,7 +46,7 @@ class Owned:
     upstreams: dict[str, tuple[str, ...]]
     customers_faults: FaultInjector
     store: OrderStore
-    owners: Owners
+    owners: Upstreams
     inventory: InventoryServiceAsyncStub
 
     async def stranded(self, key: str, *, reserved: bool = False, committed: bool = False) -> OrderRow:
@@ -86,14 +73,12 @@ class Owned:
 async def owned(tmp_path: Path) -> AsyncIterator[Owned]:
     faults = FaultInjector("customers")
     async with contextlib.AsyncExitStack() as stack:
-        upstreams: dict[str, tuple[str, ...]] = {
-            "customers": (await stack.enter_async_context(faulty_service("customers", tmp_path, faults)),),
-            "catalog": (await stack.enter_async_context(start_service("catalog", tmp_path)),),
-            "inventory": (await stack.enter_async_context(start_service("inventory", tmp_path)),),
-        }
+        customers = await stack.enter_async_context(start_service("customers", tmp_path, faults=faults))
+        upstreams = await stack.enter_async_context(services_running(tmp_path, ["catalog", "inventory"]))
+        upstreams["customers"] = (customers,)
         store = await OrderStore.open(tmp_path / "orders.db")
         stack.push_async_callback(store.close)
-        owners = Owners.connect(upstreams, NO_BREAKER)
+        owners = Upstreams.connect("orders", upstreams, NO_BREAKER)
         stack.push_async_callback(owners.close)
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(upstreams["inventory"][0]))
         yield Owned(tmp_path, upstreams, faults, store, owners, inventory_pb2_grpc.InventoryServiceStub(channel))

@@ -1,8 +1,8 @@
 """`pullgate up`: every service and the gateway as separate processes on one machine, supervised.
 
-The launcher starts the owners first, then orders (which calls them), then the gateway (which calls all
-four), each as `python -m pullgate serve NAME`, and waits until each reports SERVING on its health service
-before starting what depends on it. Each child serves its metrics for Prometheus on its own port (printed;
+The launcher starts the services in the topology's stages (`pullgate.topology.stages()`: every service after
+the ones it calls), each as `python -m pullgate serve NAME`, and waits until each reports SERVING on its health
+service before starting what depends on it. Each child serves its metrics for Prometheus on its own port (printed;
 PULLGATE_METRICS_PORTS overrides; see docs/observability.md). It restarts a child that dies (with backoff),
 records what runs where in `<data-dir>/pullgate-up.json` (read by the CLI and by chaos runs), and on Ctrl-C or
 SIGTERM stops the children in reverse order, gracefully, before it exits.
@@ -26,19 +26,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pullgate import topology
 from pullgate.telemetry import logs
 from pullgate.telemetry import metrics as telemetry_metrics
 
 log = logging.getLogger("pullgate.launcher")
 
-OWNERS = ("customers", "catalog", "inventory")
-SERVICES = (*OWNERS, "orders", "gateway")
-DEFAULT_PORTS: Mapping[str, int] = {"gateway": 50050, "customers": 50051, "catalog": 50052, "inventory": 50053,
-                                    "orders": 50054}
-UPSTREAMS: Mapping[str, tuple[str, ...]] = {"orders": OWNERS, "gateway": (*OWNERS, "orders")}
-STAGES: tuple[tuple[str, ...], ...] = (OWNERS, ("orders",), ("gateway",))
-DEFAULT_METRICS_PORTS: Mapping[str, int] = {"gateway": 9464, "customers": 9465, "catalog": 9466, "inventory": 9467,
-                                            "orders": 9468}
 METRICS_PORTS_VARIABLE = "PULLGATE_METRICS_PORTS"
 REPLICA_PORT_STEP = 10  # replica k of a service listens on its port + 10 * k (its metrics too)
 STATE_FILE = "pullgate-up.json"
@@ -54,7 +47,7 @@ class UpSettings:
 
     data_dir: Path = Path("var")
     host: str = "127.0.0.1"
-    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    ports: Mapping[str, int] = field(default_factory=lambda: {s.name: s.port for s in topology.SERVICES})
     replicas: int = 1
     config_file: Path | None = None
     faults: str = ""
@@ -71,15 +64,15 @@ def metrics_ports(settings: UpSettings, env: Mapping[str, str] = os.environ) -> 
     """The metrics port of each service's first replica, or None when metrics are off; LaunchError names a bad
     $PULLGATE_METRICS_PORTS."""
     ports = dict(settings.metrics_ports) if settings.metrics_ports is not None else {
-        s: DEFAULT_METRICS_PORTS[s] if settings.ports[s] else 0 for s in SERVICES}
+        s.name: s.metrics_port if settings.ports[s.name] else 0 for s in topology.SERVICES}
     text = env.get(METRICS_PORTS_VARIABLE, "").strip()
     if text.lower() == "off" or not settings.metrics:
         return None
     for item in filter(None, (i.strip() for i in text.split(","))):
         name, _, port = item.partition("=")
-        if name not in SERVICES or not port.isdigit() or int(port) > 65535:
+        if name not in topology.names() or not port.isdigit() or int(port) > 65535:
             raise LaunchError(f"{METRICS_PORTS_VARIABLE}: {item!r}: expected NAME=PORT with NAME one of "
-                              f"{', '.join(SERVICES)}, or 'off'")
+                              f"{', '.join(topology.names())}, or 'off'")
         ports[name] = int(port)
     return ports
 
@@ -129,9 +122,9 @@ class Launcher:
         self.run_dir = settings.data_dir / "run"
         self.children: list[Child] = []
         metrics = metrics_ports(settings)
-        for service in SERVICES:
+        for service in topology.names():
             base = settings.ports[service]
-            count = 1 if service == "gateway" else settings.replicas
+            count = 1 if service == topology.ENTRY else settings.replicas
             for replica in range(count):
                 port = base + REPLICA_PORT_STEP * replica if base else 0
                 child = Child(service, replica, port)
@@ -148,7 +141,7 @@ class Launcher:
         s = self.settings
         cmd = [sys.executable, "-m", "pullgate", "serve", child.service, "--host", s.host, "--port", str(child.port),
                "--data-dir", str(s.data_dir), "--port-file", str(self._port_file(child))]
-        for upstream in UPSTREAMS.get(child.service, ()):
+        for upstream in topology.service(child.service).upstreams:
             cmd += ["--upstream", f"{upstream}={','.join(self.addresses(upstream))}"]
         if s.config_file is not None:
             cmd += ["--config", str(s.config_file)]
@@ -205,7 +198,7 @@ class Launcher:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         check_ports_free(self.settings.host, [c.port for c in self.children]
                          + [c.metrics_port for c in self.children if c.metrics_port])
-        for stage in STAGES:
+        for stage in topology.stages():
             firsts = [c for c in self.children if c.service in stage and c.replica == 0]
             await asyncio.gather(*(self._spawn(c) for c in firsts))
             others = [c for c in self.children if c.service in stage and c.replica > 0]
@@ -247,7 +240,7 @@ class Launcher:
                            "pid": c.process.pid if c.process else None, "restarts": c.restarts,
                            "metrics": self.metrics_url(c)}
                           for c in self.children if c.service == service]
-                for service in SERVICES
+                for service in topology.names()
             },
         }
         path = self.settings.data_dir / STATE_FILE
@@ -260,7 +253,7 @@ class Launcher:
         self._stopping = True
         for task in self._supervisors:
             task.cancel()
-        for stage in reversed(STAGES):
+        for stage in reversed(topology.stages()):
             running = [c.process for c in self.children
                        if c.service in stage and c.process is not None and c.process.returncode is None]
             for process in running:
@@ -286,13 +279,16 @@ class Launcher:
     def summary(self) -> str:
         s = self.settings
         rows = [f"  {'service':<12} {'address':<22} {'pid':>7}   {'metrics':<36} database"]
-        for c in sorted(self.children, key=lambda c: SERVICES.index(c.service) - 10 * (c.service == "gateway")):
-            db = "(stores nothing)" if c.service == "gateway" else str(s.data_dir / f"{c.service}.db")
+        order = topology.names()
+        for c in sorted(self.children, key=lambda c: (c.service != topology.ENTRY, order.index(c.service))):
+            database = topology.service(c.service).database
+            db = "(stores nothing)" if database is None else str(s.data_dir / database)
             pid = c.process.pid if c.process else 0
             metrics = self.metrics_url(c) or "-"
             rows.append(f"  {c.name:<12} {s.host + ':' + str(c.port):<22} {pid:>7}   {metrics:<36} {db}")
-        gateway = self.addresses("gateway")[0]
-        target = "" if gateway == f"127.0.0.1:{DEFAULT_PORTS['gateway']}" else f" --target {gateway}"
+        entry = topology.service(topology.ENTRY)
+        gateway = self.addresses(entry.name)[0]
+        target = "" if gateway == f"127.0.0.1:{entry.port}" else f" --target {gateway}"
         return "\n".join([
             f"pullgate is up: {len(self.children)} processes, data in {s.data_dir}",
             *rows,
@@ -302,7 +298,7 @@ class Launcher:
             f"  pullgate customer 1{target}",
             f"  pullgate place-order --customer 1 --line SKU-001:2 --line SKU-002:1{target}",
             f"  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"order_id\": \"1\"}}' "
-            f"http://{gateway}/pullgate.gateway.v1.GatewayService/GetOrderView",
+            f"http://{gateway}/{entry.contract}/GetOrderView",
             "Ctrl-C stops everything.",
         ])
 

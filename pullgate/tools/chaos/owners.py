@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 import grpc
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from pullgate.chaos.history import History, Sample
-from pullgate.chaos.record import Value, customer_value, product_value, stock_value
 from pullgate.customers.v1 import customers_pb2, customers_pb2_grpc
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
+from pullgate.tools.chaos.history import History, Sample
+from pullgate.tools.chaos.record import Value, customer_value, product_value, stock_value
 from services import demo
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pullgate.chaos.record import Value
+from pullgate.tools.chaos.record import Value
 
 
 @dataclass(frozen=True, slots=True)

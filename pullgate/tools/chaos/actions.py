@@ -17,9 +17,9 @@ from pathlib import Path
 import grpc
 
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
-from pullgate.chaos.record import FaultRun, Record
-from pullgate.chaos.schedule import Fault
-from pullgate.chaos.system import State, SystemUnusable, alive, read_state, send
+from pullgate.tools.chaos.record import FaultRun, Record
+from pullgate.tools.chaos.schedule import Fault
+from pullgate.tools.chaos.system import State, SystemUnusable, alive, read_state, send
 
 
 class InjectionUnavailable(Exception):

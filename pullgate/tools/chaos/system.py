@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pullgate.launcher import STATE_FILE
+from pullgate.tools.launcher import STATE_FILE
 
 
 class SystemUnusable(Exception):

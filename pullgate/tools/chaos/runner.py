@@ -21,16 +21,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from pullgate.chaos import invariants, timeline
-from pullgate.chaos.actions import Actions, InjectionUnavailable, injection_available
-from pullgate.chaos.load import DEFAULT_MIX, Load
-from pullgate.chaos.memory import MemoryWatch
-from pullgate.chaos.owners import Sampler, build, read_orders, read_reservations
-from pullgate.chaos.progress import Progress
-from pullgate.chaos.record import Call, Record
-from pullgate.chaos.report import Report
-from pullgate.chaos.schedule import KINDS, SIGNALS, Fault, parse_schedule, random_schedule
-from pullgate.chaos.system import State, SystemUnusable, alive, read_state
+from pullgate.tools.chaos import invariants, timeline
+from pullgate.tools.chaos.actions import Actions, InjectionUnavailable, injection_available
+from pullgate.tools.chaos.load import DEFAULT_MIX, Load
+from pullgate.tools.chaos.memory import MemoryWatch
+from pullgate.tools.chaos.owners import Sampler, build, read_orders, read_reservations
+from pullgate.tools.chaos.progress import Progress
+from pullgate.tools.chaos.record import Call, Record
+from pullgate.tools.chaos.report import Report
+from pullgate.tools.chaos.schedule import KINDS, SIGNALS, Fault, parse_schedule, random_schedule
+from pullgate.tools.chaos.system import State, SystemUnusable, alive, read_state
 from services.invariants import check_placement
 
 REPORT_FILE = "pullgate-chaos.json"

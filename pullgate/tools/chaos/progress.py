@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-from pullgate.chaos.record import Call
+from pullgate.tools.chaos.record import Call
 
 
 def percentile(values: list[float], q: float) -> float:

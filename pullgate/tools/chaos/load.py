@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from pullgate.chaos.owners import CUSTOMER_IDS, SKUS
-from pullgate.chaos.record import Call, Record, order_view_parts, overview_parts
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
+from pullgate.tools.chaos.owners import CUSTOMER_IDS, SKUS
+from pullgate.tools.chaos.record import Call, Record, order_view_parts, overview_parts
 from services import demo
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pullgate.chaos.invariants import Peak, Verdict
-from pullgate.chaos.progress import percentile
-from pullgate.chaos.record import Call, FaultRun
+from pullgate.tools.chaos.invariants import Peak, Verdict
+from pullgate.tools.chaos.progress import percentile
+from pullgate.tools.chaos.record import Call, FaultRun
 
 SCHEMA = "pullgate.chaos.report/v1"
 

@@ -19,15 +19,16 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from pullgate import launcher, render
+from pullgate import topology
 from pullgate.config import ConfigError, load
 from pullgate.faults import parse_faults
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
-from pullgate.serving import App, ServeOptions, run
+from pullgate.serving import ServeOptions, run
+from pullgate.tools import launcher, render
+from pullgate.tools.apps import load_app
 
-SERVABLE = ("customers", "catalog", "inventory", "orders", "gateway")
 CONSISTENCY = {"strong": pb.CONSISTENCY_STRONG, "bounded": pb.CONSISTENCY_BOUNDED_STALENESS,
                "available": pb.CONSISTENCY_AVAILABLE}
 
@@ -56,8 +57,9 @@ def _upstream(text: str) -> tuple[str, tuple[str, ...]]:
 
 def _port(text: str) -> tuple[str, int]:
     name, sep, port = text.partition("=")
-    if not sep or name not in SERVABLE or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=PORT with NAME one of {', '.join(SERVABLE)}")
+    if not sep or name not in topology.names() or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=PORT with NAME one of {', '.join(topology.names())}")
     return name, int(port)
 
 
@@ -68,24 +70,18 @@ def _line(text: str) -> orders_pb2.OrderLine:
     return orders_pb2.OrderLine(sku=sku, quantity=int(quantity))
 
 
-def _app(name: str) -> App:
-    module = importlib.import_module("gateway" if name == "gateway" else f"services.{name}")
-    app: App = module.app
-    return app
-
-
 # ---- running the system ---------------------------------------------------------------------------------
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    ports = {name: 0 for name in SERVABLE} if args.any_ports else dict(launcher.DEFAULT_PORTS)
+    ports = {s.name: 0 if args.any_ports else s.port for s in topology.SERVICES}
     ports.update(dict(args.port or []))
     if args.replicas < 1:
         raise UsageError(f"--replicas: must be at least 1, got {args.replicas}")
     _check_startup(args)
     metrics_ports = None
     if args.metrics_port:
-        metrics_ports = {name: 0 if args.any_ports else launcher.DEFAULT_METRICS_PORTS[name] for name in SERVABLE}
+        metrics_ports = {s.name: 0 if args.any_ports else s.metrics_port for s in topology.SERVICES}
         metrics_ports.update(dict(args.metrics_port))
     settings = launcher.UpSettings(
         data_dir=args.data_dir, host=args.host, ports=ports, replicas=args.replicas, config_file=args.config,
@@ -108,9 +104,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         upstreams=dict(args.upstream or []), port_file=args.port_file, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection, metrics_port=args.metrics_port,
     )
-    if args.service != "gateway":  # the gateway stores nothing
+    if topology.service(args.service).owns_data:
         args.data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run(options, _app(args.service)))
+    asyncio.run(run(options, load_app(args.service)))
     return 0
 
 
@@ -125,8 +121,8 @@ def _target(args: argparse.Namespace) -> str:
         return os.environ["PULLGATE_TARGET"]
     state = args.data_dir / launcher.STATE_FILE
     if state.exists():
-        return str(json.loads(state.read_text())["services"]["gateway"][0]["address"])
-    return f"127.0.0.1:{launcher.DEFAULT_PORTS['gateway']}"
+        return str(json.loads(state.read_text())["services"][topology.ENTRY][0]["address"])
+    return f"127.0.0.1:{topology.service(topology.ENTRY).port}"
 
 
 def _read_options(args: argparse.Namespace) -> pb.ReadOptions:
@@ -217,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one server (what `up` and containers run)")
-    serve.add_argument("service", choices=SERVABLE)
+    serve.add_argument("service", choices=topology.names())
     _server_flags(serve)
     serve.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
@@ -248,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Larger commands live in their own modules: each has add_arguments(parser) and run(args) -> exit code.
     for name, module, summary in (
-        ("audit", "pullgate.audit", "prove that no service stores another's data"),
-        ("chaos", "pullgate.chaos", "kill, freeze and slow services under load, and check the invariants"),
+        ("audit", "pullgate.tools.audit", "prove that no service stores another's data"),
+        ("chaos", "pullgate.tools.chaos", "kill, freeze and slow services under load, and check the invariants"),
     ):
         command = sub.add_parser(name, help=summary, description=summary)
         command.set_defaults(func=_delegate(module), module=module)

@@ -18,12 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pullgate.chaos.actions import InjectionUnavailable
-from pullgate.chaos.invariants import Limits
-from pullgate.chaos.load import DEFAULT_MIX, parse_mix
-from pullgate.chaos.runner import PICTURE_FILE, REPORT_FILE, Settings, chaos
-from pullgate.chaos.schedule import KINDS, ScheduleError, parse_duration
-from pullgate.chaos.system import SystemUnusable, start
+from pullgate.tools.chaos.actions import InjectionUnavailable
+from pullgate.tools.chaos.invariants import Limits
+from pullgate.tools.chaos.load import DEFAULT_MIX, parse_mix
+from pullgate.tools.chaos.runner import PICTURE_FILE, REPORT_FILE, Settings, chaos
+from pullgate.tools.chaos.schedule import KINDS, ScheduleError, parse_duration
+from pullgate.tools.chaos.system import SystemUnusable, start
 
 MAX_DURATION = 3600.0
 MAX_RATE = 500.0

@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from pullgate.chaos.invariants import Peak
-from pullgate.chaos.system import SystemUnusable, memory, read_state
+from pullgate.tools.chaos.invariants import Peak
+from pullgate.tools.chaos.system import SystemUnusable, memory, read_state
 
 
 class MemoryWatch:

@@ -16,10 +16,10 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pullgate.chaos.history import History
-from pullgate.chaos.owners import OrderRecord
-from pullgate.chaos.record import Call, FaultRun, entity
-from pullgate.chaos.system import State
+from pullgate.tools.chaos.history import History
+from pullgate.tools.chaos.owners import OrderRecord
+from pullgate.tools.chaos.record import Call, FaultRun, entity
+from pullgate.tools.chaos.system import State
 
 EXAMPLES = 5
 """Violations quoted per invariant; the count covers all of them."""

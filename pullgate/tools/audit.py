@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-SERVICES = ("customers", "catalog", "inventory", "orders")
-"""Each owns `<data-dir>/<service>.db`."""
+from pullgate import topology
+
+OWNERS = topology.owners()
+"""The services that own data, each in its own database under the data dir (pullgate/topology.py)."""
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,12 @@ OWNED = (
     Owned("inventory", "stock", "reserved", frozenset({"reserved"})),
 )
 
-ENTITIES = {
-    "customers": frozenset({"customer", "customers"}),
-    "catalog": frozenset({"product", "products"}),
-    "inventory": frozenset({"stock", "stocks", "reservation", "reservations"}),
-    "orders": frozenset({"order", "orders"}),
-}
-"""The words naming each service's entities; another service may hold them only as an id."""
+ENTITIES = {s.name: frozenset(w for e in s.entities for w in (e, f"{e}s")) for s in OWNERS}
+"""The words naming each service's entities (the topology's, singular and plural); another service may hold them
+only as an id."""
 
-ID_COLUMNS = {"customer_id": "customers", "sku": "catalog", "order_id": "orders", "reservation_id": "inventory"}
-"""Foreign ids any service may store, and whose entity each names."""
+ID_COLUMNS = {column: s.name for s in OWNERS for column in s.ids}
+"""Foreign ids any service may store, and whose entity each names (the topology's `ids`)."""
 
 MONEY = frozenset({"price", "cents", "amount", "cost", "total", "subtotal", "money"})
 """Words in a column name that make a number in it a price."""
@@ -104,6 +102,13 @@ class Report:
 
 class AuditError(Exception):
     """A database the audit needs is missing or unreadable; the message names the file."""
+
+
+def _database(service: str) -> str:
+    """The file name of `service`'s database."""
+    name = topology.service(service).database
+    assert name is not None, f"{service} owns no data"
+    return name
 
 
 def _of(owner: str) -> str:
@@ -146,7 +151,7 @@ def _schema(conn: sqlite3.Connection) -> dict[str, list[str]]:
 
 def _check_schema(service: str, schema: dict[str, list[str]]) -> list[Violation]:
     found = []
-    db = f"{service}.db"
+    db = _database(service)
     entity_of = {word: owner for owner, words in ENTITIES.items() if owner != service for word in words}
     for table, columns in schema.items():
         for word in sorted(_words(table) & entity_of.keys()):
@@ -191,7 +196,7 @@ def _amount(text: str) -> re.Pattern[str]:
 def _check_values(service: str, conn: sqlite3.Connection, schema: dict[str, list[str]],
                   owned: list[tuple[Owned, str, int | None]], report: Report) -> list[Violation]:
     found = []
-    db = f"{service}.db"
+    db = _database(service)
     foreign = [(attr, text, cents) for attr, text, cents in owned if attr.owner != service]
     amounts = {text: _amount(text) for attr, text, cents in foreign if cents is not None}
     rows_seen = 0
@@ -235,7 +240,7 @@ def audit(data_dir: Path) -> Report:
     """Check every service's database in `data_dir`; AuditError naming the file if one is missing or unreadable."""
     report = Report()
     with contextlib.ExitStack() as stack:
-        conns = {service: stack.enter_context(_open(data_dir / f"{service}.db")) for service in SERVICES}
+        conns = {s.name: stack.enter_context(_open(data_dir / _database(s.name))) for s in OWNERS}
         for service, conn in conns.items():
             report.databases[service] = _schema(conn)
             report.violations += _check_schema(service, report.databases[service])
@@ -250,13 +255,14 @@ def render(data_dir: Path, report: Report, out: TextIO) -> None:
     print(f"pullgate audit of {data_dir} (each database opened read-only)", file=out)
     for service, schema in report.databases.items():
         columns = sum(len(c) for c in schema.values())
-        print(f"  {service + '.db':<13} {len(schema)} tables, {columns:>2} columns, {report.rows.get(service, 0):>5} "
-              f"rows: {', '.join(schema)}", file=out)
+        rows = report.rows.get(service, 0)
+        print(f"  {_database(service):<13} {len(schema)} tables, {columns:>2} columns, {rows:>5} rows: "
+              f"{', '.join(schema)}", file=out)
     tables = sum(len(schema) for schema in report.databases.values())
     columns = sum(len(c) for schema in report.databases.values() for c in schema.values())
     print(f"schema: {tables} tables and {columns} columns checked for what other services own; "
           f"foreign ids allowed: {', '.join(ID_COLUMNS)}", file=out)
-    for owner in SERVICES:
+    for owner in (s.name for s in OWNERS):
         attributes = ", ".join(f"{a.table}.{a.column}" for a in OWNED if a.owner == owner) or "-"
         print(f"  {owner + ' owns':<15} {attributes}; entities: {', '.join(sorted(ENTITIES[owner]))}", file=out)
     counted = ", ".join(f"{n} {what}" for what, n in report.owned_values.items())

@@ -18,8 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from pullgate.chaos.progress import percentile
-from pullgate.chaos.record import Call, FaultRun
+from pullgate.tools.chaos.progress import percentile
+from pullgate.tools.chaos.record import Call, FaultRun
 
 COLORS = {"kill": "#d62728", "freeze": "#9467bd", "slow": "#ff7f0e", "fail": "#8c564b", "hang": "#7f7f7f"}
 
