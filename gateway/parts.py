@@ -1,7 +1,14 @@
-"""Fetching one part of a view from its owner and labelling where it came from, so nothing is silently stale."""
+"""Fetching one part of a view from its owner and labelling where it came from, so nothing is silently stale.
+
+A part's outcome stays a value until the response is built: its kind (live, cached, stale, missing), why it is
+not live (the owner's failure as a `ResilienceError`, or the owner leaving it out of a batch answer), the
+staleness bound it was judged by and the attempts. `Part.status()` turns that into the wire's PartStatus, and
+its `reason` is the one place those facts become words.
+"""
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -12,32 +19,94 @@ from google.protobuf.message import Message
 from gateway.reads import ReadMode
 from pullgate.errors import ServiceError
 from pullgate.gateway.v1 import gateway_pb2 as pb
-from resilience import Downstream, Method, Outcome, ResilienceError, Source, classify
+from resilience import Cause, Downstream, Method, Outcome, ResilienceError, Source, classify
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
-_SOURCES = {Source.LIVE: pb.SOURCE_LIVE, Source.CACHED: pb.SOURCE_CACHED, Source.STALE: pb.SOURCE_STALE}
+
+class Kind(enum.Enum):
+    """Where a part came from."""
+
+    LIVE = "live"
+    CACHED = "cached"
+    STALE = "stale"
+    MISSING = "missing"
+
+
+_KINDS = {Source.LIVE: Kind.LIVE, Source.CACHED: Kind.CACHED, Source.STALE: Kind.STALE}
+_SOURCES = {Kind.LIVE: pb.SOURCE_LIVE, Kind.CACHED: pb.SOURCE_CACHED, Kind.STALE: pb.SOURCE_STALE,
+            Kind.MISSING: pb.SOURCE_MISSING}
+_CAUSES = {
+    Cause.CIRCUIT_OPEN: pb.CAUSE_CIRCUIT_OPEN,
+    Cause.BULKHEAD_FULL: pb.CAUSE_BULKHEAD_FULL,
+    Cause.DEADLINE_EXCEEDED: pb.CAUSE_DEADLINE_EXCEEDED,
+    Cause.UNAVAILABLE: pb.CAUSE_UNAVAILABLE,
+    Cause.OWNER_FAILED: pb.CAUSE_OWNER_FAILED,
+    Cause.NOT_FOUND: pb.CAUSE_NOT_FOUND,
+    Cause.REFUSED: pb.CAUSE_REFUSED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Omitted:
+    """The owner answered a batch, and left this key out of it: for the owner, it does not exist."""
+
+    downstream: str
+    key: str
+    cause = Cause.NOT_FOUND
+
+    def __str__(self) -> str:
+        return f"{self.downstream}: no answer for {self.key}"
+
+
+Why = ResilienceError | Omitted
+"""Why a part is not live."""
 
 
 @dataclass(frozen=True, slots=True)
 class Part(Generic[Resp]):
-    """An owner's answer (None when missing) and its provenance: source, age in seconds, why it is not live."""
+    """An owner's answer (None when missing) and its outcome, as values.
+
+    `bound` is the staleness bound in seconds the part was judged by (0.0 live only, math.inf any age).
+    `attempts` is how many attempts the owner call made (0 for a cache hit). `why` is set for STALE and MISSING.
+    """
 
     value: Resp | None
-    source: pb.Source.ValueType
+    kind: Kind
+    bound: float
     age: float = 0.0
-    reason: str = ""
+    attempts: int = 1
+    why: Why | None = None
+    downstream: str = ""
+
+    @property
+    def reason(self) -> str:
+        """Why the part is not live, in words; the only place a part's outcome becomes text."""
+        if self.kind is Kind.CACHED:
+            return f"{self.downstream}: cached, within {_staleness(self.bound)}"
+        return "" if self.why is None else str(self.why)
 
     def status(self, name: str) -> pb.PartStatus:
-        status = pb.PartStatus(part=name, source=self.source, reason=self.reason)
+        status = pb.PartStatus(part=name, source=_SOURCES[self.kind], reason=self.reason, attempts=self.attempts)
         status.age.FromNanoseconds(int(self.age * 1e9))
+        if self.why is not None:
+            status.cause = _CAUSES[self.why.cause]
+        if math.isfinite(self.bound):
+            status.max_staleness.FromNanoseconds(int(self.bound * 1e9))
         return status
 
 
-def missing(reason: str) -> Part[Any]:
+def missing(why: Why, bound: float, attempts: int = 0) -> Part[Any]:
     """A part that is not in the response, and why."""
-    return Part(None, pb.SOURCE_MISSING, 0.0, reason)
+    return Part(None, Kind.MISSING, bound, attempts=attempts, why=why, downstream=why.downstream)
+
+
+def each(batch: Part[Any], found: dict[str, Any], key: str) -> Part[Any]:
+    """The part of one key in a batched answer: the batch's own outcome, or missing if the owner left it out."""
+    if batch.value is not None and key not in found:
+        return missing(Omitted(batch.downstream, key), batch.bound, batch.attempts)
+    return batch
 
 
 class ReadFailed(ServiceError):
@@ -52,11 +121,6 @@ class ReadFailed(ServiceError):
         timed_out = error.code == grpc.StatusCode.DEADLINE_EXCEEDED
         self.code = grpc.StatusCode.DEADLINE_EXCEEDED if timed_out else grpc.StatusCode.UNAVAILABLE
         self.cause = error
-
-
-def describe(error: ResilienceError) -> str:
-    """The owner and its reason, e.g. "inventory: deadline exceeded after 2 attempts"."""
-    return f"{error.downstream}: {error.reason}"
 
 
 def _staleness(bound: float) -> str:
@@ -81,22 +145,16 @@ async def fetch(
         if answered_no and (required or mode.strong):
             raise
         if mode.strong:
-            raise ReadFailed(f"strong read: {what} could not be fetched live: {describe(error)}", error) from None
+            raise ReadFailed(f"strong read: {what} could not be fetched live: {error}", error) from None
         if required and not mode.available:
             raise ReadFailed(
                 f"{mode.name} read: {what} is required and could not be had live or within "
-                f"{_staleness(bound)}: {describe(error)}", error
+                f"{_staleness(bound)}: {error}", error
             ) from None
-        return missing(describe(error))
-    provenance = result.provenance
-    reason = ""
-    if provenance.source is Source.CACHED:
-        reason = f"{owner.name}: cached, within {_staleness(bound)}"
-    elif provenance.source is Source.STALE:
-        reason = f"{owner.name}: {provenance.reason}"
-        if provenance.attempts > 1 and "attempts" not in reason:
-            reason += f" after {provenance.attempts} attempts"
-    return Part(result.value, _SOURCES[provenance.source], provenance.age, reason)
+        return missing(error, bound, error.attempts)
+    p = result.provenance
+    return Part(result.value, _KINDS[p.source], bound, p.age, 0 if p.source is Source.CACHED else p.attempts,
+                p.error, owner.name)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
-from gateway.parts import Part, Provenance, fetch, missing
+from gateway.parts import Provenance, each, fetch
 from gateway.reads import ReadMode
 from pullgate import methods
 from pullgate.catalog.v1 import catalog_pb2
@@ -50,13 +50,6 @@ def _unique(skus: list[str]) -> list[str]:
     return list(dict.fromkeys(skus))
 
 
-def _each(batch: Part[Any], found: dict[str, Any], sku: str, owner: str) -> Part[Any]:
-    """The part of one sku in a batched answer: the batch's own provenance, or missing if the owner left it out."""
-    if batch.value is not None and sku not in found:
-        return missing(f"{owner}: no answer for {sku}")
-    return batch
-
-
 async def order_view(
     owners: Upstreams, order_id: str, mode: ReadMode, margin: float
 ) -> tuple[pb.OrderView, Provenance]:
@@ -85,8 +78,8 @@ async def order_view(
     by_sku_product = {p.sku: p for p in products.value.products} if products.value else {}
     by_sku_stock = {s.sku: s for s in stock.value.stocks} if stock.value else {}
     for sku in skus:
-        provenance.add(f"product:{sku}", _each(products, by_sku_product, sku, owners["catalog"].name))
-        provenance.add(f"stock:{sku}", _each(stock, by_sku_stock, sku, owners["inventory"].name))
+        provenance.add(f"product:{sku}", each(products, by_sku_product, sku))
+        provenance.add(f"stock:{sku}", each(stock, by_sku_stock, sku))
     view = pb.OrderView(order=order)
     if customer.value is not None:
         view.customer.CopyFrom(customer.value.customer)
@@ -120,7 +113,7 @@ async def customer_overview(
                                    catalog_pb2.BatchGetProductsRequest(skus=skus), mode, f"products {', '.join(skus)}")
             by_sku = {p.sku: p for p in products.value.products} if products.value else {}
             for sku in skus:
-                provenance.add(f"product:{sku}", _each(products, by_sku, sku, owners["catalog"].name))
+                provenance.add(f"product:{sku}", each(products, by_sku, sku))
     overview = pb.CustomerOverview()
     if customer.value is not None:
         overview.customer.CopyFrom(customer.value.customer)

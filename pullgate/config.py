@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pullgate import topology
-from resilience import ResilienceConfig
-from resilience.config import ConfigError
+from resilience import ConfigError, ResilienceConfig
 
 
 class _Seconds:

@@ -33,8 +33,7 @@ import grpc
 
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.errors import InvalidArgument
-from resilience.clock import SYSTEM_CLOCK, Clock
-from resilience.server import Behavior, UnaryInterceptor
+from resilience import SYSTEM_CLOCK, Behavior, Clock, UnaryInterceptor
 
 __all__ = [
     "Clause",

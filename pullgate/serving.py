@@ -30,8 +30,7 @@ from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
 from pullgate.telemetry import Telemetry
 from pullgate.telemetry.metrics import port_file as metrics_port_file
-from resilience.errors import ResilienceError
-from resilience.server import Behavior, DeadlineInterceptor, UnaryInterceptor
+from resilience import Behavior, DeadlineInterceptor, ResilienceError, UnaryInterceptor
 
 log = logging.getLogger("pullgate.serving")
 

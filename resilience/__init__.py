@@ -7,6 +7,7 @@
 See docs/resilience.md for the stack, each policy and its defaults, and the config keys.
 """
 
+from resilience import deadline
 from resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
 from resilience.config import (
     BreakerConfig,
@@ -22,19 +23,23 @@ from resilience.config import (
 )
 from resilience.deadline import Deadline
 from resilience.downstream import Downstream
-from resilience.errors import BulkheadFull, CircuitOpen, DeadlineExceeded, ResilienceError, StatusError
+from resilience.errors import BulkheadFull, Cause, CircuitOpen, DeadlineExceeded, ResilienceError, StatusError
+from resilience.hedge import LOSER as HEDGE_LOSER
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
-from resilience.server import DeadlineInterceptor
+from resilience.server import Behavior, DeadlineInterceptor, HandlerMemo, UnaryInterceptor
 
 __all__ = [
+    "HEDGE_LOSER",
     "SYSTEM_CLOCK",
+    "Behavior",
     "BreakerConfig",
     "BudgetConfig",
     "BulkheadConfig",
     "BulkheadFull",
     "CacheConfig",
+    "Cause",
     "CircuitOpen",
     "Clock",
     "ConfigError",
@@ -43,6 +48,7 @@ __all__ = [
     "DeadlineInterceptor",
     "Downstream",
     "DownstreamConfig",
+    "HandlerMemo",
     "HedgingConfig",
     "Idempotency",
     "Method",
@@ -56,5 +62,7 @@ __all__ = [
     "StatusError",
     "SystemClock",
     "TimeoutConfig",
+    "UnaryInterceptor",
     "classify",
+    "deadline",
 ]

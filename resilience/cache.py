@@ -111,7 +111,8 @@ class Cached:
             age = self._clock.now() - old[1]
             if age > bound:
                 raise
-            ctx.stats.source, ctx.stats.age, ctx.stats.reason = Source.STALE, age, error.reason
+            error.attempts = max(1, ctx.stats.attempts)
+            ctx.stats.source, ctx.stats.age, ctx.stats.error = Source.STALE, age, error
             self._count(ctx, "stale")
             return old[0]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from resilience.deadline import Deadline
+from resilience.errors import ResilienceError
 from resilience.method import Method
 from resilience.result import Provenance, Source
 
@@ -32,7 +33,8 @@ class CallStats:
     tried: list[str] = field(default_factory=list)
     source: Source = Source.LIVE
     age: float = 0.0
-    reason: str = ""
+    error: ResilienceError | None = None
+    """The failure a STALE answer stands in for."""
     won: int = 0
     """The number of the attempt that answered (0 = the first)."""
     budget_refusals: int = 0
@@ -47,7 +49,7 @@ class CallStats:
 
     def provenance(self) -> Provenance:
         return Provenance(
-            self.source, self.age, max(1, self.attempts), self.hedged, self.hedge_won, self.replica, self.reason
+            self.source, self.age, max(1, self.attempts), self.hedged, self.hedge_won, self.replica, self.error
         )
 
 

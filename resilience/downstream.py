@@ -66,9 +66,7 @@ class Downstream:
         try:
             value = await self.stack.call(request, ctx)
         except ResilienceError as error:
-            if ctx.stats.attempts > 1 and "attempts" not in error.reason:
-                error.reason = f"{error.reason} after {ctx.stats.attempts} attempts"
-                error.args = (f"{error.downstream}: {error.reason}",)
+            error.attempts = max(1, ctx.stats.attempts)
             raise
         return Result(value, ctx.stats.provenance())
 

@@ -1,16 +1,22 @@
 """The layer's errors. grpc errors become these once, in the transport; servers turn them into status codes.
 
-ResilienceError            code: grpc.StatusCode to answer with, downstream: which owner, reason: for a person
+ResilienceError            code: grpc.StatusCode to answer with, downstream: which owner, cause: why, as a value
  ├── CircuitOpen           UNAVAILABLE; the breaker of every usable replica is open, no call was sent
  ├── BulkheadFull          RESOURCE_EXHAUSTED; too many calls in flight to this downstream
  ├── DeadlineExceeded      DEADLINE_EXCEEDED; the deadline passed, on the wire or before a call was sent
  └── StatusError           the owner answered with a non-OK status (NOT_FOUND, UNAVAILABLE, ...)
+
+Facts stay typed: `cause`, `code`, `attempts`, `replica` are values that policies, metric labels and clients
+branch on. Words are made from them in one place, `str(error)` ("inventory: deadline exceeded at
+127.0.0.1:50053 after 2 attempts"), for the status message a server answers with and for a person.
 
 `origin` is set when the owner answered with a failure that began further down (it said so in the
 `ORIGIN_METADATA` trailer): the owner is healthy, one of its own dependencies is not. See resilience.outcome.
 """
 
 from __future__ import annotations
+
+import enum
 
 import grpc
 
@@ -19,15 +25,60 @@ ORIGIN_METADATA = "resilience-failure-origin"
 of the service where the failure began. Its callers then know the server itself is healthy."""
 
 
-class ResilienceError(Exception):
-    """A call through the layer did not produce an answer."""
+class Cause(enum.Enum):
+    """Why a call produced no answer, in a word: what a metric label or a client branches on."""
 
-    def __init__(self, code: grpc.StatusCode, downstream: str, reason: str) -> None:
-        super().__init__(f"{downstream}: {reason}")
+    CIRCUIT_OPEN = "circuit_open"
+    """The layer refused: the breaker of every usable replica is open."""
+    BULKHEAD_FULL = "bulkhead_full"
+    """The layer refused: too many calls in flight to the downstream."""
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    """No answer within the deadline (on the wire, or none left to send with)."""
+    UNAVAILABLE = "unavailable"
+    """The owner could not be reached, or said it cannot serve now (UNAVAILABLE)."""
+    OWNER_FAILED = "owner_failed"
+    """The owner answered with a failure of its own (INTERNAL, UNKNOWN, DATA_LOSS, RESOURCE_EXHAUSTED)."""
+    NOT_FOUND = "not_found"
+    """The owner answered that the entity does not exist."""
+    REFUSED = "refused"
+    """The owner answered "no" to the request itself (INVALID_ARGUMENT, FAILED_PRECONDITION, ...)."""
+
+
+_CAUSES = {
+    grpc.StatusCode.UNAVAILABLE: Cause.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Cause.DEADLINE_EXCEEDED,
+    grpc.StatusCode.NOT_FOUND: Cause.NOT_FOUND,
+    grpc.StatusCode.INTERNAL: Cause.OWNER_FAILED,
+    grpc.StatusCode.UNKNOWN: Cause.OWNER_FAILED,
+    grpc.StatusCode.DATA_LOSS: Cause.OWNER_FAILED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Cause.OWNER_FAILED,
+}
+
+
+class ResilienceError(Exception):
+    """A call through the layer did not produce an answer.
+
+    `detail` says what happened in words of its own (without the downstream or the attempts); `attempts` is
+    how many attempts the call made (set when it leaves the layer); `str()` puts them together once.
+    """
+
+    cause: Cause = Cause.OWNER_FAILED
+
+    def __init__(self, code: grpc.StatusCode, downstream: str, detail: str) -> None:
+        super().__init__(detail)
         self.code = code
         self.downstream = downstream
-        self.reason = reason
+        self.detail = detail
+        self.attempts = 1
         self.origin: str | None = None  # set by the transport from the ORIGIN_METADATA trailer
+
+    @property
+    def reason(self) -> str:
+        """What happened and how hard the layer tried, without the downstream: "deadline exceeded after 2 attempts"."""
+        return self.detail if self.attempts <= 1 else f"{self.detail} after {self.attempts} attempts"
+
+    def __str__(self) -> str:
+        return f"{self.downstream}: {self.reason}"
 
     def origin_metadata(self) -> tuple[tuple[str, str], ...]:
         """The trailer a server answering with this error adds, naming where the failure began."""
@@ -36,6 +87,8 @@ class ResilienceError(Exception):
 
 class CircuitOpen(ResilienceError):
     """The circuit breaker refused the call; nothing was sent."""
+
+    cause = Cause.CIRCUIT_OPEN
 
     def __init__(self, downstream: str, replica: str | None = None) -> None:
         where = f" ({replica})" if replica else ""
@@ -46,6 +99,8 @@ class CircuitOpen(ResilienceError):
 class BulkheadFull(ResilienceError):
     """The downstream's concurrency limit stayed full for longer than the bulkhead's wait; nothing was sent."""
 
+    cause = Cause.BULKHEAD_FULL
+
     def __init__(self, downstream: str, limit: int) -> None:
         super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, downstream, f"bulkhead full ({limit} calls in flight)")
         self.limit = limit
@@ -53,6 +108,8 @@ class BulkheadFull(ResilienceError):
 
 class DeadlineExceeded(ResilienceError):
     """The deadline passed. `sent` is False when the layer gave up before anything went on the wire."""
+
+    cause = Cause.DEADLINE_EXCEEDED
 
     def __init__(self, downstream: str, reason: str = "deadline exceeded", *, sent: bool = True) -> None:
         super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, downstream, reason)
@@ -63,10 +120,9 @@ class StatusError(ResilienceError):
     """The owner (or grpc on its behalf) answered with a non-OK status."""
 
     def __init__(self, code: grpc.StatusCode, downstream: str, details: str, replica: str | None = None) -> None:
-        reason = f"{code.name}: {details}" if details else code.name
-        super().__init__(code, downstream, reason)
-        # The reason keeps the code (it labels stale and missing parts); the message a server answers with
-        # does not, because the status it travels in already carries the code.
-        self.args = (f"{downstream}: {details or code.name}",)
+        # The detail keeps the code (it labels stale and missing parts, where nothing else shows the code).
+        super().__init__(code, downstream, f"{code.name}: {details}" if details else code.name)
         self.details = details
+        """The owner's own message."""
         self.replica = replica
+        self.cause = _CAUSES.get(code, Cause.REFUSED)

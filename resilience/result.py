@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from resilience.errors import ResilienceError
+
 T = TypeVar("T")
 
 
@@ -22,7 +24,8 @@ class Source(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Provenance:
-    """How a response was obtained. `age` is in seconds (0.0 for live); `reason` says why it is not live."""
+    """How a response was obtained. `age` is in seconds (0.0 for live); `error` is why a STALE answer is not
+    live (the failure of the call that could not be made), with its attempts."""
 
     source: Source = Source.LIVE
     age: float = 0.0
@@ -30,7 +33,12 @@ class Provenance:
     hedged: bool = False
     hedge_won: bool = False
     replica: str | None = None
-    reason: str = ""
+    error: ResilienceError | None = None
+
+    @property
+    def reason(self) -> str:
+        """Why it is not live, in words ("" when it is): the error's own reason."""
+        return "" if self.error is None else self.error.reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,8 +111,8 @@ class Traced:
             attributes["resilience.error"] = error
         if stats.cache:
             attributes["resilience.cache"] = stats.cache
-        if stats.reason:
-            attributes["resilience.reason"] = stats.reason
+        if stats.error is not None:
+            attributes["resilience.reason"] = stats.error.reason
         if stats.tried:
             attributes["resilience.tried"] = list(stats.tried)
         replica = stats.replica or (stats.tried[-1] if stats.tried else None)

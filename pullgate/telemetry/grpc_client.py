@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.grpc._aio_client import UnaryUnaryAioClientIn
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
-from resilience.hedge import LOSER
+from resilience import HEDGE_LOSER
 
 CANCELLED_CODE = grpc.StatusCode.CANCELLED.value[0]
 
@@ -35,7 +35,7 @@ def mark_cancelled(span: Span, cancelled: asyncio.CancelledError) -> None:
     """Label a client span whose call was cancelled by its caller; a hedge loser says so."""
     span.set_attribute("rpc.grpc.status_code", CANCELLED_CODE)
     span.set_attribute("pullgate.cancelled", True)
-    span.set_attribute("resilience.hedge_loser", LOSER in cancelled.args)
+    span.set_attribute("resilience.hedge_loser", HEDGE_LOSER in cancelled.args)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -38,7 +38,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from pullgate.telemetry.grpc_client import rpc_attributes
-from resilience.server import HandlerMemo
+from resilience import HandlerMemo
 
 _OK = grpc.StatusCode.OK
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}

@@ -26,23 +26,13 @@ DEGRADED = _meter.create_counter(
 
 _SOURCES = {pb.SOURCE_LIVE: "live", pb.SOURCE_CACHED: "cached", pb.SOURCE_STALE: "stale",
             pb.SOURCE_MISSING: "missing"}
-_REASONS = (  # (words in a part's reason, its class); the first match wins
-    ("circuit open", "circuit_open"),
-    ("bulkhead full", "bulkhead_full"),
-    ("deadline", "deadline_exceeded"),
-    ("DEADLINE_EXCEEDED", "deadline_exceeded"),
-    ("UNAVAILABLE", "unavailable"),
-    ("RESOURCE_EXHAUSTED", "resource_exhausted"),
-    ("INTERNAL", "internal"),
-)
+_CAUSES = {value: name.removeprefix("CAUSE_").lower() for name, value in pb.Cause.items()}
 
 
-def reason_class(reason: str) -> str:
-    """A free-text reason ("circuit open (10.0.0.3:50051)") as a label with few values ("circuit_open")."""
-    for words, label in _REASONS:
-        if words in reason:
-            return label
-    return "other" if reason else "unknown"
+def cause_label(part: pb.PartStatus) -> str:
+    """The metric label of why a part is not live: its cause's name (CAUSE_CIRCUIT_OPEN -> "circuit_open"),
+    never read from the reason's words, so the label set is the enum's and small."""
+    return _CAUSES.get(part.cause, "unspecified")
 
 
 def annotate_view(consistency: str, parts: Sequence[pb.PartStatus], degraded: bool) -> None:
@@ -55,7 +45,7 @@ def annotate_view(consistency: str, parts: Sequence[pb.PartStatus], degraded: bo
         source = _SOURCES.get(part.source, "unknown")
         PARTS.add(1, {"part": part.part.partition(":")[0], "source": source})
         if source in ("stale", "missing"):
-            reasons.add(reason_class(part.reason))
+            reasons.add(cause_label(part))
         if recording:
             age = part.age.ToNanoseconds() / 1e9
             labelled.append(f"{part.part}={source}" + (f" age={age:.3f}s" if source != "live" else "")

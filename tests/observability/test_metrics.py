@@ -54,7 +54,7 @@ async def test_the_gateway_serves_resilience_and_view_metrics(system: System) ->
     assert value(samples, "resilience_cache_requests_total", downstream="orders", result="hit") >= 1
     assert value(samples, "resilience_cache_requests_total", downstream="orders", result="miss") >= 1
     assert value(samples, "resilience_call_duration_seconds_count", downstream="inventory", outcome="failure") >= 1
-    reasons = {"consistency": "bounded_staleness", "reason": "internal"}
+    reasons = {"consistency": "bounded_staleness", "reason": "owner_failed"}
     assert value(samples, "pullgate_gateway_degraded_responses_total", **reasons) >= 1
     assert value(samples, "pullgate_gateway_parts_total", part="stock") >= 1
     states = [s for s in samples if s.name == "resilience_breaker_state"]

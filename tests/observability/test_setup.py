@@ -12,8 +12,9 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from pullgate import topology
+from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.telemetry import logs, metrics, tracing
-from pullgate.telemetry.views import reason_class
+from pullgate.telemetry.views import cause_label
 from pullgate.tools import launcher
 
 
@@ -91,9 +92,10 @@ def test_text_log_lines_append_the_ids() -> None:
     assert _line(logs.TextFormatter("gateway")).endswith(f"trace_id={0xABC:032x} span_id={0xDEF:016x}")
 
 
-def test_degraded_reasons_become_few_labels() -> None:
-    """Free-text reasons map to a handful of label values, so the metric's cardinality stays small."""
-    assert reason_class("circuit open (127.0.0.1:5000)") == "circuit_open"
-    assert reason_class("customers: deadline exceeded at 10.0.0.1:1") == "deadline_exceeded"
-    assert reason_class("UNAVAILABLE: connection refused") == "unavailable"
-    assert reason_class("something new") == "other"
+def test_degraded_labels_come_from_the_cause_not_the_words() -> None:
+    """A part's label is its cause's name, whatever its reason says, so the label set stays the enum's."""
+    part = pb.PartStatus(reason="customers: deadline exceeded at 10.0.0.1:1", cause=pb.CAUSE_CIRCUIT_OPEN)
+    assert cause_label(part) == "circuit_open"
+    assert cause_label(pb.PartStatus(cause=pb.CAUSE_OWNER_FAILED)) == "owner_failed"
+    assert {cause_label(pb.PartStatus(cause=c)) for c in pb.Cause.values()} == {
+        n.removeprefix("CAUSE_").lower() for n, _ in pb.Cause.items()}

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import resilience
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "resilience.md"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "resilience.md"
 
 DOCUMENTED = {
+    "Behavior",
+    "Cause",
+    "HEDGE_LOSER",
+    "HandlerMemo",
+    "UnaryInterceptor",
+    "deadline",
     "BreakerConfig",
     "BudgetConfig",
     "BulkheadConfig",
@@ -46,6 +53,14 @@ def test_all_is_the_documented_list() -> None:
     assert set(resilience.__all__) == DOCUMENTED
     for name in resilience.__all__:
         assert getattr(resilience, name) is not None
+
+
+def test_pullgate_uses_only_the_public_surface() -> None:
+    """pullgate, the gateway and the services import from `resilience` itself, never from its modules."""
+    inside = re.compile(r"^\s*(?:from resilience\.\w+ import|import resilience\.)", re.M)
+    found = [str(p.relative_to(REPO)) for top in ("pullgate", "gateway", "services") for p in (REPO / top).rglob("*.py")
+             if inside.search(p.read_text())]
+    assert not found, f"import these names from `resilience` (export them in its __all__ if needed): {found}"
 
 
 def test_docs_list_the_same_names() -> None:

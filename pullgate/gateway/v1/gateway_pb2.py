@@ -30,7 +30,7 @@ from pullgate.inventory.v1 import inventory_pb2 as pullgate_dot_inventory_dot_v1
 from pullgate.orders.v1 import orders_pb2 as pullgate_dot_orders_dot_v1_dot_orders__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pullgate/gateway/v1/gateway.proto\x12\x13pullgate.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a!pullgate/catalog/v1/catalog.proto\x1a%pullgate/customers/v1/customers.proto\x1a%pullgate/inventory/v1/inventory.proto\x1a\x1fpullgate/orders/v1/orders.proto\"v\n\x0bReadOptions\x12\x35\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32 .pullgate.gateway.v1.Consistency\x12\x30\n\rmax_staleness\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x7f\n\nPartStatus\x12\x0c\n\x04part\x18\x01 \x01(\t\x12+\n\x06source\x18\x02 \x01(\x0e\x32\x1b.pullgate.gateway.v1.Source\x12&\n\x03\x61ge\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x85\x01\n\x08LineView\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12-\n\x07product\x18\x03 \x01(\x0b\x32\x1c.pullgate.catalog.v1.Product\x12+\n\x05stock\x18\x04 \x01(\x0b\x32\x1c.pullgate.inventory.v1.Stock\"\x96\x01\n\tOrderView\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.pullgate.orders.v1.Order\x12\x31\n\x08\x63ustomer\x18\x02 \x01(\x0b\x32\x1f.pullgate.customers.v1.Customer\x12,\n\x05lines\x18\x03 \x03(\x0b\x32\x1d.pullgate.gateway.v1.LineView\"u\n\x10\x43ustomerOverview\x12\x31\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1f.pullgate.customers.v1.Customer\x12.\n\x06orders\x18\x02 \x03(\x0b\x32\x1e.pullgate.gateway.v1.OrderView\"W\n\x13GetOrderViewRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12.\n\x04read\x18\x02 \x01(\x0b\x32 .pullgate.gateway.v1.ReadOptions\"\x86\x01\n\x14GetOrderViewResponse\x12,\n\x04view\x18\x01 \x01(\x0b\x32\x1e.pullgate.gateway.v1.OrderView\x12.\n\x05parts\x18\x02 \x03(\x0b\x32\x1f.pullgate.gateway.v1.PartStatus\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\"t\n\x1aGetCustomerOverviewRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12.\n\x04read\x18\x03 \x01(\x0b\x32 .pullgate.gateway.v1.ReadOptions\"\x98\x01\n\x1bGetCustomerOverviewResponse\x12\x37\n\x08overview\x18\x01 \x01(\x0b\x32%.pullgate.gateway.v1.CustomerOverview\x12.\n\x05parts\x18\x02 \x03(\x0b\x32\x1f.pullgate.gateway.v1.PartStatus\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\"o\n\x11PlaceOrderRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12,\n\x05lines\x18\x03 \x03(\x0b\x32\x1d.pullgate.orders.v1.OrderLine\">\n\x12PlaceOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.pullgate.orders.v1.Order*\x80\x01\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONSISTENCY_STRONG\x10\x01\x12!\n\x1d\x43ONSISTENCY_BOUNDED_STALENESS\x10\x02\x12\x19\n\x15\x43ONSISTENCY_AVAILABLE\x10\x03*j\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSOURCE_LIVE\x10\x01\x12\x11\n\rSOURCE_CACHED\x10\x02\x12\x10\n\x0cSOURCE_STALE\x10\x03\x12\x12\n\x0eSOURCE_MISSING\x10\x04\x32\xdd\x02\n\x0eGatewayService\x12h\n\x0cGetOrderView\x12(.pullgate.gateway.v1.GetOrderViewRequest\x1a).pullgate.gateway.v1.GetOrderViewResponse\"\x03\x90\x02\x01\x12}\n\x13GetCustomerOverview\x12/.pullgate.gateway.v1.GetCustomerOverviewRequest\x1a\x30.pullgate.gateway.v1.GetCustomerOverviewResponse\"\x03\x90\x02\x01\x12\x62\n\nPlaceOrder\x12&.pullgate.gateway.v1.PlaceOrderRequest\x1a\'.pullgate.gateway.v1.PlaceOrderResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pullgate/gateway/v1/gateway.proto\x12\x13pullgate.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a!pullgate/catalog/v1/catalog.proto\x1a%pullgate/customers/v1/customers.proto\x1a%pullgate/inventory/v1/inventory.proto\x1a\x1fpullgate/orders/v1/orders.proto\"v\n\x0bReadOptions\x12\x35\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32 .pullgate.gateway.v1.Consistency\x12\x30\n\rmax_staleness\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xee\x01\n\nPartStatus\x12\x0c\n\x04part\x18\x01 \x01(\t\x12+\n\x06source\x18\x02 \x01(\x0e\x32\x1b.pullgate.gateway.v1.Source\x12&\n\x03\x61ge\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12)\n\x05\x63\x61use\x18\x05 \x01(\x0e\x32\x1a.pullgate.gateway.v1.Cause\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x30\n\rmax_staleness\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x85\x01\n\x08LineView\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12-\n\x07product\x18\x03 \x01(\x0b\x32\x1c.pullgate.catalog.v1.Product\x12+\n\x05stock\x18\x04 \x01(\x0b\x32\x1c.pullgate.inventory.v1.Stock\"\x96\x01\n\tOrderView\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.pullgate.orders.v1.Order\x12\x31\n\x08\x63ustomer\x18\x02 \x01(\x0b\x32\x1f.pullgate.customers.v1.Customer\x12,\n\x05lines\x18\x03 \x03(\x0b\x32\x1d.pullgate.gateway.v1.LineView\"u\n\x10\x43ustomerOverview\x12\x31\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1f.pullgate.customers.v1.Customer\x12.\n\x06orders\x18\x02 \x03(\x0b\x32\x1e.pullgate.gateway.v1.OrderView\"W\n\x13GetOrderViewRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12.\n\x04read\x18\x02 \x01(\x0b\x32 .pullgate.gateway.v1.ReadOptions\"\x86\x01\n\x14GetOrderViewResponse\x12,\n\x04view\x18\x01 \x01(\x0b\x32\x1e.pullgate.gateway.v1.OrderView\x12.\n\x05parts\x18\x02 \x03(\x0b\x32\x1f.pullgate.gateway.v1.PartStatus\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\"t\n\x1aGetCustomerOverviewRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12.\n\x04read\x18\x03 \x01(\x0b\x32 .pullgate.gateway.v1.ReadOptions\"\x98\x01\n\x1bGetCustomerOverviewResponse\x12\x37\n\x08overview\x18\x01 \x01(\x0b\x32%.pullgate.gateway.v1.CustomerOverview\x12.\n\x05parts\x18\x02 \x03(\x0b\x32\x1f.pullgate.gateway.v1.PartStatus\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\"o\n\x11PlaceOrderRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12,\n\x05lines\x18\x03 \x03(\x0b\x32\x1d.pullgate.orders.v1.OrderLine\">\n\x12PlaceOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.pullgate.orders.v1.Order*\x80\x01\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONSISTENCY_STRONG\x10\x01\x12!\n\x1d\x43ONSISTENCY_BOUNDED_STALENESS\x10\x02\x12\x19\n\x15\x43ONSISTENCY_AVAILABLE\x10\x03*j\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSOURCE_LIVE\x10\x01\x12\x11\n\rSOURCE_CACHED\x10\x02\x12\x10\n\x0cSOURCE_STALE\x10\x03\x12\x12\n\x0eSOURCE_MISSING\x10\x04*\xc3\x01\n\x05\x43\x61use\x12\x15\n\x11\x43\x41USE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x41USE_CIRCUIT_OPEN\x10\x01\x12\x17\n\x13\x43\x41USE_BULKHEAD_FULL\x10\x02\x12\x1b\n\x17\x43\x41USE_DEADLINE_EXCEEDED\x10\x03\x12\x15\n\x11\x43\x41USE_UNAVAILABLE\x10\x04\x12\x16\n\x12\x43\x41USE_OWNER_FAILED\x10\x05\x12\x13\n\x0f\x43\x41USE_NOT_FOUND\x10\x06\x12\x11\n\rCAUSE_REFUSED\x10\x07\x32\xdd\x02\n\x0eGatewayService\x12h\n\x0cGetOrderView\x12(.pullgate.gateway.v1.GetOrderViewRequest\x1a).pullgate.gateway.v1.GetOrderViewResponse\"\x03\x90\x02\x01\x12}\n\x13GetCustomerOverview\x12/.pullgate.gateway.v1.GetCustomerOverviewRequest\x1a\x30.pullgate.gateway.v1.GetCustomerOverviewResponse\"\x03\x90\x02\x01\x12\x62\n\nPlaceOrder\x12&.pullgate.gateway.v1.PlaceOrderRequest\x1a\'.pullgate.gateway.v1.PlaceOrderResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,32 +43,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATEWAYSERVICE'].methods_by_name['GetCustomerOverview']._serialized_options = b'\220\002\001'
   _globals['_GATEWAYSERVICE'].methods_by_name['PlaceOrder']._loaded_options = None
   _globals['_GATEWAYSERVICE'].methods_by_name['PlaceOrder']._serialized_options = b'\220\002\002'
-  _globals['_CONSISTENCY']._serialized_start=1570
-  _globals['_CONSISTENCY']._serialized_end=1698
-  _globals['_SOURCE']._serialized_start=1700
-  _globals['_SOURCE']._serialized_end=1806
+  _globals['_CONSISTENCY']._serialized_start=1682
+  _globals['_CONSISTENCY']._serialized_end=1810
+  _globals['_SOURCE']._serialized_start=1812
+  _globals['_SOURCE']._serialized_end=1918
+  _globals['_CAUSE']._serialized_start=1921
+  _globals['_CAUSE']._serialized_end=2116
   _globals['_READOPTIONS']._serialized_start=236
   _globals['_READOPTIONS']._serialized_end=354
-  _globals['_PARTSTATUS']._serialized_start=356
-  _globals['_PARTSTATUS']._serialized_end=483
-  _globals['_LINEVIEW']._serialized_start=486
-  _globals['_LINEVIEW']._serialized_end=619
-  _globals['_ORDERVIEW']._serialized_start=622
-  _globals['_ORDERVIEW']._serialized_end=772
-  _globals['_CUSTOMEROVERVIEW']._serialized_start=774
-  _globals['_CUSTOMEROVERVIEW']._serialized_end=891
-  _globals['_GETORDERVIEWREQUEST']._serialized_start=893
-  _globals['_GETORDERVIEWREQUEST']._serialized_end=980
-  _globals['_GETORDERVIEWRESPONSE']._serialized_start=983
-  _globals['_GETORDERVIEWRESPONSE']._serialized_end=1117
-  _globals['_GETCUSTOMEROVERVIEWREQUEST']._serialized_start=1119
-  _globals['_GETCUSTOMEROVERVIEWREQUEST']._serialized_end=1235
-  _globals['_GETCUSTOMEROVERVIEWRESPONSE']._serialized_start=1238
-  _globals['_GETCUSTOMEROVERVIEWRESPONSE']._serialized_end=1390
-  _globals['_PLACEORDERREQUEST']._serialized_start=1392
-  _globals['_PLACEORDERREQUEST']._serialized_end=1503
-  _globals['_PLACEORDERRESPONSE']._serialized_start=1505
-  _globals['_PLACEORDERRESPONSE']._serialized_end=1567
-  _globals['_GATEWAYSERVICE']._serialized_start=1809
-  _globals['_GATEWAYSERVICE']._serialized_end=2158
+  _globals['_PARTSTATUS']._serialized_start=357
+  _globals['_PARTSTATUS']._serialized_end=595
+  _globals['_LINEVIEW']._serialized_start=598
+  _globals['_LINEVIEW']._serialized_end=731
+  _globals['_ORDERVIEW']._serialized_start=734
+  _globals['_ORDERVIEW']._serialized_end=884
+  _globals['_CUSTOMEROVERVIEW']._serialized_start=886
+  _globals['_CUSTOMEROVERVIEW']._serialized_end=1003
+  _globals['_GETORDERVIEWREQUEST']._serialized_start=1005
+  _globals['_GETORDERVIEWREQUEST']._serialized_end=1092
+  _globals['_GETORDERVIEWRESPONSE']._serialized_start=1095
+  _globals['_GETORDERVIEWRESPONSE']._serialized_end=1229
+  _globals['_GETCUSTOMEROVERVIEWREQUEST']._serialized_start=1231
+  _globals['_GETCUSTOMEROVERVIEWREQUEST']._serialized_end=1347
+  _globals['_GETCUSTOMEROVERVIEWRESPONSE']._serialized_start=1350
+  _globals['_GETCUSTOMEROVERVIEWRESPONSE']._serialized_end=1502
+  _globals['_PLACEORDERREQUEST']._serialized_start=1504
+  _globals['_PLACEORDERREQUEST']._serialized_end=1615
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1617
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1679
+  _globals['_GATEWAYSERVICE']._serialized_start=2119
+  _globals['_GATEWAYSERVICE']._serialized_end=2468
 # @@protoc_insertion_point(module_scope)

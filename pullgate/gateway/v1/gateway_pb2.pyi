@@ -85,6 +85,50 @@ SOURCE_MISSING: Source.ValueType  # 4
 """Not in the response."""
 Global___Source: _TypeAlias = Source  # noqa: Y015
 
+class _Cause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAUSE_UNSPECIFIED: _Cause.ValueType  # 0
+    """The part is live or cached."""
+    CAUSE_CIRCUIT_OPEN: _Cause.ValueType  # 1
+    """The owner's breaker was open for every replica; nothing was sent."""
+    CAUSE_BULKHEAD_FULL: _Cause.ValueType  # 2
+    """Too many calls were in flight to the owner; nothing was sent."""
+    CAUSE_DEADLINE_EXCEEDED: _Cause.ValueType  # 3
+    """The owner did not answer in time."""
+    CAUSE_UNAVAILABLE: _Cause.ValueType  # 4
+    """The owner could not be reached, or said it cannot serve now."""
+    CAUSE_OWNER_FAILED: _Cause.ValueType  # 5
+    """The owner answered with a failure of its own."""
+    CAUSE_NOT_FOUND: _Cause.ValueType  # 6
+    """The owner answered that the entity does not exist (or left it out of a batch answer)."""
+    CAUSE_REFUSED: _Cause.ValueType  # 7
+    """The owner refused the request itself."""
+
+class Cause(_Cause, metaclass=_CauseEnumTypeWrapper):
+    """Cause says, as a value, why a part is stale or missing; the reason says it in words."""
+
+CAUSE_UNSPECIFIED: Cause.ValueType  # 0
+"""The part is live or cached."""
+CAUSE_CIRCUIT_OPEN: Cause.ValueType  # 1
+"""The owner's breaker was open for every replica; nothing was sent."""
+CAUSE_BULKHEAD_FULL: Cause.ValueType  # 2
+"""Too many calls were in flight to the owner; nothing was sent."""
+CAUSE_DEADLINE_EXCEEDED: Cause.ValueType  # 3
+"""The owner did not answer in time."""
+CAUSE_UNAVAILABLE: Cause.ValueType  # 4
+"""The owner could not be reached, or said it cannot serve now."""
+CAUSE_OWNER_FAILED: Cause.ValueType  # 5
+"""The owner answered with a failure of its own."""
+CAUSE_NOT_FOUND: Cause.ValueType  # 6
+"""The owner answered that the entity does not exist (or left it out of a batch answer)."""
+CAUSE_REFUSED: Cause.ValueType  # 7
+"""The owner refused the request itself."""
+Global___Cause: _TypeAlias = Cause  # noqa: Y015
+
 @_typing.final
 class ReadOptions(_message.Message):
     """ReadOptions is the caller's choice between consistency and availability."""
@@ -123,15 +167,26 @@ class PartStatus(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     AGE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    MAX_STALENESS_FIELD_NUMBER: _builtins.int
     part: _builtins.str
     """Which part, for example "customer:1" or "stock:SKU-1"."""
     source: Global___Source.ValueType
     """Where it came from."""
     reason: _builtins.str
-    """Why the part is not live, for example "catalog: circuit open"."""
+    """Why the part is not live, in words, for example "catalog: circuit open (127.0.0.1:50052)"."""
+    cause: Global___Cause.ValueType
+    """Why the part is not live, as a value; unspecified for live and cached parts."""
+    attempts: _builtins.int
+    """How many attempts the owner call made; 0 for a part served from the cache."""
     @_builtins.property
     def age(self) -> _duration_pb2.Duration:
         """How old the data is; zero for live data."""
+
+    @_builtins.property
+    def max_staleness(self) -> _duration_pb2.Duration:
+        """The staleness bound the part was judged by; unset when any age was acceptable (an available read)."""
 
     def __init__(
         self,
@@ -140,10 +195,13 @@ class PartStatus(_message.Message):
         source: Global___Source.ValueType = ...,
         age: _duration_pb2.Duration | None = ...,
         reason: _builtins.str = ...,
+        cause: Global___Cause.ValueType = ...,
+        attempts: _builtins.int = ...,
+        max_staleness: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["age", b"age"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "max_staleness", b"max_staleness"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "part", b"part", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "attempts", b"attempts", "cause", b"cause", "max_staleness", b"max_staleness", "part", b"part", "reason", b"reason", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
