@@ -63,10 +63,7 @@ class ServeOptions:
     @property
     def database(self) -> Path:
         """Where this service keeps its private database: the topology's file name under `data_dir`."""
-        name = topology.service(self.name).database
-        if name is None:
-            raise ValueError(f"{self.name} stores nothing (pullgate/topology.py gives it no database)")
-        return self.data_dir / name
+        return topology.database_path(self.name, self.data_dir)
 
 
 App = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[Sequence[Binding]]]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,14 @@ def stages(services: tuple[Service, ...] = SERVICES) -> tuple[tuple[str, ...], .
     return tuple(out)
 
 
+def database_path(name: str, data_dir: Path) -> Path:
+    """Where service `name` keeps its database under `data_dir`; ValueError for a service that stores nothing."""
+    database = service(name).database
+    if database is None:
+        raise ValueError(f"{name} stores nothing (pullgate/topology.py gives it no database)")
+    return data_dir / database
+
+
 def check(services: Iterable[Service] = SERVICES) -> None:
     """Raise ValueError if the topology contradicts itself (tests call this; so does the launcher)."""
     seen: dict[str, Service] = {}
@@ -145,5 +154,5 @@ def check(services: Iterable[Service] = SERVICES) -> None:
     stages(tuple(seen.values()))
 
 
-__all__ = ["ENTRY", "SERVICES", "Service", "UnknownService", "callers", "check", "downstreams", "names", "owners",
-           "service", "stages"]
+__all__ = ["ENTRY", "SERVICES", "Service", "UnknownService", "callers", "check", "database_path", "downstreams",
+           "names", "owners", "service", "stages"]

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pullgate import topology
 from pullgate.orders.v1 import orders_pb2
 from services import demo
 
@@ -111,8 +112,8 @@ def _by_id(item: tuple[str, object]) -> tuple[int, str]:
 def check_placement(data_dir: Path, initial_stock: Mapping[str, int] | None = None) -> PlacementCheck:
     """Check `data_dir`'s orders.db and inventory.db; `initial_stock` per sku defaults to the demo seed's."""
     initial = dict(initial_stock) if initial_stock is not None else {s.sku: s.initial for s in demo.STOCK}
-    orders = _orders(data_dir / "orders.db")
-    stock, reservations = _inventory(data_dir / "inventory.db")
+    orders = _orders(topology.database_path("orders", data_dir))
+    stock, reservations = _inventory(topology.database_path("inventory", data_dir))
     live = {rid: r for rid, r in reservations.items() if not r.released}
     violations: list[str] = []
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from pullgate import topology
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.customers.v1 import customers_pb2, customers_pb2_grpc
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -78,7 +79,7 @@ def _connect(db: Path) -> sqlite3.Connection:
 
 def read_orders(data_dir: Path) -> list[OrderRecord]:
     """Every order in `<data_dir>/orders.db`, oldest first."""
-    with contextlib.closing(_connect(data_dir / "orders.db")) as conn:
+    with contextlib.closing(_connect(topology.database_path("orders", data_dir))) as conn:
         lines: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for row in conn.execute("SELECT order_id, sku, quantity FROM order_lines ORDER BY order_id, line_no"):
             lines[row["order_id"]].append((row["sku"], row["quantity"]))
@@ -98,7 +99,7 @@ def read_orders(data_dir: Path) -> list[OrderRecord]:
 
 def read_reservations(data_dir: Path) -> list[Reservation]:
     """Every reservation in `<data_dir>/inventory.db` with its lines."""
-    with contextlib.closing(_connect(data_dir / "inventory.db")) as conn:
+    with contextlib.closing(_connect(topology.database_path("inventory", data_dir))) as conn:
         lines: dict[str, list[tuple[str, int, int, int]]] = defaultdict(list)
         for row in conn.execute("SELECT reservation_id, sku, quantity, available_after, reserved_after "
                                 "FROM reservation_lines"):

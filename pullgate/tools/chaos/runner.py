@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from pullgate import topology
 from pullgate.tools.chaos import invariants, timeline
 from pullgate.tools.chaos.actions import Actions, InjectionUnavailable, injection_available
 from pullgate.tools.chaos.load import DEFAULT_MIX, Load
@@ -146,7 +147,7 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
         progress.add(call)
         healing.check()
 
-    load = Load(before.addresses("gateway")[0], settings.rate, record, settings.seed, settings.deadline,
+    load = Load(before.addresses(topology.ENTRY)[0], settings.rate, record, settings.seed, settings.deadline,
                 settings.mix, settings.max_in_flight, on_call=on_call)
     stop_watching, stop_load, stop_faults = asyncio.Event(), asyncio.Event(), asyncio.Event()
     watching = [asyncio.create_task(sampler.run(stop_watching)), asyncio.create_task(watch.run(stop_watching))]
