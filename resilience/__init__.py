@@ -22,6 +22,7 @@ from resilience.config import (
 )
 from resilience.deadline import Deadline
 from resilience.downstream import Downstream
+from resilience.durations import DurationError, Seconds, format_duration, parse_duration, parse_seconds
 from resilience.errors import BulkheadFull, CircuitOpen, DeadlineExceeded, ResilienceError, StatusError
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
@@ -43,6 +44,7 @@ __all__ = [
     "DeadlineInterceptor",
     "Downstream",
     "DownstreamConfig",
+    "DurationError",
     "HedgingConfig",
     "Idempotency",
     "Method",
@@ -52,9 +54,13 @@ __all__ = [
     "ResilienceError",
     "Result",
     "RetryConfig",
+    "Seconds",
     "Source",
     "StatusError",
     "SystemClock",
     "TimeoutConfig",
     "classify",
+    "format_duration",
+    "parse_duration",
+    "parse_seconds",
 ]

@@ -23,6 +23,7 @@ DOCUMENTED = {
     "DeadlineInterceptor",
     "Downstream",
     "DownstreamConfig",
+    "DurationError",
     "HedgingConfig",
     "Idempotency",
     "Method",
@@ -33,11 +34,15 @@ DOCUMENTED = {
     "Result",
     "RetryConfig",
     "SYSTEM_CLOCK",
+    "Seconds",
     "Source",
     "StatusError",
     "SystemClock",
     "TimeoutConfig",
     "classify",
+    "format_duration",
+    "parse_duration",
+    "parse_seconds",
 }
 
 
