@@ -1,5 +1,7 @@
 """The `--faults` grammar: text to a FaultSpec, refusing a bad spec as a whole and naming the bad clause.
 
+Durations (`delay:500ms`) are the one duration grammar (`resilience.parse_duration`, unit required); a delay
+then has rules of its own (whole milliseconds, at most MAX_DELAY), checked after parsing with their own message.
 The whole grammar is in the package docstring and docs/faults.md.
 """
 
@@ -23,11 +25,11 @@ from pullgate.faults.spec import (
     FaultSpecError,
     Hang,
 )
+from resilience import DurationError, parse_duration
 
 __all__ = ["FaultSpecError", "parse_faults"]
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s)")
 _CODES = {code.name: code for code in grpc.StatusCode if code is not grpc.StatusCode.OK}
 
 
@@ -89,17 +91,16 @@ def _parse_fault(text: str) -> Fault:
 
 
 def _parse_delay(text: str) -> float:
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        hint = "needs a unit: ms or s" if _NUMBER.fullmatch(text) else "is not a duration"
-        raise FaultSpecError(f"duration {text!r} {hint} (for example 500ms or 1.5s)")
-    number, unit = match.groups()
-    ms = Decimal(number) * (1000 if unit == "s" else 1)
-    if ms != ms.to_integral_value():
+    """A delay's seconds: a duration, then whole milliseconds and at most MAX_DELAY."""
+    try:
+        seconds = parse_duration(text)
+    except DurationError as error:
+        raise FaultSpecError(str(error)) from None
+    if not seconds.is_integer() and round(seconds * 1000) / 1000 != seconds:
         raise FaultSpecError(f"duration {text!r} is finer than 1ms")
-    if ms > Decimal(MAX_DELAY) * 1000:
+    if seconds > MAX_DELAY:
         raise FaultSpecError(f"duration {text!r} is longer than {MAX_DELAY:g}s; use hang to wait for cancellation")
-    return int(ms) / 1000
+    return seconds
 
 
 def _parse_percent(text: str) -> float:

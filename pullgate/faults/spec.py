@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from resilience import format_duration
+
 __all__ = ["MAX_DELAY", "Clause", "Delay", "Error", "Fault", "FaultSpec", "FaultSpecError", "Hang"]
 
 MAX_DELAY = 3600.0
@@ -62,8 +64,7 @@ class Delay:
         _check_percent(self.percent)
 
     def __str__(self) -> str:
-        ms = round(self.seconds * 1000)
-        duration = f"{ms // 1000}s" if ms % 1000 == 0 and ms else f"{ms}ms"
+        duration = format_duration(round(self.seconds * 1000) / 1000)  # whole seconds as s, otherwise ms
         return f"delay:{duration}@{_format_percent(self.percent)}"
 
 
