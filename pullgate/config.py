@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pullgate import topology
-from resilience import DurationError, ResilienceConfig, Seconds, parse_seconds
-from resilience.config import ConfigError
+from resilience import ConfigError, DurationError, ResilienceConfig, Seconds, parse_seconds
 
 
 class _Seconds:

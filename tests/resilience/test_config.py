@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import typing
 from pathlib import Path
 
 import pytest
 
-from resilience import ConfigError, DownstreamConfig, ResilienceConfig, RetryConfig
+from resilience import ConfigError, DownstreamConfig, ResilienceConfig, RetryConfig, Seconds
+from resilience.config import POLICIES
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "resilience.md"
 
 
 def test_no_file_gives_the_defaults() -> None:
@@ -71,6 +76,18 @@ def test_a_duration_key_takes_a_number_of_seconds_or_a_duration() -> None:
     assert (default.retry.initial_backoff, default.retry.max_backoff) == (0.02, 0.5)
     assert (default.budget.ttl, default.breaker.reset_timeout, default.bulkhead.max_wait) == (60.0, 5.0, 0.05)
     assert (default.cache.ttl, default.cache.max_staleness, default.cache.max_stale) == (1.0, 30.0, 300.0)
+
+
+def test_the_docs_list_every_duration_key() -> None:
+    """docs/resilience.md names exactly the keys typed Seconds, the ones that take a duration string."""
+    typed = {
+        f"{policy}.{name}"
+        for policy, kind in POLICIES.items()
+        for name, hint in typing.get_type_hints(kind, include_extras=True).items()
+        if hint == Seconds
+    }
+    sentence = DOCS.read_text().split("The duration keys are", 1)[1].split(". Every other", 1)[0]
+    assert set(re.findall(r"`(\w+\.\w+)`", sentence)) == typed
 
 
 def test_a_bad_duration_gets_the_one_message(tmp_path: Path) -> None:
