@@ -1,7 +1,9 @@
 """Durations, written one way wherever a person writes one, so the same text means the same everywhere.
 
-A flag, a config key, a fault spec and a chaos schedule all read durations here, and all refuse a bad one with
-the same message. The grammar (surrounding whitespace is ignored; nothing else is accepted):
+Why here: the layer's config keys take durations, and the layer imports nothing above it, so the services and
+tools built on it read their flags, config files, fault specs and schedules with this module too, and all
+refuse a bad duration with the same message. The grammar (surrounding whitespace is ignored; nothing else is
+accepted):
 
     duration := number unit               500ms, 2s, 1.5m, 1h
     number   := digits ["." digits]       no sign, no exponent, no leading "."
