@@ -1,19 +1,19 @@
 """pullgate's config file (TOML): the gateway's read defaults and the resilience layer's policies.
 
     [gateway]
-    response_margin = 0.05    # seconds kept before a caller's deadline to answer with what has arrived
+    response_margin = "50ms"  # kept before a caller's deadline to answer with what has arrived
 
     [inventory]
-    reservation_hold = 60.0   # seconds a reservation is held for its order before it is released
+    reservation_hold = 60     # seconds a reservation is held for its order before it is released
 
     [resilience.default.retry]   # see docs/resilience.md for every resilience key
     max_attempts = 3
 
     [resilience.catalog.cache]   # the staleness bound for reads that give none, per owner
-    max_staleness = 60.0
+    max_staleness = "1m"
 
-Every key is checked when the file is loaded; a wrong one raises ConfigError naming the key and the file,
-before anything starts.
+A duration is a number of seconds or a duration string (docs/resilience.md#durations). Every key is checked
+when the file is loaded; a wrong one raises ConfigError naming the key and the file, before anything starts.
 """
 
 from __future__ import annotations
@@ -25,36 +25,37 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pullgate import topology
-from resilience import ConfigError, ResilienceConfig
+from resilience import ConfigError, DurationError, ResilienceConfig, Seconds, parse_seconds
 
 
 class _Seconds:
-    """A section whose every key is a duration in seconds that must not be negative."""
+    """A section whose every key is a duration (`Seconds`) that must not be negative. A bad value raises
+    ConfigError naming the field; the loader adds the section and the file."""
 
     def __post_init__(self) -> None:
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if value < 0:
-                raise ValueError(f"{f.name}: must not be negative, got {value}")
+                raise ConfigError(f.name, f"must not be negative, got {value}")
 
 
 @dataclass(frozen=True)
 class GatewayConfig(_Seconds):
     """The gateway's own settings. Durations are in seconds."""
 
-    response_margin: float = 0.05
+    response_margin: Seconds = 0.05
 
 
 @dataclass(frozen=True)
 class InventoryConfig(_Seconds):
     """The inventory service's settings. Durations are in seconds."""
 
-    reservation_hold: float = 60.0
+    reservation_hold: Seconds = 60.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.reservation_hold == 0:
-            raise ValueError("reservation_hold: must be more than 0")
+            raise ConfigError("reservation_hold", "must be more than 0")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ SectionT = TypeVar("SectionT", GatewayConfig, InventoryConfig)
 
 
 def _section(kind: type[SectionT], name: str, data: Any, source: str) -> SectionT:
-    """One table of durations, checked key by key; ConfigError names the key and the file."""
+    """One table of durations, checked key by key; ConfigError names the dotted key and the file."""
     if not isinstance(data, Mapping):
         raise ConfigError(name, "must be a table", source)
     known = {f.name for f in fields(kind)}
@@ -78,14 +79,14 @@ def _section(kind: type[SectionT], name: str, data: Any, source: str) -> Section
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{name}.{key}", f"unknown key (known: {', '.join(sorted(known))})", source)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{name}.{key}", f"must be a number of seconds, got {value!r}", source)
-        values[key] = float(value)
+        try:
+            values[key] = parse_seconds(value)
+        except DurationError as error:
+            raise ConfigError(f"{name}.{key}", str(error), source) from None
     try:
         return kind(**values)
-    except ValueError as error:
-        key, _, why = str(error).partition(": ")
-        raise ConfigError(f"{name}.{key}", why, source) from None
+    except ConfigError as error:
+        raise ConfigError(f"{name}.{error.key}", error.problem, source) from None
 
 
 def from_mapping(data: Mapping[str, Any], source: str) -> Config:

@@ -23,6 +23,7 @@ from resilience.config import (
 )
 from resilience.deadline import Deadline
 from resilience.downstream import Downstream
+from resilience.durations import DurationError, Seconds, format_duration, parse_duration, parse_seconds
 from resilience.errors import BulkheadFull, Cause, CircuitOpen, DeadlineExceeded, ResilienceError, StatusError
 from resilience.hedge import LOSER as HEDGE_LOSER
 from resilience.method import Idempotency, Method
@@ -48,6 +49,7 @@ __all__ = [
     "DeadlineInterceptor",
     "Downstream",
     "DownstreamConfig",
+    "DurationError",
     "HandlerMemo",
     "HedgingConfig",
     "Idempotency",
@@ -58,6 +60,7 @@ __all__ = [
     "ResilienceError",
     "Result",
     "RetryConfig",
+    "Seconds",
     "Source",
     "StatusError",
     "SystemClock",
@@ -65,4 +68,7 @@ __all__ = [
     "UnaryInterceptor",
     "classify",
     "deadline",
+    "format_duration",
+    "parse_duration",
+    "parse_seconds",
 ]

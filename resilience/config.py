@@ -1,12 +1,15 @@
 """Typed, frozen, validated configuration, in gRPC's own words (gRFC A6). Durations are in seconds.
 
+A duration key (a field typed `Seconds`) takes a number of seconds or a duration string like "20ms"
+(the one grammar, in resilience/durations.py); every other number key takes only a number.
+
 With no file, every downstream gets the defaults below. A TOML file overrides them per downstream::
 
     [resilience.default.retry]          # every downstream
     max_attempts = 2
 
     [resilience.catalog.hedging]        # only catalog; keys not given come from [resilience.default.*]
-    hedging_delay = 0.02
+    hedging_delay = "20ms"              # or 0.02
 
     [resilience.inventory.cache]
     enabled = false                     # every policy can be switched off
@@ -25,6 +28,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from resilience.durations import DurationError, Seconds, parse_seconds
 
 
 class ConfigError(ValueError):
@@ -67,8 +72,8 @@ class TimeoutConfig(_Checked):
     bounds each attempt (0 = only the total). Both are clipped by the caller's deadline."""
 
     enabled: bool = True
-    total: float = 5.0
-    per_attempt: float = 1.0
+    total: Seconds = 5.0
+    per_attempt: Seconds = 1.0
     _rules: ClassVar = {"total": (_positive, "> 0"), "per_attempt": (_non_negative, ">= 0")}
 
 
@@ -78,8 +83,8 @@ class RetryConfig(_Checked):
 
     enabled: bool = True
     max_attempts: int = 3
-    initial_backoff: float = 0.02
-    max_backoff: float = 0.5
+    initial_backoff: Seconds = 0.02
+    max_backoff: Seconds = 0.5
     backoff_multiplier: float = 2.0
     _rules: ClassVar = {
         "max_attempts": (lambda v: 1 <= v <= 10, "1..10"),
@@ -96,7 +101,7 @@ class HedgingConfig(_Checked):
 
     enabled: bool = True
     max_attempts: int = 2
-    hedging_delay: float = 0.01
+    hedging_delay: Seconds = 0.01
     percentile: float = 0.95
     max_extra_load: float = 0.05
     _rules: ClassVar = {
@@ -115,7 +120,7 @@ class BudgetConfig(_Checked):
     enabled: bool = True
     token_ratio: float = 0.2
     min_per_second: float = 10.0
-    ttl: float = 10.0
+    ttl: Seconds = 10.0
     _rules: ClassVar = {
         "token_ratio": (lambda v: 0 <= v <= 10, "in [0, 10]"),
         "min_per_second": (_non_negative, ">= 0"),
@@ -129,7 +134,7 @@ class BreakerConfig(_Checked):
 
     enabled: bool = True
     fail_max: int = 5
-    reset_timeout: float = 5.0
+    reset_timeout: Seconds = 5.0
     _rules: ClassVar = {"fail_max": (lambda v: v >= 1, ">= 1"), "reset_timeout": (_positive, "> 0")}
 
 
@@ -140,10 +145,10 @@ class CacheConfig(_Checked):
     when it does not say (the default bound); no caller can get anything older than `max_stale`."""
 
     enabled: bool = True
-    ttl: float = 1.0
+    ttl: Seconds = 1.0
     max_entries: int = 10_000
-    max_staleness: float = 30.0
-    max_stale: float = 300.0
+    max_staleness: Seconds = 30.0
+    max_stale: Seconds = 300.0
     max_stale_entries: int = 10_000
     _rules: ClassVar = {
         "ttl": (_positive, "> 0"),
@@ -165,7 +170,7 @@ class BulkheadConfig(_Checked):
 
     enabled: bool = True
     max_concurrent: int = 100
-    max_wait: float = 0.05
+    max_wait: Seconds = 0.05
     _rules: ClassVar = {"max_concurrent": (lambda v: v >= 1, ">= 1"), "max_wait": (_non_negative, ">= 0")}
 
 
@@ -246,21 +251,32 @@ def _downstream(base: DownstreamConfig, table: Any, path: str, source: str) -> D
 def _policy(base: Any, table: Any, path: str, source: str) -> Any:
     if not isinstance(table, Mapping):
         raise ConfigError(path, "must be a table", source)
-    hints = typing.get_type_hints(type(base))
+    hints = typing.get_type_hints(type(base), include_extras=True)
     names = [f.name for f in dataclasses.fields(base)]
+    values = {}
     for key, value in table.items():
         if key not in names:
             raise ConfigError(f"{path}.{key}", f"unknown key; expected one of {', '.join(names)}", source)
-        want = hints[key]
-        if want is bool:
-            ok = isinstance(value, bool)
-        elif want is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok:
-            raise ConfigError(f"{path}.{key}", f"must be {want.__name__}, got {value!r}", source)
+        values[key] = _value(hints[key], value, f"{path}.{key}", source)
     try:
-        return dataclasses.replace(base, **table)
+        return dataclasses.replace(base, **values)
     except ConfigError as error:
         raise ConfigError(f"{path}.{error.key}", error.problem, source) from None
+
+
+def _value(want: Any, value: Any, key: str, source: str) -> Any:
+    """One key's value as its field's type: a `Seconds` field takes a number of seconds or a duration string."""
+    if want == Seconds:
+        try:
+            return parse_seconds(value)
+        except DurationError as error:
+            raise ConfigError(key, str(error), source) from None
+    if want is bool:
+        ok = isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(key, f"must be {want.__name__}, got {value!r}", source)
+    return value

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pullgate.config import ConfigError, load
+from pullgate.config import ConfigError, GatewayConfig, InventoryConfig, load
 
 
 def _file(tmp_path: Path, text: str) -> Path:
@@ -32,27 +32,58 @@ def test_a_file_overrides_each_section(tmp_path: Path) -> None:
     assert config.resilience.for_downstream("customers").retry.max_attempts == 3
 
 
+def test_durations_take_a_unit_or_a_number_of_seconds(tmp_path: Path) -> None:
+    """Every duration key reads a number of seconds or a duration string, in each section."""
+    config = load(_file(tmp_path, '[gateway]\nresponse_margin = "100ms"\n[inventory]\nreservation_hold = "2m"\n'
+                                  '[resilience.catalog.cache]\nmax_staleness = "10s"\n'))
+    assert config.gateway.response_margin == 0.1
+    assert config.inventory.reservation_hold == 120.0
+    assert config.resilience.for_downstream("catalog").cache.max_staleness == 10.0
+
+
+NOT_A_DURATION = "is not a duration: use a number with a unit, like 500ms, 2s or 1.5m"
+
+
 @pytest.mark.parametrize(
     ("text", "key", "problem"),
     [
         ("[gateway]\nresponse_margn = 1\n", "gateway.response_margn", "unknown key"),
-        ("[gateway]\nresponse_margin = -1\n", "gateway.response_margin", "must not be negative"),
-        ("[inventory]\nreservation_hold = 0\n", "inventory.reservation_hold", "more than 0"),
-        ("[inventory]\nreservation_hold = 'long'\n", "inventory.reservation_hold", "number of seconds"),
-        ("[gatway]\n", "gatway", "unknown section"),
+        ("[gateway]\nresponse_margin = -1\n", "gateway.response_margin", "must not be negative, got -1.0"),
+        ("[gateway]\nresponse_margin = '5x'\n", "gateway.response_margin", f"'5x' {NOT_A_DURATION}"),
+        ("[gateway]\nresponse_margin = true\n", "gateway.response_margin", f"True {NOT_A_DURATION}"),
+        ("[inventory]\nreservation_hold = 0\n", "inventory.reservation_hold", "must be more than 0"),
+        ("[inventory]\nreservation_hold = '0ms'\n", "inventory.reservation_hold", "must be more than 0"),
+        ("[inventory]\nreservation_hold = 'long'\n", "inventory.reservation_hold", f"'long' {NOT_A_DURATION}"),
+        ("[inventory]\nreservation_hodl = 1\n", "inventory.reservation_hodl", "unknown key"),
+        ("[gatway]\n", "gatway", "unknown section (known: gateway, inventory, resilience)"),
         ("[resilience.catalgo.cache]\nttl = 1\n", "resilience.catalgo", "unknown downstream"),
+        ("[resilience.catalog.cache]\nttl = '1 s'\n", "resilience.catalog.cache.ttl", f"'1 s' {NOT_A_DURATION}"),
+        ("[resilience.catalog.cache]\nttl = 0\n", "resilience.catalog.cache.ttl", "must be > 0, got 0.0"),
+        ("[resilience.default.retry]\nmax_attempts = '3'\n", "resilience.default.retry.max_attempts",
+         "must be int, got '3'"),
         ("gateway = 3\n", "gateway", "must be a table"),
         ("[gateway\n", "(file)", "not valid TOML"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_key_and_the_file(tmp_path: Path, text: str, key: str, problem: str) -> None:
-    """Each kind of mistake is a ConfigError naming the key and the file."""
+    """Each kind of mistake is a ConfigError carrying the dotted key and the file, and saying both."""
     path = _file(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load(path)
     assert caught.value.key == key
-    assert problem in str(caught.value)
-    assert str(path) in str(caught.value)
+    assert caught.value.source == str(path)
+    assert problem in caught.value.problem
+    assert str(caught.value) == f"{path}: {key}: {caught.value.problem}"
+
+
+def test_a_section_built_in_code_names_its_field() -> None:
+    """A section built in code is checked the same way; its ConfigError names the field, not a parsed message."""
+    with pytest.raises(ConfigError) as caught:
+        InventoryConfig(reservation_hold=-1.0)
+    assert (caught.value.key, caught.value.problem) == ("reservation_hold", "must not be negative, got -1.0")
+    with pytest.raises(ConfigError) as caught:
+        GatewayConfig(response_margin=-0.5)
+    assert caught.value.key == "response_margin"
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:

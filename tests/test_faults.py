@@ -31,6 +31,7 @@ from pullgate.faults import (
 )
 from pullgate.serving import Binding, ServeOptions, run, running
 
+NOT_A_DURATION = "is not a duration: use a number with a unit, like 500ms, 2s or 1.5m"
 CATALOG = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
 FAULT_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
 
@@ -47,6 +48,7 @@ FAULT_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
         ("hang@1%", FaultSpec((Clause((Hang(1.0),)),))),
         ("error:unavailable@0.5%", FaultSpec((Clause((Error(grpc.StatusCode.UNAVAILABLE, 0.5),)),))),
         ("catalog=delay:1.5s@100%", FaultSpec((Clause((Delay(1.5),), "catalog"),))),
+        ("delay:1.5m;delay:1h", FaultSpec((Clause((Delay(90.0),)), Clause((Delay(3600.0),))))),
         (
             "catalog=delay:500ms@2%,error:UNAVAILABLE@1%;inventory=delay:500ms@2%",
             FaultSpec(
@@ -78,6 +80,7 @@ def test_parses_good_specs(text: str, expected: FaultSpec) -> None:
         ("delay:50ms", "delay:50ms@100%"),
         ("delay:1.5s@2.50%", "delay:1500ms@2.5%"),
         ("delay:2000ms", "delay:2s@100%"),
+        ("delay:0.5m", "delay:30s@100%"),
         ("catalog=error:unavailable@1%,hang@0.0001%", "catalog=error:UNAVAILABLE@1%,hang@0.0001%"),
         ("catalog.GetProduct=delay:0s ; orders=hang", "catalog.GetProduct=delay:0ms@100%;orders=hang@100%"),
     ],
@@ -90,12 +93,15 @@ def test_canonical_form(text: str, canonical: str) -> None:
 @pytest.mark.parametrize(
     ("text", "clause", "problem"),
     [
-        ("catalog=delay:500@2%", "clause 1 'catalog=delay:500@2%'", "needs a unit"),
-        ("catalog=delay:fast", "clause 1", "is not a duration"),
-        ("catalog=delay:-5ms", "clause 1", "is not a duration"),
-        ("catalog=delay:0.5ms", "clause 1", "finer than 1ms"),
-        ("catalog=delay:2h", "clause 1", "is not a duration"),
+        ("catalog=delay:500@2%", "clause 1 'catalog=delay:500@2%'", f"'500' {NOT_A_DURATION}"),
+        ("catalog=delay:fast", "clause 1", f"'fast' {NOT_A_DURATION}"),
+        ("catalog=delay:-5ms", "clause 1", f"'-5ms' {NOT_A_DURATION}"),
+        ("catalog=delay:2d", "clause 1", f"'2d' {NOT_A_DURATION}"),
+        ("catalog=delay:0.5ms", "clause 1", "duration '0.5ms' is finer than 1ms"),
+        ("catalog=delay:1.0005s", "clause 1", "duration '1.0005s' is finer than 1ms"),
+        ("catalog=delay:2h", "clause 1", "duration '2h' is longer than 3600s"),
         ("catalog=delay:3601s", "clause 1", "longer than 3600s"),
+        ("catalog=delay:60.5m", "clause 1", "longer than 3600s"),
         ("catalog=delay", "clause 1", "delay needs a duration"),
         ("catalog=delay:1s;inventory=error:UNAVAILBLE@1%", "clause 2 'inventory=error:UNAVAILBLE@1%'", "not a gRPC"),
         ("error:OK", "clause 1", "not a gRPC status code"),
@@ -405,7 +411,7 @@ async def test_bad_spec_via_admin_is_invalid_argument_and_changes_nothing() -> N
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "clause 2 'catalog=delay:1'" in (error.details() or "")
-        assert "needs a unit" in (error.details() or "")
+        assert f"'1' {NOT_A_DURATION}" in (error.details() or "")
         got = await server.admin.GetFaults(admin_pb2.GetFaultsRequest(), timeout=10)
         assert got.faults.spec == "catalog=error:UNAVAILABLE@100%"
         assert (await _rpc_error(server.get())).code() == grpc.StatusCode.UNAVAILABLE

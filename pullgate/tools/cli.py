@@ -28,6 +28,7 @@ from pullgate.orders.v1 import orders_pb2
 from pullgate.serving import ServeOptions, run
 from pullgate.tools import launcher, render
 from pullgate.tools.apps import load_app
+from resilience import DurationError, parse_seconds
 
 CONSISTENCY = {"strong": pb.CONSISTENCY_STRONG, "bounded": pb.CONSISTENCY_BOUNDED_STALENESS,
                "available": pb.CONSISTENCY_AVAILABLE}
@@ -38,14 +39,11 @@ class UsageError(Exception):
 
 
 def _seconds(text: str) -> float:
-    """A duration: `250ms`, `1.5s` or a bare number of seconds."""
+    """A duration flag: `250ms`, `1.5s`, `2m` or a plain number of seconds (docs/resilience.md#durations)."""
     try:
-        value = float(text[:-2]) / 1000 if text.endswith("ms") else float(text.removesuffix("s"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (try 500ms, 2s or 2.5)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a duration must not be negative")
-    return value
+        return parse_seconds(text)
+    except DurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _upstream(text: str) -> tuple[str, tuple[str, ...]]:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 from collections.abc import Mapping
 
+from resilience import DurationError, parse_seconds
 from services.inventory.store import DEFAULT_HOLD, InventoryStore
 
 log = logging.getLogger("pullgate.services.inventory")
 
 HOLD_ENV = "PULLGATE_RESERVATION_HOLD"
-"""The environment variable that sets the hold, in seconds (default 60); `pullgate up` passes it to its children."""
+"""The environment variable that sets the hold (default 60 s), a duration like any setting (`90`, `500ms`, `2m`);
+`pullgate up` passes it to its children."""
 
 
 def hold_from_env(environ: Mapping[str, str] = os.environ, default: float = DEFAULT_HOLD) -> float:
@@ -28,11 +29,11 @@ def hold_from_env(environ: Mapping[str, str] = os.environ, default: float = DEFA
     if not text:
         return default
     try:
-        hold = float(text)
-    except ValueError:
-        hold = math.nan
-    if not (hold > 0 and math.isfinite(hold)):
-        raise ValueError(f"{HOLD_ENV}={text!r}: must be a positive number of seconds (for example 60 or 2.5)")
+        hold = parse_seconds(text)
+    except DurationError as error:
+        raise ValueError(f"{HOLD_ENV}={text!r}: {error}") from None
+    if hold <= 0:
+        raise ValueError(f"{HOLD_ENV}={text!r}: must be more than 0")
     return hold
 
 

@@ -7,6 +7,7 @@ import pytest
 from pullgate import topology
 from pullgate.tools.chaos.schedule import KINDS, ScheduleError, parse_schedule, random_schedule
 
+NOT_A_DURATION = "is not a duration: use a number with a unit, like 500ms, 2s or 1.5m"
 TARGETS = sorted([*topology.names(), "customers-1"])
 
 
@@ -37,6 +38,13 @@ def test_no_room_means_no_faults() -> None:
     assert random_schedule(1, 5, 6, TARGETS) == []
 
 
+def test_times_and_durations_take_any_unit() -> None:
+    """AT, for DURATION and a delay are durations of the one grammar: ms, s, m and h."""
+    faults = parse_schedule("1.5m slow inventory 0.5s@50% for 1m; 500ms freeze catalog for 2500ms")
+    assert [(f.at, f.kind, f.duration) for f in faults] == [(0.5, "freeze", 2.5), (90.0, "slow", 60.0)]
+    assert faults[1].server_spec("inventory") == "inventory=delay:0.5s@50%"
+
+
 def test_every_action_of_an_explicit_schedule_parses() -> None:
     """Each action becomes a fault with its target, duration and the spec its server is sent."""
     faults = parse_schedule(
@@ -60,8 +68,10 @@ def test_every_action_of_an_explicit_schedule_parses() -> None:
     ("2s explode customers", "unknown action 'explode'"),
     ("2s freeze catalog", "freeze needs a duration"),
     ("2s kill catalog for 3s", "kill takes no duration"),
-    ("2 kill catalog", "'2' is not a duration"),
-    ("2s slow catalog 300 for 2s", "needs a unit"),
+    ("2 kill catalog", f"'2' {NOT_A_DURATION}"),
+    ("2s freeze catalog for 2", f"'2' {NOT_A_DURATION}"),
+    ("2s slow catalog 300 for 2s", f"'300' {NOT_A_DURATION}"),
+    ("2s slow catalog 0.5ms for 2s", "duration '0.5ms' is finer than 1ms"),
     ("2s fail catalog UNAVAILBLE for 2s", "not a gRPC status code"),
     ("1s kill orders; 2s slow catalog", "step 2 '2s slow catalog'"),
 ])

@@ -30,6 +30,7 @@ DOCUMENTED = {
     "DeadlineInterceptor",
     "Downstream",
     "DownstreamConfig",
+    "DurationError",
     "HedgingConfig",
     "Idempotency",
     "Method",
@@ -40,11 +41,15 @@ DOCUMENTED = {
     "Result",
     "RetryConfig",
     "SYSTEM_CLOCK",
+    "Seconds",
     "Source",
     "StatusError",
     "SystemClock",
     "TimeoutConfig",
     "classify",
+    "format_duration",
+    "parse_duration",
+    "parse_seconds",
 }
 
 

@@ -154,7 +154,7 @@ async def test_migration_counts_old_reservations_as_committed(tmp_path: Path, cl
 
 
 @pytest.mark.parametrize(
-    ("value", "hold"), [(None, 60.0), ("", 60.0), ("2.5", 2.5), (" 0.2 ", 0.2)]
+    ("value", "hold"), [(None, 60.0), ("", 60.0), ("2.5", 2.5), (" 0.2 ", 0.2), ("500ms", 0.5), ("2m", 120.0)]
 )
 def test_the_hold_comes_from_the_environment(value: str | None, hold: float) -> None:
     """PULLGATE_RESERVATION_HOLD sets the hold in seconds; unset or empty means 60."""
@@ -162,10 +162,17 @@ def test_the_hold_comes_from_the_environment(value: str | None, hold: float) -> 
     assert hold_from_env(environ) == hold
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
-def test_a_bad_hold_names_the_variable(value: str) -> None:
-    """A hold that is not a positive number of seconds is an error naming the variable and the value."""
-    with pytest.raises(ValueError, match=f"{HOLD_ENV}='{value}': must be a positive number of seconds"):
+@pytest.mark.parametrize(("value", "problem"), [
+    ("0", "must be more than 0"),
+    ("0ms", "must be more than 0"),
+    ("-1", "'-1' is not a duration: use a number with a unit, like 500ms, 2s or 1.5m"),
+    ("soon", "'soon' is not a duration"),
+    ("inf", "'inf' is not a duration"),
+    ("nan", "'nan' is not a duration"),
+])
+def test_a_bad_hold_names_the_variable(value: str, problem: str) -> None:
+    """A hold that is not a positive duration is an error naming the variable, the value and the problem."""
+    with pytest.raises(ValueError, match=re.escape(f"{HOLD_ENV}='{value}': {problem}")):
         hold_from_env({HOLD_ENV: value})
 
 

@@ -22,8 +22,9 @@ from pullgate.tools.chaos.actions import InjectionUnavailable
 from pullgate.tools.chaos.invariants import Limits
 from pullgate.tools.chaos.load import DEFAULT_MIX, parse_mix
 from pullgate.tools.chaos.runner import PICTURE_FILE, REPORT_FILE, Settings, chaos
-from pullgate.tools.chaos.schedule import KINDS, ScheduleError, parse_duration
+from pullgate.tools.chaos.schedule import KINDS, ScheduleError
 from pullgate.tools.chaos.system import SystemUnusable, start
+from resilience import DurationError, parse_seconds
 
 MAX_DURATION = 3600.0
 MAX_RATE = 500.0
@@ -32,9 +33,10 @@ __all__ = ["Settings", "add_arguments", "chaos", "run"]
 
 
 def _seconds(text: str) -> float:
+    """A duration flag: `500ms`, `2s`, `1.5m` or a plain number of seconds (docs/resilience.md#durations)."""
     try:
-        return parse_duration(text) if text[-1:] in "sS" else float(text)
-    except ValueError as error:
+        return parse_seconds(text)
+    except DurationError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 

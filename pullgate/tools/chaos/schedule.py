@@ -10,7 +10,8 @@ An explicit schedule is a list of steps separated by `;`, each `AT ACTION TARGET
     20s inject inventory.ReserveStock delay:200ms for 4s   any fault spec (docs/faults.md) for one server
 
 TARGET is a process name as `pullgate up` records it (`customers`, `customers-1` for a replica, `gateway`);
-`slow`, `fail`, `hang` and `inject` may add `.Method` to hit one RPC only.
+`slow`, `fail`, `hang` and `inject` may add `.Method` to hit one RPC only. AT, DURATION and a delay are durations
+with a unit (`500ms`, `2s`, `1.5m`: the one grammar, `resilience.parse_duration`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pullgate.faults import FaultSpecError, parse_faults
+from resilience import parse_duration
 
 KINDS = ("kill", "freeze", "slow", "fail", "hang")
 SIGNALS = ("kill", "freeze")
 """Fault kinds done with a signal; the others need the admin FaultService (--allow-fault-injection)."""
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
 
 
 class ScheduleError(ValueError):
@@ -63,13 +63,6 @@ class Fault:
         """The whole spec to send to the target's FaultService (clauses name the server's service)."""
         target = f"{service}.{self.method}" if self.method else service
         return f"{target}={self.spec}"
-
-
-def parse_duration(text: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (try 500ms or 2s)")
-    return float(match[1]) / (1000 if match[2] == "ms" else 1)
 
 
 def _percent(text: str) -> str:
@@ -176,4 +169,4 @@ def random_schedule(
         at += lasts + rng.uniform(*gap)
 
 
-__all__ = ["KINDS", "SIGNALS", "Fault", "ScheduleError", "parse_duration", "parse_schedule", "random_schedule"]
+__all__ = ["KINDS", "SIGNALS", "Fault", "ScheduleError", "parse_schedule", "random_schedule"]
