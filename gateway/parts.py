@@ -162,9 +162,13 @@ class Provenance:
     """The parts of one response, in the order they were added."""
 
     statuses: list[pb.PartStatus] = field(default_factory=list)
+    entities: list[str] = field(default_factory=list)
+    """The kind of entity each part is ("customer", "product", ...), beside its status: a metric label."""
 
-    def add(self, name: str, part: Part[Any]) -> None:
-        self.statuses.append(part.status(name))
+    def add(self, entity: str, key: str, part: Part[Any]) -> None:
+        """Add the part for `key` of an `entity` (its name on the wire: "product:SKU-1")."""
+        self.statuses.append(part.status(f"{entity}:{key}"))
+        self.entities.append(entity)
 
     @property
     def degraded(self) -> bool:

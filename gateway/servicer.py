@@ -43,7 +43,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         _require_id("order_id", request.order_id)
         mode = resolve(request.read)
         view, provenance = await order_view(self._owners, request.order_id, mode, self._config.response_margin)
-        annotate_view(mode.name, provenance.statuses, provenance.degraded)
+        annotate_view(mode.name, provenance.entities, provenance.statuses, provenance.degraded)
         return pb.GetOrderViewResponse(view=view, parts=provenance.statuses, degraded=provenance.degraded)
 
     async def GetCustomerOverview(
@@ -55,7 +55,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         overview, provenance = await customer_overview(
             self._owners, request.customer_id, request.page_size, mode, self._config.response_margin
         )
-        annotate_view(mode.name, provenance.statuses, provenance.degraded)
+        annotate_view(mode.name, provenance.entities, provenance.statuses, provenance.degraded)
         return pb.GetCustomerOverviewResponse(overview=overview, parts=provenance.statuses,
                                               degraded=provenance.degraded)
 

@@ -60,7 +60,7 @@ async def order_view(
     with _leave_time_to_answer(margin):
         order_part = await fetch(owners["orders"], methods.GET_ORDER, orders_pb2.GetOrderRequest(order_id=order_id),
                                  mode, f"order:{order_id}", required=True)
-        provenance.add(f"order:{order_id}", order_part)
+        provenance.add("order", order_id, order_part)
         if order_part.value is None:
             return pb.OrderView(), provenance
         order = order_part.value.order
@@ -74,12 +74,12 @@ async def order_view(
             fetch(owners["inventory"], methods.BATCH_GET_STOCK, inventory_pb2.BatchGetStockRequest(skus=skus), mode,
                   f"stock of {', '.join(skus)}"),
         )
-    provenance.add(f"customer:{order.customer_id}", customer)
+    provenance.add("customer", order.customer_id, customer)
     by_sku_product = {p.sku: p for p in products.value.products} if products.value else {}
     by_sku_stock = {s.sku: s for s in stock.value.stocks} if stock.value else {}
     for sku in skus:
-        provenance.add(f"product:{sku}", each(products, by_sku_product, sku))
-        provenance.add(f"stock:{sku}", each(stock, by_sku_stock, sku))
+        provenance.add("product", sku, each(products, by_sku_product, sku))
+        provenance.add("stock", sku, each(stock, by_sku_stock, sku))
     view = pb.OrderView(order=order)
     if customer.value is not None:
         view.customer.CopyFrom(customer.value.customer)
@@ -103,8 +103,8 @@ async def customer_overview(
                   orders_pb2.ListOrdersRequest(customer_id=customer_id, page_size=page_size), mode,
                   f"orders:{customer_id}"),
         )
-        provenance.add(f"customer:{customer_id}", customer)
-        provenance.add(f"orders:{customer_id}", listed)
+        provenance.add("customer", customer_id, customer)
+        provenance.add("orders", customer_id, listed)
         orders = list(listed.value.orders) if listed.value is not None else []
         skus = _unique([line.sku for order in orders for line in order.lines])
         by_sku: dict[str, catalog_pb2.Product] = {}
@@ -113,7 +113,7 @@ async def customer_overview(
                                    catalog_pb2.BatchGetProductsRequest(skus=skus), mode, f"products {', '.join(skus)}")
             by_sku = {p.sku: p for p in products.value.products} if products.value else {}
             for sku in skus:
-                provenance.add(f"product:{sku}", each(products, by_sku, sku))
+                provenance.add("product", sku, each(products, by_sku, sku))
     overview = pb.CustomerOverview()
     if customer.value is not None:
         overview.customer.CopyFrom(customer.value.customer)

@@ -35,15 +35,16 @@ def cause_label(part: pb.PartStatus) -> str:
     return _CAUSES.get(part.cause, "unspecified")
 
 
-def annotate_view(consistency: str, parts: Sequence[pb.PartStatus], degraded: bool) -> None:
-    """Put a view's read mode, `degraded` and each part's provenance on the current span, and count them."""
+def annotate_view(consistency: str, entities: Sequence[str], parts: Sequence[pb.PartStatus], degraded: bool) -> None:
+    """Put a view's read mode, `degraded` and each part's provenance on the current span, and count the parts
+    by `entities` (each part's kind of entity, as the gateway knows it: never parsed from its name)."""
     reasons: set[str] = set()
     labelled: list[str] = []
     span = trace.get_current_span()
     recording = span.is_recording()
-    for part in parts:
+    for entity, part in zip(entities, parts, strict=True):
         source = _SOURCES.get(part.source, "unknown")
-        PARTS.add(1, {"part": part.part.partition(":")[0], "source": source})
+        PARTS.add(1, {"part": entity, "source": source})
         if source in ("stale", "missing"):
             reasons.add(cause_label(part))
         if recording:
