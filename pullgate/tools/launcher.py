@@ -5,7 +5,7 @@ the ones it calls), each as `python -m pullgate serve NAME`, and waits until eac
 service before starting what depends on it. Each child serves its metrics for Prometheus on its own port (printed;
 PULLGATE_METRICS_PORTS overrides; see docs/observability.md). It restarts a child that dies (with backoff),
 records what runs where in `<data-dir>/pullgate-up.json` (read by the CLI and by chaos runs), and on Ctrl-C or
-SIGTERM stops the children in reverse order, gracefully, before it exits.
+SIGTERM stops the children in reverse order, gracefully, with a line for each, before it exits.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +112,34 @@ def check_ports_free(host: str, ports: Sequence[int]) -> None:
             except OSError as error:
                 raise LaunchError(f"port {port} on {host} is not free ({error.strerror}); "
                                   "stop what uses it or choose ports with --port NAME=PORT") from None
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How one child ended when the launcher stopped."""
+
+    name: str
+    pid: int
+    seconds: float
+    """From its SIGTERM to its exit."""
+    killed: bool = False
+    """It outlasted the grace period after SIGTERM and was sent SIGKILL."""
+    exit_code: int | None = None
+    """Not None: it had exited before the stop (a crash whose restart was still to come), with this code."""
+
+
+def stopped_line(stopped: Stopped) -> str:
+    """One line of `pullgate up`'s output for a child that ended."""
+    s = stopped
+    if s.exit_code is not None:
+        how = f"code {s.exit_code}"
+        if s.exit_code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"signal {signal.Signals(-s.exit_code).name}"
+        return f"  {s.name} had already exited (pid {s.pid}, {how})"
+    if s.killed:
+        return f"  {s.name} did not stop on SIGTERM; killed (pid {s.pid}, {s.seconds:.1f}s)"
+    return f"  {s.name} stopped (pid {s.pid}, {s.seconds:.1f}s)"
 
 
 class Launcher:
@@ -248,29 +276,51 @@ class Launcher:
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         os.replace(tmp, path)
 
-    async def stop(self) -> None:
-        """Stop the children in reverse start order: SIGTERM, then SIGKILL after the grace period."""
+    async def stop(self, report: Callable[[Stopped], None] = lambda _: None) -> list[Stopped]:
+        """Stop the children in reverse start order: SIGTERM, then SIGKILL after the grace period.
+
+        `report` hears of each child as it ends (within a stage, in the order they exit); the list says the same.
+        """
         self._stopping = True
         for task in self._supervisors:
             task.cancel()
+        stopped: list[Stopped] = []
+
+        def ended(outcome: Stopped) -> None:
+            stopped.append(outcome)
+            report(outcome)
+
         for stage in reversed(topology.stages()):
-            running = [c.process for c in self.children
-                       if c.service in stage and c.process is not None and c.process.returncode is None]
-            for process in running:
+            running: list[tuple[Child, asyncio.subprocess.Process]] = []
+            for child in self.children:
+                if child.service not in stage or child.process is None:
+                    continue
+                if child.process.returncode is not None:  # it died, and its restart was still to come
+                    ended(Stopped(child.name, child.process.pid, 0.0, exit_code=child.process.returncode))
+                    continue
+                running.append((child, child.process))
                 with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGCONT)  # a frozen child cannot handle SIGTERM
-                    process.terminate()
-            try:
-                await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), self.settings.stop_grace)
-            except TimeoutError:
-                for process in running:
-                    if process.returncode is None:
-                        log.warning("pid %d did not stop within %.0fs; killing it", process.pid,
-                                    self.settings.stop_grace)
-                        with contextlib.suppress(ProcessLookupError):
-                            process.kill()
-                await asyncio.gather(*(p.wait() for p in running))
+                    child.process.send_signal(signal.SIGCONT)  # a frozen child cannot handle SIGTERM
+                    child.process.terminate()
+            since = asyncio.get_running_loop().time()
+            await asyncio.gather(*(self._reap(child.name, process, since, ended) for child, process in running))
         (self.settings.data_dir / STATE_FILE).unlink(missing_ok=True)
+        return stopped
+
+    async def _reap(self, name: str, process: asyncio.subprocess.Process, since: float,
+                    ended: Callable[[Stopped], None]) -> None:
+        """Wait for a child sent SIGTERM at `since` to exit; SIGKILL it if it outlasts the grace period."""
+        killed = False
+        try:
+            await asyncio.wait_for(process.wait(), self.settings.stop_grace)
+        except TimeoutError:
+            log.warning("%s (pid %d) did not stop within %.0fs; killing it", name, process.pid,
+                        self.settings.stop_grace)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            killed = True
+        ended(Stopped(name, process.pid, asyncio.get_running_loop().time() - since, killed=killed))
 
     def metrics_url(self, child: Child) -> str | None:
         """Where `child` serves its metrics for Prometheus, or None."""
@@ -333,5 +383,9 @@ async def up(settings: UpSettings) -> int:
         print(f"pullgate up: {error}", file=sys.stderr, flush=True)
         return 1
     finally:
-        await launcher.stop()
+        since = loop.time()
+        ended = await launcher.stop(report=lambda s: print(stopped_line(s), flush=True))
+        if ended:
+            plural = "" if len(ended) == 1 else "es"
+            print(f"pullgate stopped: {len(ended)} process{plural} in {loop.time() - since:.1f}s", flush=True)
         stopped.cancel()
