@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from pullgate import topology
 from pullgate.faults import FaultInjector
 from pullgate.serving import ServeOptions, running
 from pullgate.tools.apps import load_app
+from pullgate.tools.launcher import REPLICA_PORT_STEP
 
 
 @contextlib.asynccontextmanager
@@ -65,6 +67,30 @@ def count_rows(db: Path, table: str, where: str = "1") -> int:
     """Rows of `table` matching `where`, read through a separate read-only connection (tests only)."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+
+
+def free_ports(count: int, replicas: int = 1) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 right now, each with its replicas' ports (port + 10 * k, as
+    `pullgate up --replicas` uses them) free too and clear of the others'; for fixed `--port NAME=PORT` flags.
+
+    They stay free until something else binds them, which the kernel's choice of ephemeral ports makes unlikely
+    within a test.
+    """
+    with contextlib.ExitStack() as held:  # every port tried stays bound until all are chosen
+        ports: list[int] = []
+        for _ in range(100 * count):
+            first = held.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            try:
+                for k in range(1, replicas):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port + REPLICA_PORT_STEP * k))
+            except (OSError, OverflowError):  # taken, or beyond 65535
+                continue
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError(f"found no {count} free ports with {replicas} replicas each")
 
 
 async def until(condition: Callable[[], bool], within: float = 10.0, every: float = 0.02) -> None:

@@ -1,11 +1,13 @@
 """`pullgate up`: every service and the gateway as separate processes on one machine, supervised.
 
-The launcher starts the services in the topology's stages (`pullgate.topology.stages()`: every service after
-the ones it calls), each as `python -m pullgate serve NAME`, and waits until each reports SERVING on its health
-service before starting what depends on it. Each child serves its metrics for Prometheus on its own port (printed;
-PULLGATE_METRICS_PORTS overrides; see docs/observability.md). It restarts a child that dies (with backoff),
-records what runs where in `<data-dir>/pullgate-up.json` (read by the CLI and by chaos runs), and on Ctrl-C or
-SIGTERM stops the children in reverse order, gracefully, before it exits.
+Before it starts anything, the launcher checks every fixed port the way the servers will bind it, and names the
+process that listens on a taken one (`check_ports_free`). It starts the services in the topology's stages
+(`pullgate.topology.stages()`: every service after the ones it calls), each as `python -m pullgate serve NAME`, and
+waits until each reports SERVING on its health service before starting what depends on it. Each child serves its
+metrics for Prometheus on its own port (printed; PULLGATE_METRICS_PORTS overrides; see docs/observability.md). It
+restarts a child that dies (with backoff), records what runs where in `<data-dir>/pullgate-up.json` (read by the CLI
+and by chaos runs), and on Ctrl-C or SIGTERM stops the children in reverse order, gracefully, with a line for each,
+before it exits.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
 import signal
 import socket
+import struct
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,17 +105,169 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def check_ports_free(host: str, ports: Sequence[int]) -> None:
-    """Fail before starting anything if a fixed port is taken."""
-    for port in ports:
-        if port == 0:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+PROC = Path("/proc")
+_LISTEN = "0A"  # TCP_LISTEN in the st column of /proc/net/tcp{,6}
+_COMMAND_WIDTH = 80
+
+
+def check_ports_free(host: str, ports: Mapping[str, int], metrics_ports: Mapping[str, int] | None = None,
+                     proc: Path = PROC) -> None:
+    """Fail before starting anything if a fixed port is taken: by another process, or by two of ours.
+
+    `ports` maps each process (`catalog-1`) to its gRPC port, `metrics_ports` to its metrics port; 0 is any free
+    port and is not checked. A taken port's message names the process that listens on it when Linux's /proc shows
+    it (`_listener`).
+
+    The probe binds the way the servers will: with SO_REUSEADDR (grpc sets it, and Python's HTTP server under the
+    metrics endpoint does too) and without SO_REUSEPORT. Measured on Linux 6.18, each probe against each holder of
+    the port, both in another process of the same user:
+
+        holder of the port                       no option  REUSEADDR  REUSEPORT  both
+        TIME_WAIT left by a grpc server           refused    free       free       free
+        TIME_WAIT left by a server w/o REUSEADDR  refused    refused    refused    refused
+        plain listen(), with or w/o REUSEADDR     refused    refused    refused    refused
+        listen() on 0.0.0.0 or dual-stack [::]    refused    refused    refused    refused
+        grpc server (REUSEADDR + REUSEPORT)       refused    refused    free       free
+        prometheus_client's HTTP server           refused    refused    refused    refused
+
+    So SO_REUSEADDR alone is the one probe that accepts what a crash under traffic leaves (the server side of
+    its connections in TIME_WAIT for a minute; the old probe without options refused it) and refuses every
+    listener. A probe with SO_REUSEPORT would take a running pullgate's port for free, and so would the new
+    servers: grpc binds with SO_REUSEPORT, so a second `pullgate up` on the same ports would start silently and
+    share the connections with the first. Calling listen() after bind() changed none of these outcomes.
+    """
+    claims: dict[int, str] = {}
+    for names, flag in ((ports, "--port"), (metrics_ports or {}, "--metrics-port")):
+        for name, port in names.items():
+            if port == 0:
+                continue
+            what = name if flag == "--port" else f"{name} metrics"
+            if port in claims:  # both would bind it, thanks to SO_REUSEPORT, and share its connections
+                raise LaunchError(f"{claims[port]} and {what} both want port {port} on {host}; "
+                                  f"choose ports with {flag} NAME=PORT")
+            claims[port] = what
+            _probe(host, port, what, flag, proc)
+
+
+def _probe(host: str, port: int, what: str, flag: str, proc: Path) -> None:
+    """Bind `host:port` as a server would (see `check_ports_free`); LaunchError if a server could not."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise LaunchError(f"--host {host!r}: cannot resolve it ({error.strerror})") from None
+    failures: list[OSError] = []
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((host, port))
+                probe.bind(address)
             except OSError as error:
-                raise LaunchError(f"port {port} on {host} is not free ({error.strerror}); "
-                                  "stop what uses it or choose ports with --port NAME=PORT") from None
+                if error.errno != errno.EADDRINUSE:
+                    failures.append(error)
+                    continue
+                taken = f"port {port} on {host} (for {what})"
+                hint = f"choose ports with {flag} NAME=PORT"
+                listener = _listener(port, str(address[0]), proc)
+                if listener is None:
+                    raise LaunchError(f"{taken} is not free ({error.strerror}); stop what uses it or {hint}") from None
+                raise LaunchError(f"{taken} is taken: {listener} listens on it; stop it or {hint}") from None
+    if len(failures) == len(addresses):
+        raise LaunchError(f"cannot listen on port {port} on {host} (for {what}): {failures[0].strerror}")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A process that listens on a port."""
+
+    pid: int | None
+    """None: a socket listens, but which process holds it is not visible to this user."""
+    command: str = ""
+
+    def __str__(self) -> str:
+        return "another process" if self.pid is None else f"pid {self.pid} ({self.command})"
+
+
+def _listener(port: int, address: str, proc: Path = PROC) -> Listener | None:
+    """Who listens on `port` at `address` (or a wildcard), from Linux's /proc; None if no socket listens there (or
+    there is no /proc to ask)."""
+    inodes = _listening_inodes(port, address, proc)
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    try:
+        pids = sorted(int(entry.name) for entry in proc.iterdir() if entry.name.isdigit())
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            if any(os.readlink(fd) in wanted for fd in (proc / str(pid) / "fd").iterdir()):
+                return Listener(pid, _command(proc / str(pid)))
+        except OSError:  # not ours to look at, or gone meanwhile
+            continue
+    return Listener(None)
+
+
+def _listening_inodes(port: int, address: str, proc: Path) -> set[int]:
+    """The inodes of the TCP sockets that listen on `port` at `address` or a wildcard, from /proc/net/tcp{,6}."""
+    wildcards = {"0.0.0.0", "::"}
+    inodes: set[int] = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            rows = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            hex_address, _, hex_port = local.partition(":")
+            if state != _LISTEN or int(hex_port, 16) != port or not inode:
+                continue
+            # The kernel prints each 32-bit word of the address in host byte order.
+            words = [int(hex_address[i:i + 8], 16) for i in range(0, len(hex_address), 8)]
+            bound = socket.inet_ntop(family, struct.pack(f"={len(words)}I", *words)).removeprefix("::ffff:")
+            if bound == address or bound in wildcards or address in wildcards:
+                inodes.add(inode)
+    return inodes
+
+
+def _command(process: Path) -> str:
+    """A process's command line as a person would type it, shortened to one line's share."""
+    try:
+        argv = [a for a in (process / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+        if not argv:
+            return (process / "comm").read_text().strip()
+    except OSError:
+        return "?"
+    command = " ".join([Path(argv[0]).name, *argv[1:]])
+    return command if len(command) <= _COMMAND_WIDTH else command[:_COMMAND_WIDTH - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How one child ended when the launcher stopped."""
+
+    name: str
+    pid: int
+    seconds: float
+    """From its SIGTERM to its exit."""
+    killed: bool = False
+    """It outlasted the grace period after SIGTERM and was sent SIGKILL."""
+    exit_code: int | None = None
+    """Not None: it had exited before the stop (a crash whose restart was still to come), with this code."""
+
+
+def stopped_line(stopped: Stopped) -> str:
+    """One line of `pullgate up`'s output for a child that ended."""
+    s = stopped
+    if s.exit_code is not None:
+        how = f"code {s.exit_code}"
+        if s.exit_code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"signal {signal.Signals(-s.exit_code).name}"
+        return f"  {s.name} had already exited (pid {s.pid}, {how})"
+    if s.killed:
+        return f"  {s.name} did not stop on SIGTERM; killed (pid {s.pid}, {s.seconds:.1f}s)"
+    return f"  {s.name} stopped (pid {s.pid}, {s.seconds:.1f}s)"
 
 
 class Launcher:
@@ -196,8 +352,8 @@ class Launcher:
         """Start every stage; a service's first replica starts (and seeds its database) before the others."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        check_ports_free(self.settings.host, [c.port for c in self.children]
-                         + [c.metrics_port for c in self.children if c.metrics_port])
+        check_ports_free(self.settings.host, {c.name: c.port for c in self.children},
+                         {c.name: c.metrics_port for c in self.children if c.metrics_port is not None})
         for stage in topology.stages():
             firsts = [c for c in self.children if c.service in stage and c.replica == 0]
             await asyncio.gather(*(self._spawn(c) for c in firsts))
@@ -248,29 +404,51 @@ class Launcher:
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         os.replace(tmp, path)
 
-    async def stop(self) -> None:
-        """Stop the children in reverse start order: SIGTERM, then SIGKILL after the grace period."""
+    async def stop(self, report: Callable[[Stopped], None] = lambda _: None) -> list[Stopped]:
+        """Stop the children in reverse start order: SIGTERM, then SIGKILL after the grace period.
+
+        `report` hears of each child as it ends (within a stage, in the order they exit); the list says the same.
+        """
         self._stopping = True
         for task in self._supervisors:
             task.cancel()
+        stopped: list[Stopped] = []
+
+        def ended(outcome: Stopped) -> None:
+            stopped.append(outcome)
+            report(outcome)
+
         for stage in reversed(topology.stages()):
-            running = [c.process for c in self.children
-                       if c.service in stage and c.process is not None and c.process.returncode is None]
-            for process in running:
+            running: list[tuple[Child, asyncio.subprocess.Process]] = []
+            for child in self.children:
+                if child.service not in stage or child.process is None:
+                    continue
+                if child.process.returncode is not None:  # it died, and its restart was still to come
+                    ended(Stopped(child.name, child.process.pid, 0.0, exit_code=child.process.returncode))
+                    continue
+                running.append((child, child.process))
                 with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGCONT)  # a frozen child cannot handle SIGTERM
-                    process.terminate()
-            try:
-                await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), self.settings.stop_grace)
-            except TimeoutError:
-                for process in running:
-                    if process.returncode is None:
-                        log.warning("pid %d did not stop within %.0fs; killing it", process.pid,
-                                    self.settings.stop_grace)
-                        with contextlib.suppress(ProcessLookupError):
-                            process.kill()
-                await asyncio.gather(*(p.wait() for p in running))
+                    child.process.send_signal(signal.SIGCONT)  # a frozen child cannot handle SIGTERM
+                    child.process.terminate()
+            since = asyncio.get_running_loop().time()
+            await asyncio.gather(*(self._reap(child.name, process, since, ended) for child, process in running))
         (self.settings.data_dir / STATE_FILE).unlink(missing_ok=True)
+        return stopped
+
+    async def _reap(self, name: str, process: asyncio.subprocess.Process, since: float,
+                    ended: Callable[[Stopped], None]) -> None:
+        """Wait for a child sent SIGTERM at `since` to exit; SIGKILL it if it outlasts the grace period."""
+        killed = False
+        try:
+            await asyncio.wait_for(process.wait(), self.settings.stop_grace)
+        except TimeoutError:
+            log.warning("%s (pid %d) did not stop within %.0fs; killing it", name, process.pid,
+                        self.settings.stop_grace)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            killed = True
+        ended(Stopped(name, process.pid, asyncio.get_running_loop().time() - since, killed=killed))
 
     def metrics_url(self, child: Child) -> str | None:
         """Where `child` serves its metrics for Prometheus, or None."""
@@ -333,5 +511,9 @@ async def up(settings: UpSettings) -> int:
         print(f"pullgate up: {error}", file=sys.stderr, flush=True)
         return 1
     finally:
-        await launcher.stop()
+        since = loop.time()
+        ended = await launcher.stop(report=lambda s: print(stopped_line(s), flush=True))
+        if ended:
+            plural = "" if len(ended) == 1 else "es"
+            print(f"pullgate stopped: {len(ended)} process{plural} in {loop.time() - since:.1f}s", flush=True)
         stopped.cancel()
