@@ -4,9 +4,11 @@
     result = await customers.call(GET_CUSTOMER, GetCustomerRequest(customer_id="42"))
     result.value, result.provenance.source   # the response; LIVE, CACHED or STALE
 
-See docs/resilience.md for the stack, each policy and its defaults, and the config keys.
+See docs/resilience.md for the stack, each policy and its defaults, and the config keys; docs/overload.md for the
+server side under overload (admission control, criticality).
 """
 
+from resilience.admission import AdmissionConfig
 from resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
 from resilience.config import (
     BreakerConfig,
@@ -20,16 +22,20 @@ from resilience.config import (
     RetryConfig,
     TimeoutConfig,
 )
+from resilience.criticality import Criticality
+from resilience.criticality import scope as criticality_scope
 from resilience.deadline import Deadline
 from resilience.downstream import Downstream
 from resilience.errors import BulkheadFull, CircuitOpen, DeadlineExceeded, ResilienceError, StatusError
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
-from resilience.server import DeadlineInterceptor
+from resilience.server import AdmissionInterceptor, DeadlineInterceptor
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "AdmissionConfig",
+    "AdmissionInterceptor",
     "BreakerConfig",
     "BudgetConfig",
     "BulkheadConfig",
@@ -38,6 +44,7 @@ __all__ = [
     "CircuitOpen",
     "Clock",
     "ConfigError",
+    "Criticality",
     "Deadline",
     "DeadlineExceeded",
     "DeadlineInterceptor",
@@ -57,4 +64,5 @@ __all__ = [
     "SystemClock",
     "TimeoutConfig",
     "classify",
+    "criticality_scope",
 ]

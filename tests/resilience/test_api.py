@@ -10,6 +10,8 @@ import resilience
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "resilience.md"
 
 DOCUMENTED = {
+    "AdmissionConfig",
+    "AdmissionInterceptor",
     "BreakerConfig",
     "BudgetConfig",
     "BulkheadConfig",
@@ -18,6 +20,7 @@ DOCUMENTED = {
     "CircuitOpen",
     "Clock",
     "ConfigError",
+    "Criticality",
     "Deadline",
     "DeadlineExceeded",
     "DeadlineInterceptor",
@@ -38,6 +41,7 @@ DOCUMENTED = {
     "SystemClock",
     "TimeoutConfig",
     "classify",
+    "criticality_scope",
 }
 
 
