@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.metrics import CallbackOptions, Observation
 
-from resilience import criticality
+from resilience import criticality, instruments
 from resilience.admission import OVERLOADED_METADATA, REFUSED_METADATA, AdmissionConfig
 from resilience.criticality import Criticality
 from resilience.server import AdmissionInterceptor
@@ -243,3 +244,31 @@ def test_criticality_scope_only_lowers_and_sets_the_outgoing_metadata() -> None:
         with criticality.scope(Criticality.SHEDDABLE):
             assert criticality.current() is Criticality.SHEDDABLE
     assert criticality.current() is None
+
+
+async def test_the_metrics_report_the_limit_in_flight_and_each_decision() -> None:
+    """The observable instruments read the interceptor: limit, in flight, admitted and refused by reason."""
+    clock = FakeClock()
+    interceptor = AdmissionInterceptor([SERVICE], FIXED, name="metrics-test", clock=clock)
+    call = governed(interceptor, Handler(clock, latency=1.0))
+    busy = [asyncio.create_task(call("r", Context())) for _ in range(2)]
+    await settle()
+    await call("r", Context(asking("SHEDDABLE")))
+    options = CallbackOptions()
+
+    def mine(observations: Iterable[Observation]) -> list[tuple[float, dict[str, Any]]]:
+        return [
+            (o.value, dict(o.attributes or {}))
+            for o in observations
+            if (o.attributes or {}).get("server") == "metrics-test"
+        ]
+
+    assert mine(instruments._admission_gauge("limit")(options)) == [(4, {"server": "metrics-test"})]
+    assert mine(instruments._admission_gauge("in_flight")(options)) == [(2, {"server": "metrics-test"})]
+    labels = {"server": "metrics-test", "method": "GetProduct"}
+    assert mine(instruments._admission_counts(options, refused=False)) == [(2, {**labels, "criticality": "CRITICAL"})]
+    assert mine(instruments._admission_counts(options, refused=True)) == [
+        (1, {**labels, "criticality": "SHEDDABLE", "reason": "limit"})
+    ]
+    await clock.advance(1.0)
+    await asyncio.gather(*busy)
