@@ -129,9 +129,10 @@ class GradientLimit:
     limit takes `smoothing` of it. While latency stays within `tolerance` of its average, the gradient is 1
     and the limit grows by smoothing * sqrt(limit) a sample; when it rises past that, requests are queueing
     and the limit shrinks (by at most half of `smoothing` a sample, so one slow request is not a collapse).
-    Under lasting overload it settles at 4 (where limit / 2 = sqrt(limit)) or `min_limit` if higher. It does not move while fewer than half of it are in use: latency
-    then says nothing about the limit. The long-term average follows latency slowly (it is the baseline); when
-    latency falls back to half of it after an overload, it is pulled down faster, so the limit can grow back.
+    Under lasting overload it settles at 4 (where limit / 2 = sqrt(limit)), or at `min_limit` if that is
+    higher. It does not move while fewer than half of it are in use: latency then says nothing about the
+    limit. The long-term average follows latency slowly (it is the baseline); when latency falls back to half
+    of it after an overload, it is pulled down faster, so the limit can grow back.
     """
 
     WARMUP: ClassVar[int] = 10
