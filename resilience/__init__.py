@@ -4,10 +4,12 @@
     result = await customers.call(GET_CUSTOMER, GetCustomerRequest(customer_id="42"))
     result.value, result.provenance.source   # the response; LIVE, CACHED or STALE
 
-See docs/resilience.md for the stack, each policy and its defaults, and the config keys.
+See docs/resilience.md for the stack, each policy and its defaults, and the config keys; docs/overload.md for the
+server side under overload (admission control, criticality).
 """
 
 from resilience import deadline
+from resilience.admission import AdmissionConfig
 from resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
 from resilience.config import (
     BreakerConfig,
@@ -21,6 +23,8 @@ from resilience.config import (
     RetryConfig,
     TimeoutConfig,
 )
+from resilience.criticality import Criticality
+from resilience.criticality import scope as criticality_scope
 from resilience.deadline import Deadline
 from resilience.downstream import Downstream
 from resilience.durations import DurationError, Seconds, format_duration, parse_duration, parse_seconds
@@ -29,11 +33,13 @@ from resilience.hedge import LOSER as HEDGE_LOSER
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
-from resilience.server import Behavior, DeadlineInterceptor, HandlerMemo, UnaryInterceptor
+from resilience.server import AdmissionInterceptor, Behavior, DeadlineInterceptor, HandlerMemo, UnaryInterceptor
 
 __all__ = [
     "HEDGE_LOSER",
     "SYSTEM_CLOCK",
+    "AdmissionConfig",
+    "AdmissionInterceptor",
     "Behavior",
     "BreakerConfig",
     "BudgetConfig",
@@ -44,6 +50,7 @@ __all__ = [
     "CircuitOpen",
     "Clock",
     "ConfigError",
+    "Criticality",
     "Deadline",
     "DeadlineExceeded",
     "DeadlineInterceptor",
@@ -67,6 +74,7 @@ __all__ = [
     "TimeoutConfig",
     "UnaryInterceptor",
     "classify",
+    "criticality_scope",
     "deadline",
     "format_duration",
     "parse_duration",

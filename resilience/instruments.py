@@ -20,6 +20,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
+from resilience.criticality import Criticality
+
 SCOPE = "resilience"
 
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -103,3 +105,81 @@ def event(name: str, attributes: Mapping[str, AttributeValue]) -> None:
 def labels(downstream: str, method: str, **extra: str) -> dict[str, AttributeValue]:
     """The attributes every per-method series carries."""
     return {"downstream": downstream, "method": method, **extra}
+
+
+# Server admission control (resilience.server.AdmissionInterceptor). Every instrument is observable: the
+# interceptor keeps plain counts, and the SDK reads them when it exports, so an admitted or refused request
+# costs an integer increment rather than a counter's attribute lookup.
+
+class _Admission(Protocol):
+    @property
+    def limit(self) -> int: ...
+
+    in_flight: int
+
+
+class _MethodAdmissions(Protocol):
+    name: str
+    admitted: list[int]
+    refused_limit: list[int]
+    refused_deadline: list[int]
+
+
+class _AdmissionInterceptor(Protocol):
+    name: str
+
+    @property
+    def admission(self) -> _Admission | None: ...
+
+    @property
+    def methods(self) -> Mapping[str, _MethodAdmissions]: ...
+
+
+_admissions: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch_admission(interceptor: _AdmissionInterceptor) -> None:
+    """Report `interceptor`'s limit, requests in flight and decisions for as long as it lives."""
+    _admissions.add(interceptor)
+
+
+def _admission_gauge(read: str) -> Any:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        for a in list(_admissions):
+            if a.admission is not None:
+                yield Observation(getattr(a.admission, read), {"server": a.name})
+
+    return observe
+
+
+def _admission_counts(options: CallbackOptions, *, refused: bool) -> Iterable[Observation]:
+    for a in list(_admissions):
+        for m in list(a.methods.values()):
+            kinds = (("limit", m.refused_limit), ("deadline", m.refused_deadline)) if refused else (("", m.admitted),)
+            for reason, counts in kinds:
+                for level, count in enumerate(counts):
+                    if count:
+                        attributes = {"server": a.name, "method": m.name, "criticality": Criticality(level).name}
+                        if reason:
+                            attributes["reason"] = reason
+                        yield Observation(count, attributes)
+
+
+_meter.create_observable_gauge(
+    "resilience.server.limit", callbacks=[_admission_gauge("limit")], unit="{request}",
+    description="The adaptive concurrency limit: how many requests the server admits at once",
+)
+_meter.create_observable_gauge(
+    "resilience.server.in_flight", callbacks=[_admission_gauge("in_flight")], unit="{request}",
+    description="Requests admitted and not yet answered",
+)
+_meter.create_observable_counter(
+    "resilience.server.admitted", callbacks=[lambda options: _admission_counts(options, refused=False)],
+    unit="{request}", description="Requests admitted by admission control, by method and criticality",
+)
+_meter.create_observable_counter(
+    "resilience.server.refused", callbacks=[lambda options: _admission_counts(options, refused=True)],
+    unit="{request}",
+    description="Requests refused at arrival, by method, criticality and reason: limit (the server is over its "
+    "concurrency limit) or deadline (less time left than the method takes)",
+)

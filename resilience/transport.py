@@ -22,6 +22,7 @@ import grpc
 
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import CallContext
+from resilience.criticality import outgoing_metadata
 from resilience.errors import ORIGIN_METADATA, DeadlineExceeded, ResilienceError, StatusError
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -73,12 +74,14 @@ class Transport:
                 response_deserializer=ctx.method.response_type.FromString,
             )
             self._callables[key] = callable_
+        # The criticality of the work in progress goes on, as the deadline does (made once per level: a lookup).
+        metadata = outgoing_metadata()
         if self._interceptors:
             try:
-                return await self._intercepted(callable_, request, timeout, ctx.method.path)
+                return await self._intercepted(callable_, request, timeout, ctx.method.path, metadata)
             except grpc.aio.AioRpcError as error:
                 raise translate(error, self.downstream, replica) from None
-        call = callable_(request, timeout=timeout)
+        call = callable_(request, timeout=timeout, metadata=metadata)
         try:
             return await call
         except asyncio.CancelledError:
@@ -88,7 +91,12 @@ class Transport:
             raise translate(error, self.downstream, replica) from None
 
     async def _intercepted(
-        self, callable_: grpc.aio.UnaryUnaryMultiCallable[Any, Any], request: Any, time_left: float | None, path: str
+        self,
+        callable_: grpc.aio.UnaryUnaryMultiCallable[Any, Any],
+        request: Any,
+        time_left: float | None,
+        path: str,
+        metadata: tuple[tuple[str, str], ...] | None = None,
     ) -> Any:
         """The attempt through the interceptors, each given the next as its continuation, as grpc.aio does."""
         calls: list[grpc.aio.Call] = []
@@ -103,7 +111,11 @@ class Transport:
             continuation = functools.partial(interceptor.intercept_unary_unary, continuation)
         try:
             # An interceptor returns the call it was given (or one wrapping it), or the response itself.
-            answer = await continuation(grpc.aio.ClientCallDetails(path, time_left, None, None, None), request)
+            # A Metadata of its own per call: an interceptor may add to it (trace propagation does).
+            details = grpc.aio.ClientCallDetails(
+                path, time_left, None if metadata is None else grpc.aio.Metadata(*metadata), None, None
+            )
+            answer = await continuation(details, request)
             return await answer if isinstance(answer, grpc.aio.UnaryUnaryCall) else answer
         except asyncio.CancelledError:
             for call in calls:

@@ -17,6 +17,8 @@ DOCUMENTED = {
     "HandlerMemo",
     "UnaryInterceptor",
     "deadline",
+    "AdmissionConfig",
+    "AdmissionInterceptor",
     "BreakerConfig",
     "BudgetConfig",
     "BulkheadConfig",
@@ -25,6 +27,7 @@ DOCUMENTED = {
     "CircuitOpen",
     "Clock",
     "ConfigError",
+    "Criticality",
     "Deadline",
     "DeadlineExceeded",
     "DeadlineInterceptor",
@@ -50,6 +53,7 @@ DOCUMENTED = {
     "format_duration",
     "parse_duration",
     "parse_seconds",
+    "criticality_scope",
 }
 
 
