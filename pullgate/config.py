@@ -12,6 +12,12 @@
     [resilience.catalog.cache]   # the staleness bound for reads that give none, per owner
     max_staleness = "1m"
 
+    [admission.default]          # every server's admission control (docs/overload.md)
+    max_limit = 200
+
+    [admission.gateway]          # one server's; keys not given come from [admission.default]
+    min_limit = 20
+
 A duration is a number of seconds or a duration string (docs/resilience.md#durations). Every key is checked
 when the file is loaded; a wrong one raises ConfigError naming the key and the file, before anything starts.
 """
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pullgate import topology
-from resilience import ConfigError, DurationError, ResilienceConfig, Seconds, parse_seconds
+from resilience import AdmissionConfig, ConfigError, DurationError, ResilienceConfig, Seconds, parse_seconds
 
 
 class _Seconds:
@@ -59,12 +65,25 @@ class InventoryConfig(_Seconds):
 
 
 @dataclass(frozen=True)
+class AdmissionSettings:
+    """The `[admission]` table: every server's admission control, with overrides by service name."""
+
+    default: AdmissionConfig = field(default_factory=AdmissionConfig)
+    services: Mapping[str, AdmissionConfig] = field(default_factory=dict)
+
+    def for_service(self, name: str) -> AdmissionConfig:
+        """What server `name` admits by: its table over `[admission.default]`."""
+        return self.services.get(name, self.default)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole file."""
 
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 SectionT = TypeVar("SectionT", GatewayConfig, InventoryConfig)
@@ -89,12 +108,40 @@ def _section(kind: type[SectionT], name: str, data: Any, source: str) -> Section
         raise ConfigError(f"{name}.{error.key}", error.problem, source) from None
 
 
+def _admission(data: Any, source: str) -> AdmissionSettings:
+    """`[admission.default]` and `[admission.<service>]`; ConfigError names the dotted key and the file."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("admission", "must be a table", source)
+    default = AdmissionConfig.from_mapping(_table(data, "default", source), source, "admission.default")
+    services = {}
+    for name in data:
+        if name == "default":
+            continue
+        if name not in topology.names():
+            known = ", ".join(["default", *topology.names()])
+            raise ConfigError(f"admission.{name}", f"unknown server; expected one of {known}", source)
+        services[name] = AdmissionConfig.from_mapping(_table(data, name, source), source, f"admission.{name}",
+                                                      base=default)
+    return AdmissionSettings(default, services)
+
+
+def _table(data: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
+    table = data.get(name, {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"admission.{name}", "must be a table", source)
+    return table
+
+
+SECTIONS = ("gateway", "inventory", "resilience", "admission")
+
+
 def from_mapping(data: Mapping[str, Any], source: str) -> Config:
     """Build and check a Config from parsed TOML; `source` names the file in errors."""
-    unknown = set(data) - {"gateway", "inventory", "resilience"}
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ConfigError(sorted(unknown)[0], "unknown section (known: gateway, inventory, resilience)", source)
+        raise ConfigError(sorted(unknown)[0], f"unknown section (known: {', '.join(SECTIONS)})", source)
     return Config(
+        admission=_admission(data.get("admission", {}), source),
         gateway=_section(GatewayConfig, "gateway", data.get("gateway", {}), source),
         inventory=_section(InventoryConfig, "inventory", data.get("inventory", {}), source),
         resilience=ResilienceConfig.from_mapping(data.get("resilience", {}), source=source,
@@ -117,4 +164,4 @@ def load(path: Path | None) -> Config:
     return from_mapping(data, str(path))
 
 
-__all__ = ["Config", "ConfigError", "GatewayConfig", "InventoryConfig", "from_mapping", "load"]
+__all__ = ["AdmissionSettings", "Config", "ConfigError", "GatewayConfig", "InventoryConfig", "from_mapping", "load"]

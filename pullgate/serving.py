@@ -26,11 +26,20 @@ from grpc_reflection.v1alpha import reflection
 
 from pullgate import topology
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
+from pullgate.config import load
 from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
 from pullgate.telemetry import Telemetry
 from pullgate.telemetry.metrics import port_file as metrics_port_file
-from resilience import Behavior, DeadlineInterceptor, ResilienceError, UnaryInterceptor
+from resilience import (
+    AdmissionConfig,
+    AdmissionInterceptor,
+    Behavior,
+    Criticality,
+    DeadlineInterceptor,
+    ResilienceError,
+    UnaryInterceptor,
+)
 
 log = logging.getLogger("pullgate.serving")
 
@@ -43,6 +52,9 @@ class Binding:
     full_name: str
     add: Callable[[Any, grpc.aio.Server], None]
     servicer: object
+    criticality: Mapping[str, Criticality] = field(default_factory=dict)
+    """Each method's own criticality by full path (`/pkg.Service/Method`); a caller may lower it, never raise
+    it. A method not named here is CRITICAL, so a caller's level is taken as it comes."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,9 @@ class ServeOptions:
 
 
 App = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[Sequence[Binding]]]
+
+NO_ADMISSION = AdmissionConfig(enabled=False)
+"""Admit everything (tests, tools); criticality still travels."""
 
 
 class ErrorInterceptor(UnaryInterceptor):
@@ -104,6 +119,8 @@ async def running(
     faults: FaultInjector | None = None,
     allow_fault_injection: bool = False,
     tracing: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
+    admission: AdmissionConfig = NO_ADMISSION,
+    name: str = "",
 ) -> AsyncIterator[tuple[grpc.aio.Server, int, HealthServicer]]:
     """A started server with the bindings, health and reflection; yields (server, bound port, health).
 
@@ -113,11 +130,20 @@ async def running(
     at all (it costs nothing in production). A FaultInjector made here for the admin service alone matches only
     clauses without a service name; pass `FaultInjector(name)` to match `name=` clauses too. `tracing` holds the
     interceptors that make server spans (`Telemetry.server_interceptors()`; none when tracing is off).
+    `admission` is what the server admits by (docs/overload.md); by default it refuses nothing, and each
+    request's criticality (the caller's, never above its method's own in `Binding.criticality`) still travels
+    on to the calls its handler makes. `name` labels the admission metrics.
     """
     names = [b.full_name for b in bindings]
     injector = faults if faults is not None else FaultInjector("")
+    own = {path: level for b in bindings for path, level in b.criticality.items()}
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
-        # Outermost: the server span, with the caller's trace context from the metadata, so the handler, the
+        # Outermost: admission. Whatever stands in front of it is paid by every refused request, and a refusal
+        # must be cheap (a recording server span in front would cost each refusal about a fifth more CPU);
+        # refusals stay visible in the caller's span, in the trailers and in the refused counter. It also puts
+        # the request's criticality in force for everything below, the handler's own calls included.
+        AdmissionInterceptor(names, admission, criticality=own, name=name),
+        # Then the server span, with the caller's trace context from the metadata, so the handler, the
         # faults and the error translation below all happen inside it (an injected delay shows in the span).
         *tracing,
         # Then the caller's deadline becomes the current one before anything else runs, so an injected
@@ -127,8 +153,9 @@ async def running(
     ]
     if allow_fault_injection or injector.spec.for_server(injector.server_name):
         # Faults stand for a sick server or network in front of the application: they act before the handler
-        # runs, and above ErrorInterceptor so an injected abort is passed on as is, never logged or counted as
-        # a bug in the handler. Only the application services are named, so health, reflection and the admin
+        # runs, inside admission so an injected delay holds a place and shows in the latency the limit follows,
+        # and above ErrorInterceptor so an injected abort is passed on as is, never logged or counted as a bug in
+        # the handler. Only the application services are named, so health, reflection and the admin
         # service itself (which must stay usable to clear faults) are never faulted.
         interceptors.append(FaultInterceptor(injector, names))
     # Innermost: it turns what the handler raises into status codes, once.
@@ -191,7 +218,8 @@ async def _serve(options: ServeOptions, app: App, faults: FaultInjector, telemet
         loop.add_signal_handler(sig, stop.set)
     async with app(options) as bindings, running(
         bindings, options.host, options.port, faults=faults, allow_fault_injection=options.allow_fault_injection,
-        tracing=telemetry.server_interceptors(),
+        tracing=telemetry.server_interceptors(), name=options.name,
+        admission=load(options.config_file).admission.for_service(options.name),
     ) as (_, port, _h):
         log.info("%s serving on %s:%d", options.name, options.host, port)
         if telemetry.metrics_port is not None:

@@ -114,11 +114,12 @@ class AdmissionConfig(_Checked):
 
     @classmethod
     def from_mapping(
-        cls, data: Mapping[str, Any], source: str = "<mapping>", key: str = "admission"
+        cls, data: Mapping[str, Any], source: str = "<mapping>", key: str = "admission",
+        base: AdmissionConfig | None = None,
     ) -> AdmissionConfig:
-        """Build from a TOML table (e.g. `[admission]`); a wrong key or value raises ConfigError naming
-        `key.<name>` and `source`."""
-        return _policy(cls(), data, key, source)  # type: ignore[no-any-return]
+        """Build from a TOML table (e.g. `[admission]`), its keys over `base` (default: the defaults); a wrong key
+        or value raises ConfigError naming `key.<name>` and `source`."""
+        return _policy(base or cls(), data, key, source)  # type: ignore[no-any-return]
 
 
 class GradientLimit:

@@ -32,6 +32,14 @@ def test_a_file_overrides_each_section(tmp_path: Path) -> None:
     assert config.resilience.for_downstream("customers").retry.max_attempts == 3
 
 
+def test_admission_per_server_builds_on_the_default(tmp_path: Path) -> None:
+    """[admission.<server>] takes its keys over [admission.default]; other servers get the default."""
+    config = load(_file(tmp_path, "[admission.default]\nmax_limit = 50\n[admission.gateway]\nmin_limit = 20\n"))
+    gateway, orders = config.admission.for_service("gateway"), config.admission.for_service("orders")
+    assert (gateway.min_limit, gateway.max_limit) == (20, 50)
+    assert (orders.min_limit, orders.max_limit) == (5, 50)
+
+
 def test_durations_take_a_unit_or_a_number_of_seconds(tmp_path: Path) -> None:
     """Every duration key reads a number of seconds or a duration string, in each section."""
     config = load(_file(tmp_path, '[gateway]\nresponse_margin = "100ms"\n[inventory]\nreservation_hold = "2m"\n'
@@ -55,13 +63,17 @@ NOT_A_DURATION = "is not a duration: use a number with a unit, like 500ms, 2s or
         ("[inventory]\nreservation_hold = '0ms'\n", "inventory.reservation_hold", "must be more than 0"),
         ("[inventory]\nreservation_hold = 'long'\n", "inventory.reservation_hold", f"'long' {NOT_A_DURATION}"),
         ("[inventory]\nreservation_hodl = 1\n", "inventory.reservation_hodl", "unknown key"),
-        ("[gatway]\n", "gatway", "unknown section (known: gateway, inventory, resilience)"),
+        ("[gatway]\n", "gatway", "unknown section (known: gateway, inventory, resilience, admission)"),
         ("[resilience.catalgo.cache]\nttl = 1\n", "resilience.catalgo", "unknown downstream"),
         ("[resilience.catalog.cache]\nttl = '1 s'\n", "resilience.catalog.cache.ttl", f"'1 s' {NOT_A_DURATION}"),
         ("[resilience.catalog.cache]\nttl = 0\n", "resilience.catalog.cache.ttl", "must be > 0, got 0.0"),
         ("[resilience.default.retry]\nmax_attempts = '3'\n", "resilience.default.retry.max_attempts",
          "must be int, got '3'"),
         ("gateway = 3\n", "gateway", "must be a table"),
+        ("[admission.gatewy]\nmax_limit = 9\n", "admission.gatewy", "unknown server"),
+        ("[admission.default]\nmax_limt = 9\n", "admission.default.max_limt", "unknown key"),
+        ("[admission.gateway]\nmin_limit = 0\n", "admission.gateway.min_limit", "must be >= 1"),
+        ("[admission]\ndefault = 3\n", "admission.default", "must be a table"),
         ("[gateway\n", "(file)", "not valid TOML"),
     ],
 )

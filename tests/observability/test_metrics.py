@@ -13,6 +13,7 @@ from prometheus_client.samples import Sample
 from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
+from pullgate.orders.v1 import orders_pb2
 from tests.observability.conftest import System
 from tests.observability.test_traces import set_faults
 
@@ -68,3 +69,23 @@ def test_every_process_has_its_own_metrics_port(system: System) -> None:
     assert len(set(urls)) == len(topology.names())
     for url in urls:
         assert scrape(url), url
+
+
+async def test_criticality_travels_from_the_gateway_to_the_owners(system: System) -> None:
+    """A view reaches catalog as SHEDDABLE, a placement's checks reach it as CRITICAL; each server counts them."""
+    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+        gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+        strong = pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)
+        await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="2", read=strong), timeout=5)
+        await gateway.PlaceOrder(pb.PlaceOrderRequest(
+            idempotency_key="criticality-test", customer_id="1",
+            lines=[orders_pb2.OrderLine(sku="SKU-001", quantity=1)]), timeout=10)
+    admitted = "resilience_server_admitted_total"
+    batch = {"server": "catalog", "method": "BatchGetProducts"}
+    catalog = scrape(system.metrics_url("catalog"))
+    assert value(catalog, admitted, criticality="SHEDDABLE", **batch) >= 1
+    assert value(catalog, admitted, criticality="CRITICAL", **batch) >= 1
+    inventory = scrape(system.metrics_url("inventory"))
+    reserve = {"server": "inventory", "method": "ReserveStock"}
+    assert value(inventory, admitted, criticality="CRITICAL", **reserve) >= 1
+    assert value(inventory, admitted, criticality="SHEDDABLE", **reserve) == 0
