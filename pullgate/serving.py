@@ -30,6 +30,7 @@ from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
 from pullgate.telemetry import Telemetry
 from pullgate.telemetry.metrics import port_file as metrics_port_file
+from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.errors import ResilienceError
 from resilience.server import Behavior, DeadlineInterceptor, UnaryInterceptor
 
@@ -108,6 +109,7 @@ async def running(
     faults: FaultInjector | None = None,
     allow_fault_injection: bool = False,
     tracing: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[tuple[grpc.aio.Server, int, HealthServicer]]:
     """A started server with the bindings, health and reflection; yields (server, bound port, health).
 
@@ -116,7 +118,9 @@ async def running(
     service does not exist, and with no faults for this server either, the fault interceptor is not installed
     at all (it costs nothing in production). A FaultInjector made here for the admin service alone matches only
     clauses without a service name; pass `FaultInjector(name)` to match `name=` clauses too. `tracing` holds the
-    interceptors that make server spans (`Telemetry.server_interceptors()`; none when tracing is off).
+    interceptors that make server spans (`Telemetry.server_interceptors()`; none when tracing is off). `clock`
+    is the one the caller's deadline is carried on: the clock of the Downstreams the handlers call through
+    (a test that drives their time passes its FakeClock here too).
     """
     names = [b.full_name for b in bindings]
     injector = faults if faults is not None else FaultInjector("")
@@ -127,7 +131,7 @@ async def running(
         # Then the caller's deadline becomes the current one before anything else runs, so an injected
         # delay spends the caller's time like a slow handler would, and what the handler calls after it gets
         # only what is left.
-        DeadlineInterceptor(),
+        DeadlineInterceptor(clock),
     ]
     if allow_fault_injection or injector.spec.for_server(injector.server_name):
         # Faults stand for a sick server or network in front of the application: they act before the handler
