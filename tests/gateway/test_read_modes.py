@@ -2,7 +2,7 @@
 
 Time passes only when a test advances the system's clock (tests/gateway/system.py): that is how a cached copy
 gets old, and how an injected delay ends. A test that waits out grpc's own deadline on the wire, which grpc keeps
-in real time, runs the gateway on the real clock.
+in real time, runs the gateway on the real clock, and gives the owner it waits out a short per-attempt timeout.
 """
 
 from __future__ import annotations
@@ -34,13 +34,23 @@ read asks the owner and what it sees after a failure is stale-if-error, not a hi
 staleness (30 s), so a stale copy may still serve it."""
 SLOW_CALLER = 1.5
 """The caller's timeout, in seconds, in tests where an owner is slower than that."""
-# For those tests, which run the gateway on the real clock: no fresh cache (every read asks the owner), so what a
-# test sees after a failure is stale-if-error, not a hit; a wide response margin so a loaded test machine still
-# answers before the caller's deadline.
-NO_FRESH_CACHE: dict[str, Any] = {
-    "gateway": {"response_margin": 0.25},
-    "resilience": {"default": {"cache": {"ttl": 1e-6}}},
-}
+GIVE_UP = 0.1
+"""The per-attempt timeout, in seconds, of an owner that is slow or hangs. Tests wait it out in real time (grpc
+keeps the deadline it is sent in real time), so it is short; the other owners keep the default 1 s, which a
+loaded test machine does not make them miss."""
+
+
+def _waiting_out(*owners: str, margin: float | None = 0.25) -> dict[str, Any]:
+    """The config of a test that waits out grpc's deadline on `owners`, each given up on after GIVE_UP per attempt.
+
+    No fresh cache (every read asks the owner), so what a test sees after a failure is stale-if-error, not a hit;
+    a wide response margin (None: the default) so a loaded test machine still answers before the caller's deadline.
+    """
+    config: dict[str, Any] = {"resilience": {"default": {"cache": {"ttl": 1e-6}}}}
+    config["resilience"].update({owner: {"timeout": {"per_attempt": GIVE_UP}} for owner in owners})
+    if margin is not None:
+        config["gateway"] = {"response_margin": margin}
+    return config
 
 
 def _read(consistency: pb.Consistency.ValueType, max_staleness: float | None = None) -> pb.ReadOptions:
@@ -242,8 +252,8 @@ async def test_an_order_that_does_not_exist_is_not_found_in_every_mode(s: System
 
 
 async def test_a_strong_read_of_a_slow_owner_fails_in_time_naming_it(tmp_path: Path) -> None:
-    """A strong read with inventory slower than the deadline fails DEADLINE_EXCEEDED with the gateway's message."""
-    async with system(tmp_path, NO_FRESH_CACHE, gateway_clock=SYSTEM_CLOCK) as s:
+    """A strong read with inventory slower than its deadline fails DEADLINE_EXCEEDED with the gateway's message."""
+    async with system(tmp_path, _waiting_out("inventory"), gateway_clock=SYSTEM_CLOCK) as s:
         s.fault("inventory", "delay:30s")
         code, details = await rpc_error(_view(s, STRONG, timeout=SLOW_CALLER))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -252,7 +262,7 @@ async def test_a_strong_read_of_a_slow_owner_fails_in_time_naming_it(tmp_path: P
 
 async def test_a_bounded_read_of_a_slow_owner_answers_with_its_parts_missing(tmp_path: Path) -> None:
     """A bounded read with inventory too slow and nothing cached answers in time, stock missing for the deadline."""
-    async with system(tmp_path, NO_FRESH_CACHE, gateway_clock=SYSTEM_CLOCK) as s:
+    async with system(tmp_path, _waiting_out("inventory"), gateway_clock=SYSTEM_CLOCK) as s:
         s.fault("inventory", "delay:30s")
         response = await _view(s, BOUNDED, timeout=SLOW_CALLER)
     parts = _parts(response)
@@ -279,10 +289,7 @@ async def test_an_available_read_answers_before_the_deadline_while_owners_hang(
 ) -> None:
     """With customers, catalog and inventory hanging, an available read answers in time with their stale copies."""
     hanging = topology.service("orders").upstreams
-    config: dict[str, Any] = {"resilience": NO_FRESH_CACHE["resilience"]}
-    if margin is not None:
-        config["gateway"] = {"response_margin": margin}
-    async with system(tmp_path, config, gateway_clock=SYSTEM_CLOCK) as s:
+    async with system(tmp_path, _waiting_out(*hanging, margin=margin), gateway_clock=SYSTEM_CLOCK) as s:
         before = await _view(s, AVAILABLE)
         for owner in hanging:
             s.fault(owner, "hang")
@@ -298,7 +305,7 @@ async def test_an_available_read_answers_before_the_deadline_while_owners_hang(
 
 async def test_an_available_read_answers_in_time_while_orders_hangs(tmp_path: Path) -> None:
     """With orders hanging and nothing cached, an available read answers before the deadline, the order missing."""
-    async with system(tmp_path, NO_FRESH_CACHE, gateway_clock=SYSTEM_CLOCK) as s:
+    async with system(tmp_path, _waiting_out("orders"), gateway_clock=SYSTEM_CLOCK) as s:
         s.fault("orders", "hang")
         response = await _view(s, AVAILABLE, timeout=SLOW_CALLER)
     assert _sources(response) == {"order:1": "SOURCE_MISSING"}
