@@ -13,7 +13,7 @@ from pullgate.customers.v1 import customers_pb2 as customers
 from pullgate.inventory.v1 import inventory_pb2 as inventory
 from pullgate.orders.v1 import orders_pb2 as orders
 from pullgate.telemetry import client_interceptors
-from resilience import Downstream, Method, ResilienceConfig
+from resilience import SYSTEM_CLOCK, Clock, Downstream, Method, ResilienceConfig
 
 
 def _method(file: FileDescriptor, service: str, name: str, request: type[Any], response: type[Any]) -> Any:
@@ -94,14 +94,19 @@ class Upstreams(Mapping[str, Downstream]):
         self._downstreams = dict(downstreams)
 
     @classmethod
-    def connect(cls, service: str, addresses: Mapping[str, Sequence[str]], config: ResilienceConfig) -> Upstreams:
-        """A Downstream for each upstream the topology gives `service`; ValueError naming any without an address."""
+    def connect(
+        cls, service: str, addresses: Mapping[str, Sequence[str]], config: ResilienceConfig,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> Upstreams:
+        """A Downstream for each upstream the topology gives `service`; ValueError naming any without an address.
+
+        Every Downstream runs its policies on `clock` (tests pass a FakeClock to drive their time)."""
         names = topology.service(service).upstreams
         missing = [name for name in names if not addresses.get(name)]
         if missing:
             raise ValueError(f"{service} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
         interceptors = client_interceptors()  # tracing's client span and propagation, when tracing is on
-        return cls(service, {name: Downstream(name, tuple(addresses[name]), config.for_downstream(name),
+        return cls(service, {name: Downstream(name, tuple(addresses[name]), config.for_downstream(name), clock,
                                               interceptors=interceptors) for name in names})
 
     def __getitem__(self, name: str) -> Downstream:

@@ -32,9 +32,11 @@ from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse
 from pullgate.telemetry import Telemetry
 from pullgate.telemetry.metrics import port_file as metrics_port_file
 from resilience import (
+    SYSTEM_CLOCK,
     AdmissionConfig,
     AdmissionInterceptor,
     Behavior,
+    Clock,
     Criticality,
     DeadlineInterceptor,
     ResilienceError,
@@ -121,6 +123,7 @@ async def running(
     tracing: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
     admission: AdmissionConfig = NO_ADMISSION,
     name: str = "",
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[tuple[grpc.aio.Server, int, HealthServicer]]:
     """A started server with the bindings, health and reflection; yields (server, bound port, health).
 
@@ -132,7 +135,9 @@ async def running(
     interceptors that make server spans (`Telemetry.server_interceptors()`; none when tracing is off).
     `admission` is what the server admits by (docs/overload.md); by default it refuses nothing, and each
     request's criticality (the caller's, never above its method's own in `Binding.criticality`) still travels
-    on to the calls its handler makes. `name` labels the admission metrics.
+    on to the calls its handler makes. `name` labels the admission metrics. `clock`
+    is the one the caller's deadline is carried on: the clock of the Downstreams the handlers call through
+    (a test that drives their time passes its FakeClock here too).
     """
     names = [b.full_name for b in bindings]
     injector = faults if faults is not None else FaultInjector("")
@@ -142,14 +147,14 @@ async def running(
         # must be cheap (a recording server span in front would cost each refusal about a fifth more CPU);
         # refusals stay visible in the caller's span, in the trailers and in the refused counter. It also puts
         # the request's criticality in force for everything below, the handler's own calls included.
-        AdmissionInterceptor(names, admission, criticality=own, name=name),
+        AdmissionInterceptor(names, admission, criticality=own, name=name, clock=clock),
         # Then the server span, with the caller's trace context from the metadata, so the handler, the
         # faults and the error translation below all happen inside it (an injected delay shows in the span).
         *tracing,
         # Then the caller's deadline becomes the current one before anything else runs, so an injected
         # delay spends the caller's time like a slow handler would, and what the handler calls after it gets
         # only what is left.
-        DeadlineInterceptor(),
+        DeadlineInterceptor(clock),
     ]
     if allow_fault_injection or injector.spec.for_server(injector.server_name):
         # Faults stand for a sick server or network in front of the application: they act before the handler

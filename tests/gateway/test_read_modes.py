@@ -1,8 +1,12 @@
-"""Each read mode through the gateway, against real owners that are up, down, slow or hanging."""
+"""Each read mode through the gateway, against real owners that are up, down, slow or hanging.
+
+Time passes only when a test advances the system's clock (tests/gateway/system.py): that is how a cached copy
+gets old, and how an injected delay ends. A test that waits out grpc's own deadline on the wire, which grpc keeps
+in real time, runs the gateway on the real clock, and gives the owner it waits out a short per-attempt timeout.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ import pytest
 
 from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
+from resilience import SYSTEM_CLOCK
 from tests.gateway.system import System, system
 from tests.support import rpc_error
 
@@ -23,14 +28,29 @@ MODES = [pytest.param(STRONG, id="strong"), *NOT_STRONG]
 SKUS = ("SKU-001", "SKU-002", "SKU-003")
 ORDER_PARTS = {"order:1", "customer:1", *(f"product:{s}" for s in SKUS), *(f"stock:{s}" for s in SKUS)}
 
-# No fresh cache (every read asks the owner), so what a test sees after a failure is stale-if-error, not a hit;
-# a wide response margin so a loaded test machine still answers before the caller's deadline.
-NO_FRESH_CACHE: dict[str, Any] = {
-    "gateway": {"response_margin": 0.25},
-    "resilience": {"default": {"cache": {"ttl": 1e-6}}},
-}
+AGED = 5.0
+"""How far a test moves the clock after a good read, in seconds: past the default cache TTL (1 s), so the next
+read asks the owner and what it sees after a failure is stale-if-error, not a hit; within the default max
+staleness (30 s), so a stale copy may still serve it."""
 SLOW_CALLER = 1.5
 """The caller's timeout, in seconds, in tests where an owner is slower than that."""
+GIVE_UP = 0.1
+"""The per-attempt timeout, in seconds, of an owner that is slow or hangs. Tests wait it out in real time (grpc
+keeps the deadline it is sent in real time), so it is short; the other owners keep the default 1 s, which a
+loaded test machine does not make them miss."""
+
+
+def _waiting_out(*owners: str, margin: float | None = 0.25) -> dict[str, Any]:
+    """The config of a test that waits out grpc's deadline on `owners`, each given up on after GIVE_UP per attempt.
+
+    No fresh cache (every read asks the owner), so what a test sees after a failure is stale-if-error, not a hit;
+    a wide response margin (None: the default) so a loaded test machine still answers before the caller's deadline.
+    """
+    config: dict[str, Any] = {"resilience": {"default": {"cache": {"ttl": 1e-6}}}}
+    config["resilience"].update({owner: {"timeout": {"per_attempt": GIVE_UP}} for owner in owners})
+    if margin is not None:
+        config["gateway"] = {"response_margin": margin}
+    return config
 
 
 def _read(consistency: pb.Consistency.ValueType, max_staleness: float | None = None) -> pb.ReadOptions:
@@ -66,7 +86,7 @@ def _of(parts: dict[str, pb.PartStatus], kind: str) -> list[pb.PartStatus]:
 
 @pytest.fixture
 async def s(tmp_path: Path) -> AsyncIterator[System]:
-    async with system(tmp_path, NO_FRESH_CACHE) as running:
+    async with system(tmp_path) as running:
         yield running
 
 
@@ -127,14 +147,14 @@ async def test_a_down_owner_is_served_stale_with_its_age_and_reason(
 ) -> None:
     """After a good read, inventory going down leaves each stock part stale, with one age and reason per batch."""
     before = await _view(s, BOUNDED)
-    started = time.monotonic()
     await s.stop("inventory")
+    await s.clock.advance(AGED)
     response = await _view(s, consistency)
     parts = _parts(response)
     stock = _of(parts, "stock")
     assert {pb.Source.Name(p.source) for p in stock} == {"SOURCE_STALE"}
     assert len({(_age(p), p.reason) for p in stock}) == 1, "parts of one batched call carry that call's provenance"
-    assert 0 < _age(stock[0]) < time.monotonic() - started + 10
+    assert _age(stock[0]) == AGED
     assert stock[0].reason.startswith("inventory: ")
     assert all(p.source == pb.SOURCE_LIVE for p in _of(parts, "product"))
     assert [line.stock for line in response.view.lines] == [line.stock for line in before.view.lines]
@@ -145,8 +165,9 @@ async def test_stale_data_beyond_the_callers_bound_is_missing(s: System) -> None
     """A bounded read whose max_staleness is shorter than the stale copy's age gets the parts missing instead."""
     await _view(s, BOUNDED)
     await s.stop("inventory")
+    await s.clock.advance(AGED)
     within = await _view(s, BOUNDED, max_staleness=60.0)
-    beyond = await _view(s, BOUNDED, max_staleness=1e-6)
+    beyond = await _view(s, BOUNDED, max_staleness=AGED / 2)
     assert all(p.source == pb.SOURCE_STALE for p in _of(_parts(within), "stock"))
     for part in _of(_parts(beyond), "stock"):
         assert part.source == pb.SOURCE_MISSING and part.reason.startswith("inventory: ")
@@ -158,6 +179,7 @@ async def test_a_strong_read_never_uses_the_stale_copy(s: System) -> None:
     """After a good read, a strong read with inventory down still fails UNAVAILABLE naming inventory."""
     await _view(s, BOUNDED)
     await s.stop("inventory")
+    await s.clock.advance(AGED)
     code, details = await rpc_error(_view(s, STRONG))
     assert code == grpc.StatusCode.UNAVAILABLE
     assert "stock of SKU-001, SKU-002, SKU-003 could not be fetched live: inventory: " in details
@@ -165,12 +187,12 @@ async def test_a_strong_read_never_uses_the_stale_copy(s: System) -> None:
 
 async def test_the_default_bound_is_each_owners_configured_staleness(tmp_path: Path) -> None:
     """With no max_staleness in the request, each owner's `[resilience.<owner>.cache] max_staleness` applies."""
-    config = {"gateway": {"response_margin": 0.25},
-              "resilience": {"default": {"cache": {"ttl": 1e-6}}, "catalog": {"cache": {"max_staleness": 1e-6}}}}
+    config = {"resilience": {"catalog": {"cache": {"max_staleness": AGED / 2}}}}
     async with system(tmp_path, config) as s:
         await _view(s, BOUNDED)
         await s.stop("catalog")
         await s.stop("customers")
+        await s.clock.advance(AGED)
         response = await _view(s, BOUNDED)
     parts = _parts(response)
     assert parts["customer:1"].source == pb.SOURCE_STALE
@@ -229,18 +251,20 @@ async def test_an_order_that_does_not_exist_is_not_found_in_every_mode(s: System
 # A slow owner
 
 
-async def test_a_strong_read_of_a_slow_owner_fails_in_time_naming_it(s: System) -> None:
-    """A strong read with inventory slower than the deadline fails DEADLINE_EXCEEDED with the gateway's message."""
-    s.fault("inventory", "delay:30s")
-    code, details = await rpc_error(_view(s, STRONG, timeout=SLOW_CALLER))
+async def test_a_strong_read_of_a_slow_owner_fails_in_time_naming_it(tmp_path: Path) -> None:
+    """A strong read with inventory slower than its deadline fails DEADLINE_EXCEEDED with the gateway's message."""
+    async with system(tmp_path, _waiting_out("inventory"), gateway_clock=SYSTEM_CLOCK) as s:
+        s.fault("inventory", "delay:30s")
+        code, details = await rpc_error(_view(s, STRONG, timeout=SLOW_CALLER))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "stock of SKU-001, SKU-002, SKU-003 could not be fetched live: inventory: deadline exceeded" in details
 
 
-async def test_a_bounded_read_of_a_slow_owner_answers_with_its_parts_missing(s: System) -> None:
+async def test_a_bounded_read_of_a_slow_owner_answers_with_its_parts_missing(tmp_path: Path) -> None:
     """A bounded read with inventory too slow and nothing cached answers in time, stock missing for the deadline."""
-    s.fault("inventory", "delay:30s")
-    response = await _view(s, BOUNDED, timeout=SLOW_CALLER)
+    async with system(tmp_path, _waiting_out("inventory"), gateway_clock=SYSTEM_CLOCK) as s:
+        s.fault("inventory", "delay:30s")
+        response = await _view(s, BOUNDED, timeout=SLOW_CALLER)
     parts = _parts(response)
     for part in _of(parts, "stock"):
         assert part.source == pb.SOURCE_MISSING
@@ -252,7 +276,10 @@ async def test_a_bounded_read_of_a_slow_owner_answers_with_its_parts_missing(s: 
 async def test_a_slow_owner_within_the_deadline_is_live(s: System) -> None:
     """An owner slower than usual but within the deadline gives live parts."""
     s.fault("catalog", "delay:100ms")
-    response = await _view(s, STRONG)
+    call = _view(s, STRONG)  # under way: catalog holds it until the clock passes the delay
+    await s.held("catalog")
+    await s.clock.advance(0.1)
+    response = await call
     assert set(_sources(response).values()) == {"SOURCE_LIVE"}
 
 
@@ -261,12 +288,10 @@ async def test_an_available_read_answers_before_the_deadline_while_owners_hang(
     tmp_path: Path, margin: float | None
 ) -> None:
     """With customers, catalog and inventory hanging, an available read answers in time with their stale copies."""
-    config: dict[str, Any] = {"resilience": {"default": {"cache": {"ttl": 1e-6}}}}
-    if margin is not None:
-        config["gateway"] = {"response_margin": margin}
-    async with system(tmp_path, config) as s:
+    hanging = topology.service("orders").upstreams
+    async with system(tmp_path, _waiting_out(*hanging, margin=margin), gateway_clock=SYSTEM_CLOCK) as s:
         before = await _view(s, AVAILABLE)
-        for owner in topology.service("orders").upstreams:
+        for owner in hanging:
             s.fault(owner, "hang")
         response = await _view(s, AVAILABLE, timeout=SLOW_CALLER)
     parts = _parts(response)
@@ -278,10 +303,11 @@ async def test_an_available_read_answers_before_the_deadline_while_owners_hang(
     assert response.degraded
 
 
-async def test_an_available_read_answers_in_time_while_orders_hangs(s: System) -> None:
+async def test_an_available_read_answers_in_time_while_orders_hangs(tmp_path: Path) -> None:
     """With orders hanging and nothing cached, an available read answers before the deadline, the order missing."""
-    s.fault("orders", "hang")
-    response = await _view(s, AVAILABLE, timeout=SLOW_CALLER)
+    async with system(tmp_path, _waiting_out("orders"), gateway_clock=SYSTEM_CLOCK) as s:
+        s.fault("orders", "hang")
+        response = await _view(s, AVAILABLE, timeout=SLOW_CALLER)
     assert _sources(response) == {"order:1": "SOURCE_MISSING"}
     assert response.parts[0].reason.startswith("orders: deadline exceeded")
 
@@ -292,17 +318,16 @@ async def test_an_available_read_answers_in_time_while_orders_hangs(s: System) -
 async def test_cached_parts_carry_their_real_age_and_strong_reads_skip_the_cache(tmp_path: Path) -> None:
     """A second bounded read is served from the cache with a real age; a strong read after it is live."""
     async with system(tmp_path, {"resilience": {"default": {"cache": {"ttl": 600.0}}}}) as s:
-        started = time.monotonic()
         await _view(s, BOUNDED)
+        await s.clock.advance(AGED)
         cached = await _view(s, BOUNDED)
-        elapsed = time.monotonic() - started
         strong = await _view(s, STRONG)
         available = await _view(s, AVAILABLE)
     parts = _parts(cached)
     assert parts.pop("order:1").source == pb.SOURCE_CACHED
     for name, part in parts.items():
         assert part.source == pb.SOURCE_CACHED, name
-        assert 0 < _age(part) <= elapsed
+        assert _age(part) == AGED
         assert part.reason.endswith(": cached, within max staleness 30s")
     assert _parts(cached)["product:SKU-001"].reason == "catalog: cached, within max staleness 30s"
     assert not cached.degraded
