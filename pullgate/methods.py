@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from google.protobuf.descriptor import FileDescriptor
-
 from pullgate import topology
 from pullgate.catalog.v1 import catalog_pb2 as catalog
 from pullgate.customers.v1 import customers_pb2 as customers
@@ -16,70 +14,31 @@ from pullgate.telemetry import client_interceptors
 from resilience import SYSTEM_CLOCK, Clock, Downstream, Method, ResilienceConfig
 
 
-def _method(file: FileDescriptor, service: str, name: str, request: type[Any], response: type[Any]) -> Any:
-    return Method(file.services_by_name[service].methods_by_name[name], request, response)
+def _method(module: Any, name: str) -> Any:
+    """The Method for RPC `name` of the one service in a generated module, with the module's message classes."""
+    (service,) = module.DESCRIPTOR.services_by_name.values()
+    descriptor = service.methods_by_name[name]
+    return Method(descriptor, getattr(module, descriptor.input_type.name), getattr(module, descriptor.output_type.name))
 
 
-GET_CUSTOMER: Method[customers.GetCustomerRequest, customers.GetCustomerResponse] = _method(
-    customers.DESCRIPTOR, "CustomerService", "GetCustomer", customers.GetCustomerRequest, customers.GetCustomerResponse
-)
-BATCH_GET_CUSTOMERS: Method[customers.BatchGetCustomersRequest, customers.BatchGetCustomersResponse] = _method(
-    customers.DESCRIPTOR,
-    "CustomerService",
-    "BatchGetCustomers",
-    customers.BatchGetCustomersRequest,
-    customers.BatchGetCustomersResponse,
-)
-GET_PRODUCT: Method[catalog.GetProductRequest, catalog.GetProductResponse] = _method(
-    catalog.DESCRIPTOR, "CatalogService", "GetProduct", catalog.GetProductRequest, catalog.GetProductResponse
-)
-BATCH_GET_PRODUCTS: Method[catalog.BatchGetProductsRequest, catalog.BatchGetProductsResponse] = _method(
-    catalog.DESCRIPTOR,
-    "CatalogService",
-    "BatchGetProducts",
-    catalog.BatchGetProductsRequest,
-    catalog.BatchGetProductsResponse,
-)
-GET_STOCK: Method[inventory.GetStockRequest, inventory.GetStockResponse] = _method(
-    inventory.DESCRIPTOR, "InventoryService", "GetStock", inventory.GetStockRequest, inventory.GetStockResponse
-)
-BATCH_GET_STOCK: Method[inventory.BatchGetStockRequest, inventory.BatchGetStockResponse] = _method(
-    inventory.DESCRIPTOR,
-    "InventoryService",
-    "BatchGetStock",
-    inventory.BatchGetStockRequest,
-    inventory.BatchGetStockResponse,
-)
-RESERVE_STOCK: Method[inventory.ReserveStockRequest, inventory.ReserveStockResponse] = _method(
-    inventory.DESCRIPTOR,
-    "InventoryService",
-    "ReserveStock",
-    inventory.ReserveStockRequest,
-    inventory.ReserveStockResponse,
-)
-COMMIT_RESERVATION: Method[inventory.CommitReservationRequest, inventory.CommitReservationResponse] = _method(
-    inventory.DESCRIPTOR,
-    "InventoryService",
-    "CommitReservation",
-    inventory.CommitReservationRequest,
-    inventory.CommitReservationResponse,
-)
-RELEASE_RESERVATION: Method[inventory.ReleaseReservationRequest, inventory.ReleaseReservationResponse] = _method(
-    inventory.DESCRIPTOR,
-    "InventoryService",
-    "ReleaseReservation",
-    inventory.ReleaseReservationRequest,
-    inventory.ReleaseReservationResponse,
-)
-GET_ORDER: Method[orders.GetOrderRequest, orders.GetOrderResponse] = _method(
-    orders.DESCRIPTOR, "OrderService", "GetOrder", orders.GetOrderRequest, orders.GetOrderResponse
-)
-LIST_ORDERS: Method[orders.ListOrdersRequest, orders.ListOrdersResponse] = _method(
-    orders.DESCRIPTOR, "OrderService", "ListOrders", orders.ListOrdersRequest, orders.ListOrdersResponse
-)
-CREATE_ORDER: Method[orders.CreateOrderRequest, orders.CreateOrderResponse] = _method(
-    orders.DESCRIPTOR, "OrderService", "CreateOrder", orders.CreateOrderRequest, orders.CreateOrderResponse
-)
+GET_CUSTOMER: Method[customers.GetCustomerRequest, customers.GetCustomerResponse] = _method(customers, "GetCustomer")
+BATCH_GET_CUSTOMERS: Method[customers.BatchGetCustomersRequest, customers.BatchGetCustomersResponse] = (
+    _method(customers, "BatchGetCustomers"))
+GET_PRODUCT: Method[catalog.GetProductRequest, catalog.GetProductResponse] = _method(catalog, "GetProduct")
+BATCH_GET_PRODUCTS: Method[catalog.BatchGetProductsRequest, catalog.BatchGetProductsResponse] = (
+    _method(catalog, "BatchGetProducts"))
+GET_STOCK: Method[inventory.GetStockRequest, inventory.GetStockResponse] = _method(inventory, "GetStock")
+BATCH_GET_STOCK: Method[inventory.BatchGetStockRequest, inventory.BatchGetStockResponse] = (
+    _method(inventory, "BatchGetStock"))
+RESERVE_STOCK: Method[inventory.ReserveStockRequest, inventory.ReserveStockResponse] = (
+    _method(inventory, "ReserveStock"))
+COMMIT_RESERVATION: Method[inventory.CommitReservationRequest, inventory.CommitReservationResponse] = (
+    _method(inventory, "CommitReservation"))
+RELEASE_RESERVATION: Method[inventory.ReleaseReservationRequest, inventory.ReleaseReservationResponse] = (
+    _method(inventory, "ReleaseReservation"))
+GET_ORDER: Method[orders.GetOrderRequest, orders.GetOrderResponse] = _method(orders, "GetOrder")
+LIST_ORDERS: Method[orders.ListOrdersRequest, orders.ListOrdersResponse] = _method(orders, "ListOrders")
+CREATE_ORDER: Method[orders.CreateOrderRequest, orders.CreateOrderResponse] = _method(orders, "CreateOrder")
 
 
 class Upstreams(Mapping[str, Downstream]):
