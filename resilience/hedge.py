@@ -250,6 +250,8 @@ class _Race:
         may_hedge = (self.inline or self.running) and self.sent < self.max_attempts and hedge._has_time(ctx, self.delay)
         if may_hedge and not hedge._withdraw_hedge():
             hedge._refused(ctx, "hedge", self.sent)
+            if self.delay <= 0.0:
+                return  # asking again after no delay at all would spin until the call ends
         elif may_hedge:
             self.hedges.add(self.sent)
             ctx.stats.hedged = True
