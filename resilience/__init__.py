@@ -22,13 +22,23 @@ from resilience.config import (
 )
 from resilience.deadline import Deadline
 from resilience.downstream import Downstream
-from resilience.errors import BulkheadFull, CircuitOpen, DeadlineExceeded, ResilienceError, StatusError
+from resilience.errors import (
+    OVERLOADED_METADATA,
+    BulkheadFull,
+    CircuitOpen,
+    DeadlineExceeded,
+    LocalDeadline,
+    Overloaded,
+    ResilienceError,
+    StatusError,
+)
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
 from resilience.server import DeadlineInterceptor
 
 __all__ = [
+    "OVERLOADED_METADATA",
     "SYSTEM_CLOCK",
     "BreakerConfig",
     "BudgetConfig",
@@ -45,8 +55,10 @@ __all__ = [
     "DownstreamConfig",
     "HedgingConfig",
     "Idempotency",
+    "LocalDeadline",
     "Method",
     "Outcome",
+    "Overloaded",
     "Provenance",
     "ResilienceConfig",
     "ResilienceError",

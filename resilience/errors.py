@@ -70,3 +70,59 @@ class StatusError(ResilienceError):
         self.args = (f"{downstream}: {details or code.name}",)
         self.details = details
         self.replica = replica
+
+
+# Overload and gray failure (issue 13, client side). Where these sit in the tree above:
+#   ResilienceError
+#    ├── Throttled         RESOURCE_EXHAUSTED; the adaptive throttle refused the attempt here, nothing was sent
+#    ├── DeadlineExceeded
+#    │    └── LocalDeadline  DEADLINE_EXCEEDED, but the time ran out in this process, not at the owner
+#    └── StatusError
+#         └── Overloaded   RESOURCE_EXHAUSTED with the OVERLOADED_METADATA trailer: the owner refused, to shed load
+
+OVERLOADED_METADATA = "resilience-overloaded"
+"""Trailing metadata (value "1") a server adds to a RESOURCE_EXHAUSTED that refuses a call because it is
+overloaded. Its callers then throttle themselves instead of counting the refusal against the server's health."""
+
+
+class Throttled(ResilienceError):
+    """The adaptive throttle refused the attempt locally, because the owner has been refusing; nothing was sent.
+
+    RESOURCE_EXHAUSTED, as the owner's own refusal would have been: a caller above must not retry it (gRPC
+    clients retry UNAVAILABLE), and a server relaying it says where it began (resilience.outcome: DEPENDENCY).
+    """
+
+    def __init__(self, downstream: str, probability: float) -> None:
+        super().__init__(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, downstream,
+            f"throttled here: the owner has been refusing calls (rejecting {probability:.0%} of them)",
+        )
+        self.probability = probability
+
+
+class Overloaded(StatusError):
+    """The owner refused the attempt because it is overloaded (RESOURCE_EXHAUSTED with OVERLOADED_METADATA).
+
+    Not a sign of a sick owner: it feeds the caller's throttle, never its breaker.
+    """
+
+
+class LocalDeadline(DeadlineExceeded):
+    """The attempt's deadline passed, but the time went in this process: the event loop was running behind, or
+    the slice left by the caller's own queueing was too short to blame anyone. Not the owner's failure.
+
+    `slice` is the attempt's time in seconds, `lag` how long the event loop was behind during it, `fair` the
+    time the owner would have needed to have (with the loop keeping up) for the timeout to count as its own.
+    """
+
+    def __init__(self, downstream: str, replica: str, slice: float, lag: float, fair: float) -> None:
+        super().__init__(
+            downstream,
+            f"deadline exceeded at {replica}, but the time went here: {slice * 1e3:.1f} ms slice, event loop "
+            f"behind for {lag * 1e3:.1f} ms of it (the owner is blamed only with {fair * 1e3:.1f} ms clear)",
+            sent=True,
+        )
+        self.replica = replica
+        self.slice = slice
+        self.lag = lag
+        self.fair = fair

@@ -65,6 +65,12 @@ BULKHEAD_REJECTIONS = _meter.create_counter(
     description="Attempts refused because the downstream's concurrency limit stayed full",
 )
 
+LOCAL_DEADLINES = _meter.create_counter(
+    "resilience.deadline.local", unit="{attempt}",
+    description="Attempts whose deadline ran out in this process (event loop behind, or too short a slice left): "
+    "not counted against the owner",
+)
+
 
 class _Breaker(Protocol):
     downstream: str

@@ -20,6 +20,7 @@ from resilience.clock import Clock
 from resilience.config import DownstreamConfig
 from resilience.context import Call, CallContext, Policy
 from resilience.hedge import Hedge
+from resilience.lag import monitor
 from resilience.retry import Retry, RetryPolicy
 from resilience.select import RetryOrHedge
 from resilience.timeouts import AttemptTimeout, TotalTimeout
@@ -36,10 +37,11 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("balance", "picks a replica per attempt (power of two choices), avoiding those tried before and those "
      "whose breaker is open"),
     ("breaker", "per replica, below retry/hedge so every attempt counts; fails fast before taking a bulkhead "
-     "slot; a cancelled hedge loser is not a failure"),
+     "slot; a cancelled hedge loser, an overloaded refusal or a deadline that ran out here is not a failure"),
     ("bulkhead", "bounds calls in flight to the owner; below the breaker so a refused call holds no slot"),
     ("attempt_timeout", "each attempt's own slice, clipped by what is left; lowest, so the slice measures the "
-     "network call and not the wait for a bulkhead slot"),
+     "network call and not the wait for a bulkhead slot, and so it judges a timeout (the owner's, or the time "
+     "ran out here) before the breaker and the balancer above read it"),
 )
 """(name, why) outermost first; the transport sits below the last one."""
 
@@ -98,7 +100,7 @@ def build(
         "balance": Balance(replicas, rng, breaker.usable if breaker else _always),
         "breaker": breaker,
         "bulkhead": Bulkhead(downstream, config.bulkhead, clock) if config.bulkhead.enabled else None,
-        "attempt_timeout": AttemptTimeout(config.timeout, clock),
+        "attempt_timeout": AttemptTimeout(config.timeout, clock, lag=monitor(clock)),
     }
     ordered = tuple((name, policy) for name, _ in LAYERS if (policy := made[name]) is not None)
     return Stack(ordered, compose([p for _, p in ordered], endpoint))

@@ -22,7 +22,14 @@ import grpc
 
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import CallContext
-from resilience.errors import ORIGIN_METADATA, DeadlineExceeded, ResilienceError, StatusError
+from resilience.errors import (
+    ORIGIN_METADATA,
+    OVERLOADED_METADATA,
+    DeadlineExceeded,
+    Overloaded,
+    ResilienceError,
+    StatusError,
+)
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Our retries and hedges own the extra load; grpc's would multiply with them (and ignore our budget).
@@ -118,19 +125,27 @@ def translate(error: grpc.aio.AioRpcError, downstream: str, replica: str) -> Res
     """A grpc error as one of the layer's errors."""
     code = error.code()
     details = error.details() or ""
+    origin, overloaded = _trailers(error)
     translated: ResilienceError
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         translated = DeadlineExceeded(downstream, f"deadline exceeded at {replica}", sent=True)
+    elif code is grpc.StatusCode.RESOURCE_EXHAUSTED and overloaded:
+        translated = Overloaded(code, downstream, details, replica)
     else:
         translated = StatusError(code, downstream, details, replica)
-    translated.origin = _origin(error)
+    translated.origin = origin
     return translated
 
 
-def _origin(error: grpc.aio.AioRpcError) -> str | None:
-    """Where the failure began, if the owner said it was one of its own downstream calls."""
+def _trailers(error: grpc.aio.AioRpcError) -> tuple[str | None, bool]:
+    """What the owner's trailers say: where the failure began (ORIGIN_METADATA), and whether it refused the call
+    because it is overloaded (OVERLOADED_METADATA = "1")."""
+    origin: str | None = None
+    overloaded = False
     trailers: Any = error.trailing_metadata() or ()
     for key, value in trailers:
         if key == ORIGIN_METADATA:
-            return value if isinstance(value, str) else bytes(value).decode(errors="replace")
-    return None
+            origin = value if isinstance(value, str) else bytes(value).decode(errors="replace")
+        elif key == OVERLOADED_METADATA:
+            overloaded = value in ("1", b"1")
+    return origin, overloaded
