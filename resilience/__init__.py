@@ -18,6 +18,7 @@ from resilience.config import (
     HedgingConfig,
     ResilienceConfig,
     RetryConfig,
+    ThrottleConfig,
     TimeoutConfig,
 )
 from resilience.deadline import Deadline
@@ -31,6 +32,7 @@ from resilience.errors import (
     Overloaded,
     ResilienceError,
     StatusError,
+    Throttled,
 )
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
@@ -67,6 +69,8 @@ __all__ = [
     "Source",
     "StatusError",
     "SystemClock",
+    "ThrottleConfig",
+    "Throttled",
     "TimeoutConfig",
     "classify",
 ]

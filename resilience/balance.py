@@ -12,7 +12,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import Call, CallContext
+from resilience.outcome import Outcome, classify
 
 
 class Balance:
@@ -23,11 +25,17 @@ class Balance:
         replicas: Sequence[str],
         rng: random.Random | None = None,
         usable: Callable[[str], bool] = lambda replica: True,
+        clock: Clock = SYSTEM_CLOCK,
+        answered: Callable[[bool, float], None] | None = None,
     ) -> None:
+        """`answered(accepted, now)` hears of every attempt that came back from the owner: accepted, or refused
+        as overloaded (the throttle counts them)."""
         self.replicas = tuple(replicas)
         self.outstanding = dict.fromkeys(self.replicas, 0)
         self._rng = rng or random.Random()
         self._usable = usable
+        self._clock = clock
+        self._answered = answered
 
     def pick(self, avoid: frozenset[str]) -> str:
         """The replica for an attempt that should avoid `avoid`."""
@@ -51,8 +59,16 @@ class Balance:
         self.outstanding[replica] += 1
         try:
             response = await inner(request, ctx)
+        except BaseException as error:
+            if self._answered is not None:
+                outcome = classify(error)
+                if outcome.news:
+                    self._answered(outcome is not Outcome.OVERLOADED, self._clock.now())
+            raise
         finally:
             self.outstanding[replica] -= 1
+        if self._answered is not None:
+            self._answered(True, self._clock.now())
         ctx.stats.replica = replica
         ctx.stats.won = ctx.attempt
         return response

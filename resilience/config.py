@@ -134,6 +134,24 @@ class BreakerConfig(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
+class ThrottleConfig(_Checked):
+    """Adaptive throttling (Google SRE book, "Handling Overload"): while the owner refuses calls as overloaded,
+    reject attempts here with probability `(requests - ratio_for_accepts * accepts) / (requests + requests_padding)`
+    over the last `window` seconds. `ratio_for_accepts` is the book's K; `requests_padding` is 1 in the book and
+    8 in gRPC's own throttler (a quiet client is not throttled hard on one refusal)."""
+
+    enabled: bool = True
+    ratio_for_accepts: float = 2.0
+    requests_padding: float = 8.0
+    window: float = 10.0
+    _rules: ClassVar = {
+        "ratio_for_accepts": (lambda v: 1 <= v <= 100, "in [1, 100] (below 1 it throttles an owner that accepts all)"),
+        "requests_padding": (lambda v: 1 <= v <= 1000, "in [1, 1000] (below 1 a throttle could never reopen)"),
+        "window": (lambda v: 1 <= v <= 600, "in [1, 600]"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class CacheConfig(_Checked):
     """A per-method cache of read answers (`ttl` seconds, at most `max_entries`), and a stale store keeping the
     last good answer up to `max_stale` seconds for stale-if-error. `max_staleness` is what a caller accepts
@@ -180,6 +198,7 @@ class DownstreamConfig:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     bulkhead: BulkheadConfig = field(default_factory=BulkheadConfig)
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
 
 
 POLICIES: dict[str, type[Any]] = typing.get_type_hints(DownstreamConfig)

@@ -6,8 +6,10 @@ cancelled (the owner sees the cancellation and can stop). The delay adapts: the 
 high percentile (p95 by default), never below `hedging_delay`, so only the slowest few percent of calls are
 hedged. The extra load is capped twice: by the hedging cap (`max_extra_load`, 5% by default) and by the budget
 shared with retries. A hedge that could not finish in the time left is not sent. A retryable failure of an
-attempt sends the next one at once (gRFC A6). grpc Python ignores the service config's `hedgingPolicy`, so
-this is written by hand; Finagle's BackupRequestFilter is the model.
+attempt sends the next one at once (gRFC A6). An attempt that got no answer (refused here by the throttle or
+the breaker, or refused by an overloaded owner) does not end the call while another attempt may still answer.
+grpc Python ignores the service config's `hedgingPolicy`, so this is written by hand; Finagle's
+BackupRequestFilter is the model.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from resilience.clock import SYSTEM_CLOCK, Clock, Timer
 from resilience.config import BudgetConfig, HedgingConfig
 from resilience.context import Call, CallContext
 from resilience.instruments import BUDGET_REFUSALS, HEDGES_SENT, HEDGES_WON, RETRIES, event, labels
-from resilience.outcome import classify
+from resilience.outcome import Outcome, classify
 from resilience.timers import TimerQueue
 
 LOSER = "hedge loser"
@@ -227,8 +229,12 @@ class _Race:
             self._decide(True, response)
             return
         self.last_error = error
-        if not classify(error).retryable or not ctx.method.retryable:
-            self._decide(False, error)
+        outcome = classify(error)
+        if not outcome.retryable or not ctx.method.retryable:
+            if outcome.news and outcome is not Outcome.OVERLOADED:
+                self._decide(False, error)  # the owner's answer, and a final one
+            else:
+                self._exhausted()  # no answer (refused here or by an overloaded owner): others may still give one
             return
         if self.sent < self.max_attempts:
             if not self.hedge.budget.try_withdraw():

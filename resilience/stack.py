@@ -23,6 +23,7 @@ from resilience.hedge import Hedge
 from resilience.lag import monitor
 from resilience.retry import Retry, RetryPolicy
 from resilience.select import RetryOrHedge
+from resilience.throttle import Throttle
 from resilience.timeouts import AttemptTimeout, TotalTimeout
 from resilience.traced import Traced
 
@@ -34,6 +35,10 @@ LAYERS: tuple[tuple[str, str], ...] = (
      "backoff or hedge delay below; it never grows back"),
     ("retry_or_hedge", "one or the other per method (gRFC A6), both on one budget; above Balance so each new "
      "attempt is balanced afresh and can go to a different replica"),
+    ("throttle", "adaptive throttling, per downstream and per attempt: below retry/hedge so retries and hedges "
+     "are requests too (the extra load an overloaded owner can least take); above Balance so a refused attempt "
+     "picks no replica, counts in no breaker and holds no slot: nothing below ever sees it (Balance, which sees "
+     "every attempt end, tells it which were accepted)"),
     ("balance", "picks a replica per attempt (power of two choices), avoiding those tried before and those "
      "whose breaker is open"),
     ("breaker", "per replica, below retry/hedge so every attempt counts; fails fast before taking a bulkhead "
@@ -90,6 +95,7 @@ def build(
     budget = Budget(config.budget, clock)
     total = TotalTimeout(config.timeout, clock)
     breaker = Breaker(downstream, tuple(replicas), config.breaker, clock) if config.breaker.enabled else None
+    throttle = Throttle(downstream, config.throttle, clock, rng) if config.throttle.enabled else None
     retry = Retry(RetryPolicy(config.retry, budget, rng), clock) if config.retry.enabled else None
     hedge = Hedge(config.hedging, budget, clock) if config.hedging.enabled else None
     made: dict[str, Policy | None] = {
@@ -97,7 +103,9 @@ def build(
         "cached": Cached(config.cache, total, clock) if config.cache.enabled else None,
         "total_timeout": total,
         "retry_or_hedge": RetryOrHedge(retry, hedge) if retry or hedge else None,
-        "balance": Balance(replicas, rng, breaker.usable if breaker else _always),
+        "throttle": throttle,
+        "balance": Balance(replicas, rng, breaker.usable if breaker else _always, clock,
+                           throttle.record if throttle else None),
         "breaker": breaker,
         "bulkhead": Bulkhead(downstream, config.bulkhead, clock) if config.bulkhead.enabled else None,
         "attempt_timeout": AttemptTimeout(config.timeout, clock, lag=monitor(clock)),

@@ -39,6 +39,8 @@ DOCUMENTED = {
     "Source",
     "StatusError",
     "SystemClock",
+    "ThrottleConfig",
+    "Throttled",
     "TimeoutConfig",
     "classify",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from resilience import (
     LocalDeadline,
     Overloaded,
     ResilienceError,
+    ThrottleConfig,
     TimeoutConfig,
 )
 from resilience import deadline as dl
@@ -45,7 +47,8 @@ async def test_an_overloaded_refusal_never_counts_against_the_breaker() -> None:
     overloaded = [True]
     plain = Step(code=grpc.StatusCode.RESOURCE_EXHAUSTED)
     script = Scripted(clock, lambda n, r: OVERLOADED if overloaded[0] else plain)
-    downstream = Downstream("catalog", ["a:1"], ONE_ATTEMPT, clock, endpoint=script)
+    config = dataclasses.replace(ONE_ATTEMPT, throttle=ThrottleConfig(enabled=False))  # every call reaches the owner
+    downstream = Downstream("catalog", ["a:1"], config, clock, endpoint=script)
     for _ in range(20):
         with pytest.raises(Overloaded):
             await downstream.call(READ, REQUEST)
