@@ -152,6 +152,33 @@ class ThrottleConfig(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
+class OutlierDetectionConfig(_Checked):
+    """Ejects a replica that keeps failing quietly (`consecutive_failures` hedge races lost or timeouts in a row)
+    for `base_ejection_time` times the number of its ejections, at most `max_ejection_time`; never more than
+    `max_ejection_percent` of the replicas at once (gRFC A50 and Envoy names)."""
+
+    enabled: bool = True
+    consecutive_failures: int = 5
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: int = 50
+    _rules: ClassVar = {
+        "consecutive_failures": (lambda v: v >= 1, ">= 1"),
+        "base_ejection_time": (_positive, "> 0"),
+        "max_ejection_time": (_positive, "> 0"),
+        "max_ejection_percent": (lambda v: 0 <= v <= 100, "in [0, 100]"),
+    }
+
+    def __post_init__(self) -> None:
+        _Checked.__post_init__(self)
+        if self.max_ejection_time < self.base_ejection_time:
+            raise ConfigError(
+                "max_ejection_time", f"must be >= base_ejection_time ({self.base_ejection_time}), "
+                f"got {self.max_ejection_time}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class CacheConfig(_Checked):
     """A per-method cache of read answers (`ttl` seconds, at most `max_entries`), and a stale store keeping the
     last good answer up to `max_stale` seconds for stale-if-error. `max_staleness` is what a caller accepts
@@ -199,6 +226,7 @@ class DownstreamConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     bulkhead: BulkheadConfig = field(default_factory=BulkheadConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
 
 
 POLICIES: dict[str, type[Any]] = typing.get_type_hints(DownstreamConfig)

@@ -29,6 +29,7 @@ DOCUMENTED = {
     "Method",
     "OVERLOADED_METADATA",
     "Outcome",
+    "OutlierDetectionConfig",
     "Overloaded",
     "Provenance",
     "ResilienceConfig",

@@ -121,7 +121,8 @@ CONFIGS = {
 @pytest.mark.parametrize("name", CONFIGS)
 async def test_an_overloaded_caller_never_opens_healthy_owners_breakers(name: str) -> None:
     """Four downstreams of prompt owners; the caller's loop blocks for longer than any deadline, again and again,
-    and its callers' deadlines arrive nearly spent: every call may fail, but no breaker opens."""
+    and its callers' deadlines arrive nearly spent: every call may fail, but no breaker opens and no replica is
+    ejected."""
     clock = FakeClock()
     config = CONFIGS[name]
     owners = {d: Prompt(clock) for d in DOWNSTREAMS}
@@ -150,6 +151,8 @@ async def test_an_overloaded_caller_never_opens_healthy_owners_breakers(name: st
         assert any(isinstance(e, DeadlineExceeded) for e in errors)
     for d, downstream in downstreams.items():
         assert set(downstream.breaker_states().values()) == {"closed"}, d
+        outliers = downstream.stack.get("balance").outliers
+        assert outliers is None or outliers.out == 0, d
     # The same owners, hung, with the loop keeping up: their breakers do open (the test can tell).
     for o in owners.values():
         o.delay = 60.0
