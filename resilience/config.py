@@ -92,10 +92,11 @@ class RetryConfig(_Checked):
 @dataclass(frozen=True, slots=True)
 class HedgingConfig(_Checked):
     """Hedged requests for reads: another attempt after `hedging_delay` or the method's recent `percentile`
-    latency, whichever is larger; at most `max_extra_load` extra requests (a fraction of requests)."""
+    latency, whichever is larger, and another after as long again, up to `max_attempts` in all, each to a replica
+    not tried yet; at most `max_extra_load` extra requests (a fraction of requests)."""
 
     enabled: bool = True
-    max_attempts: int = 2
+    max_attempts: int = 3
     hedging_delay: float = 0.01
     percentile: float = 0.95
     max_extra_load: float = 0.05

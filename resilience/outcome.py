@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -146,6 +147,13 @@ def classify(error: BaseException | None) -> Outcome:
     if isinstance(error, ResilienceError):
         return classify_code(error.code)
     return Outcome.FAILURE
+
+
+def again(outcome: Outcome, tried: Sequence[str], elsewhere: Callable[[Sequence[str]], bool]) -> bool:
+    """May another attempt follow one that ended so (idempotency aside)? A retryable outcome may; an overloaded
+    refusal only if `elsewhere(tried)` finds a usable replica the call has not tried (the SRE book retries an
+    overloaded task's refusal on another task, on the budget; the same replica would only refuse again)."""
+    return outcome.retryable or (outcome is Outcome.OVERLOADED and elsewhere(tried))
 
 
 def fair_slice(configured: float, estimate: float) -> float:

@@ -105,8 +105,8 @@ def build(
     throttle = Throttle(downstream, config.throttle, clock, rng) if config.throttle.enabled else None
     balance = Balance(replicas, rng, breaker.usable if breaker else _always, clock, outliers, lag,
                       throttle.record if throttle else None)
-    retry = Retry(RetryPolicy(config.retry, budget, rng), clock) if config.retry.enabled else None
-    hedge = Hedge(config.hedging, budget, clock) if config.hedging.enabled else None
+    retry = Retry(RetryPolicy(config.retry, budget, rng, balance.elsewhere), clock) if config.retry.enabled else None
+    hedge = Hedge(config.hedging, budget, clock, balance.elsewhere) if config.hedging.enabled else None
     made: dict[str, Policy | None] = {
         "traced": Traced(downstream, breaker.state_of if breaker else None, clock),
         "cached": Cached(config.cache, total, clock) if config.cache.enabled else None,

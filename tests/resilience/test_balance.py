@@ -1,4 +1,4 @@
-"""Balancing on latency: peak EWMA, hedge losers as samples, outlier ejection of a hung replica."""
+"""Balancing on latency: peak EWMA, hedge losers as samples, outlier ejection of a hung replica, deeper hedging."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from resilience.config import BudgetConfig, BulkheadConfig, CacheConfig, RetryCo
 from resilience.ewma import PRIOR, TAU, PeakEwma
 from resilience.outlier import OutlierDetector
 from resilience.testing import FakeClock
-from tests.resilience.scripted import READ, Prompt
+from tests.resilience.scripted import READ, Prompt, Scripted, Step
 
 REQUEST = catalog_pb2.GetProductRequest(sku="x")
 # Hedging with room to hedge every call, so that what is tested is the balancer, not the caps.
@@ -137,6 +137,28 @@ async def test_a_timed_out_attempt_raises_the_estimate_and_counts_towards_ejecti
     assert sum(1 for c in calls if c.exception() is not None) == owner.calls.count("a:1")
     assert balance.estimate("a:1") >= 0.9  # the 1 s slice it did not answer in
     assert balance.outliers.ejected("a:1")
+
+
+async def test_two_hedges_go_to_two_distinct_replicas_other_than_the_first() -> None:
+    """With every replica slow, the first attempt and its two hedges go to three different replicas."""
+    for seed in range(10):
+        clock = FakeClock()
+        script = Scripted(clock, lambda n, r: Step(delay=1.0))
+        config = DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(hedging_delay=0.05))
+        replicas = ["a:1", "b:1", "c:1", "d:1"]
+        downstream = Downstream("catalog", replicas, config, clock, endpoint=script, rng=random.Random(seed))
+        call = asyncio.create_task(downstream.call(READ, REQUEST))
+        await clock.advance(0.04)
+        assert len(script.calls) == 1
+        await clock.advance(0.02)
+        assert len(script.calls) == 2
+        await clock.advance(0.05)
+        assert len(script.calls) == 3
+        assert len(set(script.calls)) == 3
+        await clock.advance(1.0)
+        result = await call
+        assert result.provenance.hedged
+        assert len(script.calls) == 3  # max_attempts = 3: the first and two hedges
 
 
 def test_an_ejected_replica_is_drawn_only_when_nothing_else_is_usable() -> None:

@@ -59,6 +59,37 @@ async def test_an_overloaded_refusal_never_counts_against_the_breaker() -> None:
     assert downstream.breaker_states() == {"a:1": "open"}
 
 
+async def test_an_overloaded_refusal_is_retried_on_another_replica_never_the_same() -> None:
+    """With two replicas the refusal is retried once, on the other; with one replica it is not retried at all."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: OVERLOADED if r == "a:1" else Step())
+    config = DownstreamConfig(  # no throttle here: each refusal should reach the retry decision
+        hedging=HedgingConfig(enabled=False), cache=CacheConfig(enabled=False), throttle=ThrottleConfig(enabled=False)
+    )
+    downstream = Downstream("catalog", ["a:1", "b:1"], config, clock, endpoint=script)
+    for _ in range(10):
+        call = asyncio.create_task(downstream.call(READ, REQUEST))
+        await finish(clock, [call])
+        assert call.result().provenance.replica == "b:1"
+    assert "a:1" in script.calls
+    single = Scripted(clock, lambda n, r: OVERLOADED)
+    alone = Downstream("catalog", ["a:1"], config, clock, endpoint=single)
+    with pytest.raises(Overloaded):
+        await alone.call(READ, REQUEST)
+    assert single.calls == ["a:1"]
+
+
+async def test_a_hedged_read_refused_as_overloaded_goes_to_another_replica_at_once() -> None:
+    """Under hedging, an overloaded refusal sends the next attempt at once, to a replica not tried yet."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: OVERLOADED if n == 0 else Step())
+    config = DownstreamConfig(cache=CacheConfig(enabled=False), throttle=ThrottleConfig(enabled=False))
+    downstream = Downstream("catalog", ["a:1", "b:1"], config, clock, endpoint=script)
+    result = await downstream.call(READ, REQUEST)
+    assert result.provenance.attempts == 2
+    assert script.calls[0] != script.calls[1]
+
+
 async def test_a_deadline_that_ran_out_in_a_blocked_loop_does_not_count() -> None:
     """The loop blocked for 2 s during an attempt to a prompt owner: LocalDeadline, and the breaker stays closed."""
     clock = FakeClock()
