@@ -80,7 +80,7 @@ class Throttle:
         """The probability that an attempt is refused now (reads the window without changing it)."""
         cutoff = math.floor(self._clock.now()) - self._window
         requests = accepts = 0.0
-        for second, r, a in self._buckets:
+        for second, r, a in list(self._buckets):  # a snapshot: the metrics reader calls this from its own thread
             if second > cutoff:
                 requests += r
                 accepts += a
