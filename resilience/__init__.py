@@ -19,8 +19,10 @@ from resilience.config import (
     ConfigError,
     DownstreamConfig,
     HedgingConfig,
+    OutlierDetectionConfig,
     ResilienceConfig,
     RetryConfig,
+    ThrottleConfig,
     TimeoutConfig,
 )
 from resilience.criticality import Criticality
@@ -28,7 +30,18 @@ from resilience.criticality import scope as criticality_scope
 from resilience.deadline import Deadline
 from resilience.downstream import Downstream
 from resilience.durations import DurationError, Seconds, format_duration, parse_duration, parse_seconds
-from resilience.errors import BulkheadFull, Cause, CircuitOpen, DeadlineExceeded, ResilienceError, StatusError
+from resilience.errors import (
+    OVERLOADED_METADATA,
+    BulkheadFull,
+    Cause,
+    CircuitOpen,
+    DeadlineExceeded,
+    LocalDeadline,
+    Overloaded,
+    ResilienceError,
+    StatusError,
+    Throttled,
+)
 from resilience.hedge import LOSER as HEDGE_LOSER
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
@@ -37,6 +50,7 @@ from resilience.server import AdmissionInterceptor, Behavior, DeadlineIntercepto
 
 __all__ = [
     "HEDGE_LOSER",
+    "OVERLOADED_METADATA",
     "SYSTEM_CLOCK",
     "AdmissionConfig",
     "AdmissionInterceptor",
@@ -60,8 +74,11 @@ __all__ = [
     "HandlerMemo",
     "HedgingConfig",
     "Idempotency",
+    "LocalDeadline",
     "Method",
     "Outcome",
+    "OutlierDetectionConfig",
+    "Overloaded",
     "Provenance",
     "ResilienceConfig",
     "ResilienceError",
@@ -71,6 +88,8 @@ __all__ = [
     "Source",
     "StatusError",
     "SystemClock",
+    "ThrottleConfig",
+    "Throttled",
     "TimeoutConfig",
     "UnaryInterceptor",
     "classify",

@@ -27,15 +27,6 @@ from typing import Any, ClassVar
 from resilience.config import ConfigError, _Checked, _policy
 from resilience.criticality import Criticality
 
-OVERLOADED_METADATA = "resilience-overloaded"
-"""Trailing metadata (value "1") on a refusal because the server is over its limit, so a caller can tell it
-apart from any other RESOURCE_EXHAUSTED and throttle itself. The same constant is defined in
-resilience.errors by the client side; this copy goes once both halves are merged."""
-
-REFUSED_METADATA = "resilience-refused"
-"""Trailing metadata on every refusal at arrival, naming why ("limit" or "deadline"): the request was not
-started, so nothing of it happened and nothing of it needs undoing."""
-
 
 def _fraction(v: float) -> bool:
     return 0 < v <= 1

@@ -1,58 +1,173 @@
-"""Picks a replica for each attempt: power of two choices on outstanding requests, avoiding replicas tried before.
+"""Picks a replica for each attempt: power of two choices on latency (peak EWMA) times calls in flight.
 
-Two random replicas are drawn and the one with fewer calls in flight wins (Mitzenmacher; Finagle's and
-Linkerd's default). It needs no global view and sends little to a slow replica, whose calls pile up. A retry or
-hedge avoids the replicas its earlier attempts went to, and every attempt avoids replicas whose breaker is
-open, as long as any other replica is left.
+Two replicas are drawn and the cheaper wins, cost = latency estimate * (outstanding calls + 1): Finagle's and
+Linkerd's P2C over peak EWMA (resilience.ewma). Counting calls in flight alone, as this did before, is blind to
+gray failure: a replica that does not answer has its hedged calls won elsewhere and cancelled, which frees
+their slots, so it kept being chosen and every call sent there paid a hedge. Latency sees it. Every attempt's
+end is a sample: an answer's time, or, for an attempt that ended without one (a hedge loser, a timeout, any
+cancellation), a lower bound that can only raise the estimate; an overloaded refusal doubles it. Replicas that
+have not answered yet are priced as the average of those that have, so a new one gets its share at once.
+
+Which replicas may be drawn: not one this call has tried already (a retry or a hedge goes elsewhere; judged
+as the attempt starts, so each hedge avoids every replica tried before it), nor one whose breaker is open,
+nor one that outlier detection has ejected (resilience.outlier, which this feeds with races lost and
+timeouts), as long as another is left. An ejected replica is drawn only when no other usable replica is left,
+not even one this call tried before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import Call, CallContext
+from resilience.errors import DeadlineExceeded
+from resilience.ewma import PRIOR, PeakEwma
+from resilience.hedge import LOSER
+from resilience.lag import LoopLag
+from resilience.outcome import Outcome, classify
+from resilience.outlier import LOST_RACE, TIMED_OUT, OutlierDetector
+
+FLOOR = 1e-4
+"""No replica's latency counts as less than 0.1 ms, so its calls in flight always weigh (an estimate that
+decayed to nearly nothing would otherwise take every call until its first answer)."""
+
+
+def _never(replica: str) -> bool:
+    return False
 
 
 class Balance:
-    """Sets `ctx.replica` and counts outstanding calls per replica."""
+    """Sets `ctx.replica`; keeps each replica's calls in flight and latency estimate, and feeds outlier detection."""
 
     def __init__(
         self,
         replicas: Sequence[str],
         rng: random.Random | None = None,
         usable: Callable[[str], bool] = lambda replica: True,
+        clock: Clock = SYSTEM_CLOCK,
+        outliers: OutlierDetector | None = None,
+        lag: LoopLag | None = None,
+        answered: Callable[[bool, float], None] | None = None,
     ) -> None:
+        """`answered(accepted, now)` hears of every attempt that came back from the owner: accepted, or refused
+        as overloaded (the throttle counts them)."""
         self.replicas = tuple(replicas)
         self.outstanding = dict.fromkeys(self.replicas, 0)
+        self.latency = {r: PeakEwma() for r in self.replicas}
+        self.outliers = outliers
         self._rng = rng or random.Random()
         self._usable = usable
+        self._clock = clock
+        self._lag = lag
+        self._answered = answered
 
-    def pick(self, avoid: frozenset[str]) -> str:
-        """The replica for an attempt that should avoid `avoid`."""
-        if len(self.replicas) == 1:
-            return self.replicas[0]
-        candidates = [r for r in self.replicas if r not in avoid and self._usable(r)]
+    def estimate(self, replica: str) -> float:
+        """The replica's latency estimate now, in seconds."""
+        latency = self.latency[replica]
+        now = self._clock.now()
+        return latency.value(now) if latency.known else self._prior(now)
+
+    def _prior(self, now: float) -> float:
+        known = [e.value(now) for e in self.latency.values() if e.known]
+        return sum(known) / len(known) if known else PRIOR
+
+    def _cost(self, replica: str, now: float) -> float:
+        latency = self.latency[replica]
+        value = latency.value(now) if latency.known else self._prior(now)
+        return max(value, FLOOR) * (self.outstanding[replica] + 1)
+
+    def _ejected(self) -> Callable[[str], bool]:
+        outliers = self.outliers
+        return outliers.ejected if outliers is not None and outliers.out else _never
+
+    def elsewhere(self, tried: Sequence[str]) -> bool:
+        """Is there a usable replica, not ejected, that a call which tried `tried` has not tried yet?"""
+        ejected, usable = self._ejected(), self._usable
+        return any(r not in tried and usable(r) and not ejected(r) for r in self.replicas)
+
+    def pick(self, tried: Sequence[str] = ()) -> str:
+        """The replica for an attempt of a call that has tried `tried` so far."""
+        replicas = self.replicas
+        if len(replicas) == 1:
+            return replicas[0]
+        usable, ejected = self._usable, self._ejected()
+        candidates = [r for r in replicas if r not in tried and usable(r) and not ejected(r)]
         if not candidates:
-            candidates = [r for r in self.replicas if r not in avoid] or [r for r in self.replicas if self._usable(r)]
-        if not candidates:
-            candidates = list(self.replicas)
-        if len(candidates) == 1:
+            candidates = (
+                [r for r in replicas if usable(r) and not ejected(r)]
+                or [r for r in replicas if r not in tried and usable(r)]
+                or [r for r in replicas if r not in tried]
+                or [r for r in replicas if usable(r)]
+                or list(replicas)
+            )
+        n = len(candidates)
+        if n == 1:
             return candidates[0]
-        a, b = self._rng.sample(candidates, 2)
-        return a if self.outstanding[a] <= self.outstanding[b] else b
+        rng = self._rng
+        if n == 2:
+            a, b = candidates
+        else:
+            i = int(rng.random() * n)
+            j = int(rng.random() * (n - 1))
+            a, b = candidates[i], candidates[j + 1 if j >= i else j]
+        now = self._clock.now()
+        cost_a, cost_b = self._cost(a, now), self._cost(b, now)
+        if cost_a == cost_b:
+            return a if rng.random() < 0.5 else b
+        return a if cost_a < cost_b else b
 
     async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
-        replica = self.pick(ctx.avoid)
+        stats = ctx.stats
+        replica = self.pick(stats.tried)
         ctx.replica = replica
-        ctx.stats.attempts += 1
-        ctx.stats.tried.append(replica)
+        stats.attempts += 1
+        stats.tried.append(replica)
         self.outstanding[replica] += 1
+        start = self._clock.now()
         try:
             response = await inner(request, ctx)
-        finally:
+        except BaseException as error:
             self.outstanding[replica] -= 1
-        ctx.stats.replica = replica
-        ctx.stats.won = ctx.attempt
+            self._ended(replica, error, start)
+            raise
+        self.outstanding[replica] -= 1
+        now = self._clock.now()
+        self.latency[replica].observe(now - start, now)
+        if self.outliers is not None:
+            self.outliers.answered(replica)
+        if self._answered is not None:
+            self._answered(True, now)
+        stats.replica = replica
+        stats.won = ctx.attempt
         return response
+
+    def _ended(self, replica: str, error: BaseException, start: float) -> None:
+        """An attempt ended without a response: what it says about the replica's latency and health."""
+        now = self._clock.now()
+        elapsed = now - start
+        latency, outliers = self.latency[replica], self.outliers
+        outcome = classify(error)
+        if self._answered is not None and outcome.news:
+            self._answered(outcome is not Outcome.OVERLOADED, now)
+        if outcome.owner_answered:
+            latency.observe(elapsed, now)
+            if outliers is not None:
+                outliers.answered(replica)
+        elif outcome is Outcome.OVERLOADED:
+            latency.penalize(now)
+        elif isinstance(error, asyncio.CancelledError):
+            latency.at_least(elapsed, now)
+            if outliers is not None and error.args[:1] == (LOSER,) and self._kept_up(start, now, elapsed):
+                outliers.failed(replica, LOST_RACE)
+        elif outcome.owner_failed:
+            latency.at_least(elapsed, now)
+            if outliers is not None and isinstance(error, DeadlineExceeded):
+                outliers.failed(replica, TIMED_OUT)
+
+    def _kept_up(self, start: float, now: float, elapsed: float) -> bool:
+        """Was the event loop behind for at most half of [start, now]? (Else a lost race proves nothing.)"""
+        return self._lag is None or self._lag.during(start, now) <= elapsed / 2

@@ -97,10 +97,11 @@ class RetryConfig(_Checked):
 @dataclass(frozen=True, slots=True)
 class HedgingConfig(_Checked):
     """Hedged requests for reads: another attempt after `hedging_delay` or the method's recent `percentile`
-    latency, whichever is larger; at most `max_extra_load` extra requests (a fraction of requests)."""
+    latency, whichever is larger, and another after as long again, up to `max_attempts` in all, each to a replica
+    not tried yet; at most `max_extra_load` extra requests (a fraction of requests)."""
 
     enabled: bool = True
-    max_attempts: int = 2
+    max_attempts: int = 3
     hedging_delay: Seconds = 0.01
     percentile: float = 0.95
     max_extra_load: float = 0.05
@@ -136,6 +137,51 @@ class BreakerConfig(_Checked):
     fail_max: int = 5
     reset_timeout: Seconds = 5.0
     _rules: ClassVar = {"fail_max": (lambda v: v >= 1, ">= 1"), "reset_timeout": (_positive, "> 0")}
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleConfig(_Checked):
+    """Adaptive throttling (Google SRE book, "Handling Overload"): while the owner refuses calls as overloaded,
+    reject attempts here with probability `(requests - ratio_for_accepts * accepts) / (requests + requests_padding)`
+    over the last `window` seconds. `ratio_for_accepts` is the book's K; `requests_padding` is 1 in the book and
+    8 in gRPC's own throttler (a quiet client is not throttled hard on one refusal)."""
+
+    enabled: bool = True
+    ratio_for_accepts: float = 2.0
+    requests_padding: float = 8.0
+    window: Seconds = 10.0
+    _rules: ClassVar = {
+        "ratio_for_accepts": (lambda v: 1 <= v <= 100, "in [1, 100] (below 1 it throttles an owner that accepts all)"),
+        "requests_padding": (lambda v: 1 <= v <= 1000, "in [1, 1000] (below 1 a throttle could never reopen)"),
+        "window": (lambda v: 1 <= v <= 600, "in [1, 600]"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetectionConfig(_Checked):
+    """Ejects a replica that keeps failing quietly (`consecutive_failures` hedge races lost or timeouts in a row)
+    for `base_ejection_time` times the number of its ejections, at most `max_ejection_time`; never more than
+    `max_ejection_percent` of the replicas at once (gRFC A50 and Envoy names)."""
+
+    enabled: bool = True
+    consecutive_failures: int = 5
+    base_ejection_time: Seconds = 30.0
+    max_ejection_time: Seconds = 300.0
+    max_ejection_percent: int = 50
+    _rules: ClassVar = {
+        "consecutive_failures": (lambda v: v >= 1, ">= 1"),
+        "base_ejection_time": (_positive, "> 0"),
+        "max_ejection_time": (_positive, "> 0"),
+        "max_ejection_percent": (lambda v: 0 <= v <= 100, "in [0, 100]"),
+    }
+
+    def __post_init__(self) -> None:
+        _Checked.__post_init__(self)
+        if self.max_ejection_time < self.base_ejection_time:
+            raise ConfigError(
+                "max_ejection_time", f"must be >= base_ejection_time ({self.base_ejection_time}), "
+                f"got {self.max_ejection_time}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +231,8 @@ class DownstreamConfig:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     bulkhead: BulkheadConfig = field(default_factory=BulkheadConfig)
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
 
 
 POLICIES: dict[str, type[Any]] = typing.get_type_hints(DownstreamConfig)

@@ -3,8 +3,11 @@
 ResilienceError            code: grpc.StatusCode to answer with, downstream: which owner, cause: why, as a value
  ├── CircuitOpen           UNAVAILABLE; the breaker of every usable replica is open, no call was sent
  ├── BulkheadFull          RESOURCE_EXHAUSTED; too many calls in flight to this downstream
+ ├── Throttled             RESOURCE_EXHAUSTED; the adaptive throttle refused the attempt here, nothing was sent
  ├── DeadlineExceeded      DEADLINE_EXCEEDED; the deadline passed, on the wire or before a call was sent
+ │    └── LocalDeadline    the time ran out in this process (the event loop behind), not at the owner
  └── StatusError           the owner answered with a non-OK status (NOT_FOUND, UNAVAILABLE, ...)
+      └── Overloaded       RESOURCE_EXHAUSTED with the OVERLOADED_METADATA trailer: the owner shed the call
 
 Facts stay typed: `cause`, `code`, `attempts`, `replica` are values that policies, metric labels and clients
 branch on. Words are made from them in one place, `str(error)` ("inventory: deadline exceeded at
@@ -42,6 +45,10 @@ class Cause(enum.Enum):
     """The owner answered that the entity does not exist."""
     REFUSED = "refused"
     """The owner answered "no" to the request itself (INVALID_ARGUMENT, FAILED_PRECONDITION, ...)."""
+    OVERLOADED = "overloaded"
+    """The owner shed the call to stay within what it can answer in time (it said so in a trailer)."""
+    THROTTLED = "throttled"
+    """The caller's own throttle refused the call, because the owner has been shedding; nothing was sent."""
 
 
 _CAUSES = {
@@ -126,3 +133,62 @@ class StatusError(ResilienceError):
         """The owner's own message."""
         self.replica = replica
         self.cause = _CAUSES.get(code, Cause.REFUSED)
+
+
+OVERLOADED_METADATA = "resilience-overloaded"
+"""Trailing metadata (value "1") a server adds to a RESOURCE_EXHAUSTED that refuses a call because it is
+overloaded. Its callers then throttle themselves instead of counting the refusal against the server's health."""
+
+REFUSED_METADATA = "resilience-refused"
+"""Trailing metadata on every refusal at arrival, naming why ("limit" or "deadline"): the request was not
+started, so nothing of it happened and nothing of it needs undoing. A caller reads "deadline" as time that ran
+out before the owner could start: nobody's failure."""
+
+
+class Throttled(ResilienceError):
+    """The adaptive throttle refused the attempt locally, because the owner has been refusing; nothing was sent.
+
+    RESOURCE_EXHAUSTED, as the owner's own refusal would have been: a caller above must not retry it (gRPC
+    clients retry UNAVAILABLE), and a server relaying it says where it began (resilience.outcome: DEPENDENCY).
+    """
+
+    cause = Cause.THROTTLED
+
+    def __init__(self, downstream: str, probability: float) -> None:
+        super().__init__(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, downstream,
+            f"throttled here: the owner has been refusing calls (rejecting {probability:.0%} of them)",
+        )
+        self.probability = probability
+
+
+class Overloaded(StatusError):
+    """The owner refused the attempt because it is overloaded (RESOURCE_EXHAUSTED with OVERLOADED_METADATA).
+
+    Not a sign of a sick owner: it feeds the caller's throttle, never its breaker.
+    """
+
+    def __init__(self, code: grpc.StatusCode, downstream: str, details: str, replica: str | None = None) -> None:
+        super().__init__(code, downstream, details, replica)
+        self.cause = Cause.OVERLOADED
+
+
+class LocalDeadline(DeadlineExceeded):
+    """The attempt's deadline passed, but the time went in this process: the event loop was running behind, or
+    the slice left by the caller's own queueing was too short to blame anyone. Not the owner's failure.
+
+    `slice` is the attempt's time in seconds, `lag` how long the event loop was behind during it, `fair` the
+    time the owner would have needed to have (with the loop keeping up) for the timeout to count as its own.
+    """
+
+    def __init__(self, downstream: str, replica: str, slice: float, lag: float, fair: float) -> None:
+        super().__init__(
+            downstream,
+            f"deadline exceeded at {replica}, but the time went here: {slice * 1e3:.1f} ms slice, event loop "
+            f"behind for {lag * 1e3:.1f} ms of it (the owner is blamed only with {fair * 1e3:.1f} ms clear)",
+            sent=True,
+        )
+        self.replica = replica
+        self.slice = slice
+        self.lag = lag
+        self.fair = fair

@@ -6,14 +6,19 @@ cancelled (the owner sees the cancellation and can stop). The delay adapts: the 
 high percentile (p95 by default), never below `hedging_delay`, so only the slowest few percent of calls are
 hedged. The extra load is capped twice: by the hedging cap (`max_extra_load`, 5% by default) and by the budget
 shared with retries. A hedge that could not finish in the time left is not sent. A retryable failure of an
-attempt sends the next one at once (gRFC A6). grpc Python ignores the service config's `hedgingPolicy`, so
-this is written by hand; Finagle's BackupRequestFilter is the model.
+attempt sends the next one at once (gRFC A6); so does an overloaded refusal, if a replica not tried yet is
+left. An attempt that got no answer (refused here by the throttle or the breaker, or refused by an overloaded
+owner) does not end the call while another attempt may still answer. Up to `max_attempts` (3 by default: two
+hedges, the second after twice the delay), each to a replica not tried yet (resilience.balance), and the
+losers' elapsed times feed the balancer's latency estimates and outlier detection. grpc Python ignores the
+service config's `hedgingPolicy`, so this is written by hand; Finagle's BackupRequestFilter is the model.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from resilience.budget import Budget
@@ -21,7 +26,7 @@ from resilience.clock import SYSTEM_CLOCK, Clock, Timer
 from resilience.config import BudgetConfig, HedgingConfig
 from resilience.context import Call, CallContext
 from resilience.instruments import BUDGET_REFUSALS, HEDGES_SENT, HEDGES_WON, RETRIES, event, labels
-from resilience.outcome import classify
+from resilience.outcome import Outcome, again, classify
 from resilience.timers import TimerQueue
 
 LOSER = "hedge loser"
@@ -54,9 +59,17 @@ class LatencyTracker:
 class Hedge:
     """Sends up to `max_attempts` concurrent attempts, spaced by the adaptive delay; returns the first answer."""
 
-    def __init__(self, config: HedgingConfig, budget: Budget, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        config: HedgingConfig,
+        budget: Budget,
+        clock: Clock = SYSTEM_CLOCK,
+        elsewhere: Callable[[Sequence[str]], bool] = lambda tried: False,
+    ) -> None:
+        """`elsewhere(tried)`: is a usable replica left that the call has not tried (resilience.outcome.again)?"""
         self.config = config
         self.budget = budget
+        self.elsewhere = elsewhere
         self.cap = Budget(BudgetConfig(token_ratio=config.max_extra_load, min_per_second=1.0), clock)
         self._clock = clock
         self._timers = TimerQueue(clock)
@@ -227,8 +240,12 @@ class _Race:
             self._decide(True, response)
             return
         self.last_error = error
-        if not classify(error).retryable or not ctx.method.retryable:
-            self._decide(False, error)
+        outcome = classify(error)
+        if not ctx.method.retryable or not again(outcome, ctx.stats.tried, self.hedge.elsewhere):
+            if outcome.news and outcome is not Outcome.OVERLOADED:
+                self._decide(False, error)  # the owner's answer, and a final one
+            else:
+                self._exhausted()  # no answer (refused here or by an overloaded owner): others may still give one
             return
         if self.sent < self.max_attempts:
             if not self.hedge.budget.try_withdraw():
@@ -250,6 +267,8 @@ class _Race:
         may_hedge = (self.inline or self.running) and self.sent < self.max_attempts and hedge._has_time(ctx, self.delay)
         if may_hedge and not hedge._withdraw_hedge():
             hedge._refused(ctx, "hedge", self.sent)
+            if self.delay <= 0.0:
+                return  # asking again after no delay at all would spin until the call ends
         elif may_hedge:
             self.hedges.add(self.sent)
             ctx.stats.hedged = True

@@ -67,6 +67,20 @@ BULKHEAD_REJECTIONS = _meter.create_counter(
     description="Attempts refused because the downstream's concurrency limit stayed full",
 )
 
+THROTTLE_REJECTIONS = _meter.create_counter(
+    "resilience.throttle.rejections", unit="{attempt}",
+    description="Attempts the adaptive throttle refused here because the owner has been refusing calls as overloaded",
+)
+LOCAL_DEADLINES = _meter.create_counter(
+    "resilience.deadline.local", unit="{attempt}",
+    description="Attempts whose deadline ran out in this process (event loop behind, or too short a slice left): "
+    "not counted against the owner",
+)
+OUTLIER_EJECTIONS = _meter.create_counter(
+    "resilience.outlier.ejections", unit="{ejection}",
+    description="Replicas ejected by outlier detection (hedge races lost or timeouts in a row)",
+)
+
 
 class _Breaker(Protocol):
     downstream: str
@@ -92,6 +106,52 @@ def _breaker_states(options: CallbackOptions) -> Iterable[Observation]:
 _meter.create_observable_gauge(
     "resilience.breaker.state", callbacks=[_breaker_states], unit="1",
     description="Each replica's breaker: 0 closed, 1 half-open, 2 open",
+)
+
+
+class _Outliers(Protocol):
+    downstream: str
+
+    def ejected_now(self) -> int: ...
+
+
+class _Throttle(Protocol):
+    downstream: str
+
+    def probability(self) -> float: ...
+
+
+_outliers: weakref.WeakSet[Any] = weakref.WeakSet()
+_throttles: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch_outliers(detector: _Outliers) -> None:
+    """Report how many of the downstream's replicas `detector` has ejected, on `resilience.outlier.ejected`."""
+    _outliers.add(detector)
+
+
+def watch_throttle(throttle: _Throttle) -> None:
+    """Report `throttle`'s rejection probability on `resilience.throttle.probability`."""
+    _throttles.add(throttle)
+
+
+def _ejected(options: CallbackOptions) -> Iterable[Observation]:
+    for d in list(_outliers):
+        yield Observation(d.ejected_now(), {"downstream": d.downstream})
+
+
+def _throttled(options: CallbackOptions) -> Iterable[Observation]:
+    for t in list(_throttles):
+        yield Observation(t.probability(), {"downstream": t.downstream})
+
+
+_meter.create_observable_gauge(
+    "resilience.outlier.ejected", callbacks=[_ejected], unit="{replica}",
+    description="Replicas of each downstream ejected by outlier detection now",
+)
+_meter.create_observable_gauge(
+    "resilience.throttle.probability", callbacks=[_throttled], unit="1",
+    description="Each downstream's adaptive throttle: the probability that an attempt is refused here",
 )
 
 

@@ -2,13 +2,15 @@
 
 The decision (`RetryPolicy.delay`: may attempt n+1 go, and after how long?) is kept apart from the mechanism
 (`Retry.__call__`: the loop), as tower does. A retry is skipped when the method is not idempotent, the outcome
-is not retryable (see resilience.outcome), the budget is spent, or it could not finish in the time left:
-a backoff that ends after the deadline is no retry at all, only a later failure.
+is not retryable (see resilience.outcome; an overloaded refusal is retried only on a replica not yet tried),
+the budget is spent, or it could not finish in the time left: a backoff that ends after the deadline is no
+retry at all, only a later failure.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from resilience.budget import Budget
@@ -17,16 +19,27 @@ from resilience.config import RetryConfig
 from resilience.context import Call, CallContext
 from resilience.errors import ResilienceError
 from resilience.instruments import BUDGET_REFUSALS, RETRIES, event, labels
-from resilience.outcome import classify
+from resilience.outcome import again, classify
 
 
 class RetryPolicy:
-    """Decides whether and when to retry; knows nothing of how calls are made."""
+    """Decides whether and when to retry; knows nothing of how calls are made.
 
-    def __init__(self, config: RetryConfig, budget: Budget, rng: random.Random) -> None:
+    `elsewhere(tried)` says whether a usable replica is left that the call has not tried: an owner's overloaded
+    refusal is retried only there, never on the replica that refused (resilience.outcome, OVERLOADED).
+    """
+
+    def __init__(
+        self,
+        config: RetryConfig,
+        budget: Budget,
+        rng: random.Random,
+        elsewhere: Callable[[Sequence[str]], bool] = lambda tried: False,
+    ) -> None:
         self.config = config
         self.budget = budget
         self._rng = rng
+        self._elsewhere = elsewhere
 
     def backoff(self, retry: int) -> float:
         """Full jitter (AWS architecture blog): uniform in [0, min(max_backoff, initial * multiplier^(n-1))]."""
@@ -38,7 +51,7 @@ class RetryPolicy:
         """Seconds to wait before the next attempt, or None when there is none."""
         if not ctx.method.retryable or attempts >= self.config.max_attempts:
             return None
-        if not classify(error).retryable:
+        if not again(classify(error), ctx.stats.tried, self._elsewhere):
             return None
         wait = self.backoff(attempts)
         if time_left is not None and wait >= time_left:

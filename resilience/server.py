@@ -9,9 +9,10 @@ from typing import Any, ClassVar
 import grpc
 
 from resilience import criticality, deadline
-from resilience.admission import OVERLOADED_METADATA, REFUSED_METADATA, Admission, AdmissionConfig, ServiceTime
+from resilience.admission import Admission, AdmissionConfig, ServiceTime
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.criticality import Criticality
+from resilience.errors import OVERLOADED_METADATA, REFUSED_METADATA
 from resilience.instruments import watch_admission
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]

@@ -20,8 +20,11 @@ from resilience.clock import Clock
 from resilience.config import DownstreamConfig
 from resilience.context import Call, CallContext, Policy
 from resilience.hedge import Hedge
+from resilience.lag import monitor
+from resilience.outlier import OutlierDetector
 from resilience.retry import Retry, RetryPolicy
 from resilience.select import RetryOrHedge
+from resilience.throttle import Throttle
 from resilience.timeouts import AttemptTimeout, TotalTimeout
 from resilience.traced import Traced
 
@@ -33,13 +36,19 @@ LAYERS: tuple[tuple[str, str], ...] = (
      "backoff or hedge delay below; it never grows back"),
     ("retry_or_hedge", "one or the other per method (gRFC A6), both on one budget; above Balance so each new "
      "attempt is balanced afresh and can go to a different replica"),
-    ("balance", "picks a replica per attempt (power of two choices), avoiding those tried before and those "
-     "whose breaker is open"),
+    ("throttle", "adaptive throttling, per downstream and per attempt: below retry/hedge so retries and hedges "
+     "are requests too (the extra load an overloaded owner can least take); above Balance so a refused attempt "
+     "picks no replica, counts in no breaker and holds no slot: nothing below ever sees it (Balance, which sees "
+     "every attempt end, tells it which were accepted)"),
+    ("balance", "picks a replica per attempt (P2C on peak-EWMA latency x calls in flight), avoiding those tried "
+     "before, ejected as outliers or with an open breaker; above the breaker so it sees every attempt end, and "
+     "a hedge loser's or a timeout's elapsed time feeds the estimate and outlier detection"),
     ("breaker", "per replica, below retry/hedge so every attempt counts; fails fast before taking a bulkhead "
-     "slot; a cancelled hedge loser is not a failure"),
+     "slot; a cancelled hedge loser, an overloaded refusal or a deadline that ran out here is not a failure"),
     ("bulkhead", "bounds calls in flight to the owner; below the breaker so a refused call holds no slot"),
     ("attempt_timeout", "each attempt's own slice, clipped by what is left; lowest, so the slice measures the "
-     "network call and not the wait for a bulkhead slot"),
+     "network call and not the wait for a bulkhead slot, and so it judges a timeout (the owner's, or the time "
+     "ran out here) before the breaker and the balancer above read it"),
 )
 """(name, why) outermost first; the transport sits below the last one."""
 
@@ -88,17 +97,26 @@ def build(
     budget = Budget(config.budget, clock)
     total = TotalTimeout(config.timeout, clock)
     breaker = Breaker(downstream, tuple(replicas), config.breaker, clock) if config.breaker.enabled else None
-    retry = Retry(RetryPolicy(config.retry, budget, rng), clock) if config.retry.enabled else None
-    hedge = Hedge(config.hedging, budget, clock) if config.hedging.enabled else None
+    lag = monitor(clock)
+    outliers = (
+        OutlierDetector(downstream, replicas, config.outlier_detection, clock)
+        if config.outlier_detection.enabled else None
+    )
+    throttle = Throttle(downstream, config.throttle, clock, rng) if config.throttle.enabled else None
+    balance = Balance(replicas, rng, breaker.usable if breaker else _always, clock, outliers, lag,
+                      throttle.record if throttle else None)
+    retry = Retry(RetryPolicy(config.retry, budget, rng, balance.elsewhere), clock) if config.retry.enabled else None
+    hedge = Hedge(config.hedging, budget, clock, balance.elsewhere) if config.hedging.enabled else None
     made: dict[str, Policy | None] = {
         "traced": Traced(downstream, breaker.state_of if breaker else None, clock),
         "cached": Cached(config.cache, total, clock) if config.cache.enabled else None,
         "total_timeout": total,
         "retry_or_hedge": RetryOrHedge(retry, hedge) if retry or hedge else None,
-        "balance": Balance(replicas, rng, breaker.usable if breaker else _always),
+        "throttle": throttle,
+        "balance": balance,
         "breaker": breaker,
         "bulkhead": Bulkhead(downstream, config.bulkhead, clock) if config.bulkhead.enabled else None,
-        "attempt_timeout": AttemptTimeout(config.timeout, clock),
+        "attempt_timeout": AttemptTimeout(config.timeout, clock, balance.estimate, lag),
     }
     ordered = tuple((name, policy) for name, _ in LAYERS if (policy := made[name]) is not None)
     return Stack(ordered, compose([p for _, p in ordered], endpoint))

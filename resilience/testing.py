@@ -36,6 +36,12 @@ class FakeClock:
         """How many sleeps are waiting (cancelled ones excluded)."""
         return sum(1 for _, _, f in self._sleepers if not f.done())
 
+    async def stall(self, seconds: float) -> None:
+        """The event loop is blocked for `seconds` (a long synchronous call, a starved process): time jumps, and
+        everything that fell due meanwhile runs late, in wake order, once the loop gets back to it."""
+        self._now += seconds
+        await self.advance(0.0)
+
     async def advance(self, seconds: float) -> None:
         """Move time forward by `seconds`, waking each sleeper in wake order and letting it run."""
         target = self._now + seconds

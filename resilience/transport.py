@@ -23,7 +23,15 @@ import grpc
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import CallContext
 from resilience.criticality import outgoing_metadata
-from resilience.errors import ORIGIN_METADATA, DeadlineExceeded, ResilienceError, StatusError
+from resilience.errors import (
+    ORIGIN_METADATA,
+    OVERLOADED_METADATA,
+    REFUSED_METADATA,
+    DeadlineExceeded,
+    Overloaded,
+    ResilienceError,
+    StatusError,
+)
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Our retries and hedges own the extra load; grpc's would multiply with them (and ignore our budget).
@@ -130,19 +138,34 @@ def translate(error: grpc.aio.AioRpcError, downstream: str, replica: str) -> Res
     """A grpc error as one of the layer's errors."""
     code = error.code()
     details = error.details() or ""
+    origin, overloaded, refused_late = _trailers(error)
     translated: ResilienceError
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED and refused_late:
+        # The owner refused it on arrival: less time was left than the method takes. Nothing was started, and
+        # the time went before it arrived (the caller's own queueing), so it counts against nobody.
+        translated = DeadlineExceeded(downstream, f"deadline too close when it reached {replica}", sent=False)
+    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         translated = DeadlineExceeded(downstream, f"deadline exceeded at {replica}", sent=True)
+    elif code is grpc.StatusCode.RESOURCE_EXHAUSTED and overloaded:
+        translated = Overloaded(code, downstream, details, replica)
     else:
         translated = StatusError(code, downstream, details, replica)
-    translated.origin = _origin(error)
+    translated.origin = origin
     return translated
 
 
-def _origin(error: grpc.aio.AioRpcError) -> str | None:
-    """Where the failure began, if the owner said it was one of its own downstream calls."""
+def _trailers(error: grpc.aio.AioRpcError) -> tuple[str | None, bool, bool]:
+    """What the owner's trailers say: where the failure began (ORIGIN_METADATA), whether it refused the call
+    because it is overloaded (OVERLOADED_METADATA = "1"), and whether it refused it on arrival because too
+    little time was left (REFUSED_METADATA = "deadline")."""
+    origin: str | None = None
+    overloaded = refused_late = False
     trailers: Any = error.trailing_metadata() or ()
     for key, value in trailers:
         if key == ORIGIN_METADATA:
-            return value if isinstance(value, str) else bytes(value).decode(errors="replace")
-    return None
+            origin = value if isinstance(value, str) else bytes(value).decode(errors="replace")
+        elif key == OVERLOADED_METADATA:
+            overloaded = value in ("1", b"1")
+        elif key == REFUSED_METADATA:
+            refused_late = value in ("deadline", b"deadline")
+    return origin, overloaded, refused_late

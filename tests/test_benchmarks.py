@@ -9,6 +9,7 @@ async def test_the_resilience_benchmark_measures_every_row() -> None:
     """Each part runs against real owner processes and prints a row with latencies and its note."""
     rows = await resilience_bench.overhead(20)
     rows += await resilience_bench.tail(24)
+    rows += await resilience_bench.open_loop(24)
     rows += await resilience_bench.fail_fast(20)
     names = [row.name for row in rows]
     assert names == [
@@ -19,6 +20,8 @@ async def test_the_resilience_benchmark_measures_every_row() -> None:
         "stack w/o cache+hedging",
         "2% x 500 ms, hedging off",
         "2% x 500 ms, hedging on",
+        "3 x 2% x 500 ms, open, 1 hedge",
+        "3 x 2% x 500 ms, open, 2 hedges",
         "owner killed, breaker open",
     ]
     assert all(len(row.latencies) > 0 and all(t > 0 for t in row.latencies) for row in rows)

@@ -14,7 +14,17 @@ from gateway.parts import Kind, Omitted, Part, each, fetch, missing
 from gateway.reads import ReadMode
 from pullgate.catalog.v1 import catalog_pb2
 from pullgate.gateway.v1 import gateway_pb2 as pb
-from resilience import CacheConfig, Cause, Downstream, DownstreamConfig, HedgingConfig, ResilienceError, StatusError
+from resilience import (
+    CacheConfig,
+    Cause,
+    Downstream,
+    DownstreamConfig,
+    HedgingConfig,
+    Overloaded,
+    ResilienceError,
+    StatusError,
+    Throttled,
+)
 from resilience.testing import FakeClock
 from tests.resilience.scripted import OK, READ, Scripted, Step
 
@@ -98,3 +108,21 @@ def test_every_owner_status_maps_to_a_cause(code: grpc.StatusCode, cause: pb.Cau
     """The owner's status code decides the part's cause; the words never do."""
     status = missing(StatusError(code, "catalog", "whatever the message says: circuit open"), 30.0, 1).status("p")
     assert status.cause == cause
+
+
+def test_every_cause_of_the_layer_has_a_cause_on_the_wire() -> None:
+    """Each resilience Cause maps to its own gateway Cause, so no failure reaches a client unlabelled."""
+    from gateway.parts import _CAUSES
+
+    assert set(_CAUSES) == set(Cause)
+    assert len(set(_CAUSES.values())) == len(Cause)
+
+
+@pytest.mark.parametrize(("error", "cause"), [
+    (Overloaded(grpc.StatusCode.RESOURCE_EXHAUSTED, "catalog", "over its limit"), pb.CAUSE_OVERLOADED),
+    (StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, "catalog", "quota"), pb.CAUSE_OWNER_FAILED),
+    (Throttled("catalog", 0.5), pb.CAUSE_THROTTLED),
+])
+def test_shedding_is_labelled_as_such(error: ResilienceError, cause: pb.Cause.ValueType) -> None:
+    """An owner's overloaded refusal and the caller's own throttling say so; a plain RESOURCE_EXHAUSTED does not."""
+    assert missing(error, 30.0, 1).status("p").cause == cause

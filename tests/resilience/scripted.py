@@ -14,6 +14,7 @@ from pullgate.customers.v1 import customers_pb2
 from pullgate.inventory.v1 import inventory_pb2
 from resilience import DeadlineExceeded, Method, StatusError
 from resilience.context import CallContext
+from resilience.errors import Overloaded
 from resilience.testing import FakeClock
 
 READ: Method[catalog_pb2.GetProductRequest, catalog_pb2.GetProductResponse] = Method(
@@ -37,6 +38,11 @@ UNSAFE_WRITE: Method[customers_pb2.CreateCustomerRequest, customers_pb2.CreateCu
 class Step:
     delay: float = 0.0
     code: grpc.StatusCode = grpc.StatusCode.OK
+    overloaded: bool = False
+    """With RESOURCE_EXHAUSTED: the owner's overloaded refusal (the OVERLOADED_METADATA trailer)."""
+
+
+OVERLOADED = Step(code=grpc.StatusCode.RESOURCE_EXHAUSTED, overloaded=True)
 
 
 OK = Step()
@@ -67,6 +73,8 @@ class Scripted:
             raise
         if step.code is grpc.StatusCode.DEADLINE_EXCEEDED:
             raise DeadlineExceeded(ctx.downstream, f"deadline exceeded at {replica}", sent=True)
+        if step.overloaded:
+            raise Overloaded(step.code, ctx.downstream, "overloaded", replica)
         if step.code is not grpc.StatusCode.OK:
             raise StatusError(step.code, ctx.downstream, "scripted", replica)
         return ctx.method.response_type()
@@ -74,3 +82,29 @@ class Scripted:
 
 def fails(code: grpc.StatusCode) -> Callable[[int, str], Step]:
     return lambda n, replica: Step(code=code)
+
+
+@dataclass
+class Prompt:
+    """An owner whose replica r answers after `delays.get(r, delay)` seconds. As over grpc, an attempt ends
+    DEADLINE_EXCEEDED at its deadline, or when its answer is read after it (the caller's loop was blocked)."""
+
+    clock: FakeClock
+    delay: float = 0.002
+    delays: dict[str, float] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+    async def __call__(self, request: Any, ctx: CallContext) -> Any:
+        replica = ctx.replica or "?"
+        self.calls.append(replica)
+        delay = self.delays.get(replica, self.delay)
+        bound = ctx.attempt_deadline or ctx.deadline
+        try:
+            await self.clock.sleep(delay if bound is None else min(delay, bound.remaining(self.clock)))
+        except asyncio.CancelledError:
+            self.cancelled.append(replica)
+            raise
+        if bound is not None and bound.expired(self.clock):
+            raise DeadlineExceeded(ctx.downstream, f"deadline exceeded at {replica}", sent=True)
+        return ctx.method.response_type()

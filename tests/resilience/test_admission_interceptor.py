@@ -11,8 +11,9 @@ import pytest
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from resilience import criticality, instruments
-from resilience.admission import OVERLOADED_METADATA, REFUSED_METADATA, AdmissionConfig
+from resilience.admission import AdmissionConfig
 from resilience.criticality import Criticality
+from resilience.errors import OVERLOADED_METADATA, REFUSED_METADATA
 from resilience.server import AdmissionInterceptor
 from resilience.testing import FakeClock, settle
 

@@ -49,6 +49,12 @@ def test_downstream_overrides_sit_on_top_of_default(tmp_path: Path) -> None:
         ("[resilience.default.breaker]\nenabled = 1\n", "resilience.default.breaker.enabled"),
         ("[resilience.default.cache]\nmax_staleness = 500.0\n", "resilience.default.cache.max_staleness"),
         ("[resilience.catlog.retry]\nenabled = false\n", "resilience.catlog"),
+        ("[resilience.default.throttle]\nratio_for_accepts = 0.5\n", "resilience.default.throttle.ratio_for_accepts"),
+        ("[resilience.default.throttle]\nrequests_padding = 0.0\n", "resilience.default.throttle.requests_padding"),
+        ("[resilience.catalog.outlier_detection]\nmax_ejection_time = 10.0\n",
+         "resilience.catalog.outlier_detection.max_ejection_time"),
+        ("[resilience.default.outlier_detection]\nmax_ejection_percent = 150\n",
+         "resilience.default.outlier_detection.max_ejection_percent"),
     ],
 )
 def test_errors_name_the_key_and_the_file(tmp_path: Path, toml: str, key: str) -> None:

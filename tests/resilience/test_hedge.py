@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import pytest
 
 from pullgate.catalog.v1 import catalog_pb2
 from pullgate.inventory.v1 import inventory_pb2
@@ -97,6 +98,27 @@ async def test_hedges_are_capped_by_max_extra_load() -> None:
     hedged = sum(1 for c in calls if c.result().provenance.hedged)
     assert hedged <= 0.1 * 200 + 10  # the ratio, plus the floor of 1 per second over a 10 s window
     assert hedged < 200
+
+
+async def test_a_refused_hedge_with_no_delay_is_not_asked_for_again_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `hedging_delay = 0` and the budget spent, the hedge is refused once, not again and again at once (that
+    spun the event loop until the first attempt answered; on a fake clock, forever)."""
+    clock = FakeClock()
+    config = DownstreamConfig(
+        cache=CacheConfig(enabled=False),
+        hedging=HedgingConfig(hedging_delay=0.0),
+        budget=BudgetConfig(token_ratio=0.0, min_per_second=0.0),
+    )
+    script = Scripted(clock, lambda n, r: Step(delay=0.05))
+    downstream = Downstream("catalog", REPLICAS, config, clock, endpoint=script)
+    refused: list[str] = []
+    monkeypatch.setattr(downstream.stack.get("retry_or_hedge").hedge, "_refused",
+                        lambda ctx, kind, attempt: refused.append(kind))
+    call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+    await clock.advance(0.1)
+    result = await call
+    assert refused == ["hedge"]
+    assert not result.provenance.hedged
 
 
 async def test_keyed_writes_are_never_hedged() -> None:

@@ -1,181 +1,197 @@
-"""Admission control and criticality across real grpc.aio servers on port 0: refusals, health, propagation."""
+"""The breaker stops lying: overloaded refusals and deadlines that ran out in the caller are not the owner's failure."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+import dataclasses
 from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
-from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from resilience import criticality
-from resilience.admission import OVERLOADED_METADATA, REFUSED_METADATA, AdmissionConfig
-from resilience.context import CallContext
-from resilience.criticality import Criticality
-from resilience.server import AdmissionInterceptor
-from resilience.transport import Transport
-from tests.resilience.owner import GET_PRODUCT
-
-SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
-GET = f"/{SERVICE}/GetProduct"
-REQUEST = catalog_pb2.GetProductRequest(sku="x")
-LIMIT_TWO = AdmissionConfig(initial_limit=2, min_limit=2, max_limit=2)
-
-
-class Catalog(catalog_pb2_grpc.CatalogServiceServicer):
-    """GetProduct records its metadata, then waits until `release` is set (or, with `downstream`, calls it)."""
-
-    def __init__(self, hold: int = 0, downstream: Transport | None = None) -> None:
-        self.hold = hold
-        self.downstream = downstream
-        self.held = 0
-        self.all_held = asyncio.Event()
-        self.release = asyncio.Event()
-        self.metadata: list[dict[str, Any]] = []
-
-    async def GetProduct(
-        self, request: catalog_pb2.GetProductRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
-    ) -> catalog_pb2.GetProductResponse:
-        self.metadata.append(dict(context.invocation_metadata() or ()))
-        if self.hold:
-            self.held += 1
-            if self.held == self.hold:
-                self.all_held.set()
-            await self.release.wait()
-        if self.downstream is not None:
-            answer: catalog_pb2.GetProductResponse = await self.downstream(
-                request, CallContext(GET_PRODUCT, self.downstream.downstream, None)
-            )
-            return answer
-        return catalog_pb2.GetProductResponse(product=catalog_pb2.Product(sku=request.sku))
-
-    async def BatchGetProducts(
-        self, request: catalog_pb2.BatchGetProductsRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
-    ) -> catalog_pb2.BatchGetProductsResponse:
-        raise NotImplementedError
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    servicer: Catalog, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()  # type: ignore[type-arg]
-) -> AsyncIterator[str]:
-    """A started server with `servicer` and health (SERVING) on 127.0.0.1:<free port>."""
-    server = grpc.aio.server(interceptors=list(interceptors))
-    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        servicer.release.set()
-        await server.stop(None)
-
-
-async def test_a_burst_beyond_the_limit_is_refused_at_once_and_health_still_answers() -> None:
-    """Two calls hold the limit of two: ten more get RESOURCE_EXHAUSTED with the trailer while those two still
-    run, their handlers never run, and health checks answer SERVING."""
-    catalog = Catalog(hold=2)
-    interceptor = AdmissionInterceptor([SERVICE], LIMIT_TWO, name="catalog")
-    async with serving(catalog, [interceptor]) as address, grpc.aio.insecure_channel(address) as channel:
-        stub = catalog_pb2_grpc.CatalogServiceStub(channel)
-        held = [asyncio.ensure_future(stub.GetProduct(REQUEST, timeout=10)) for _ in range(2)]
-        await catalog.all_held.wait()
-
-        burst = await asyncio.gather(*(stub.GetProduct(REQUEST, timeout=10) for _ in range(10)), return_exceptions=True)
-        assert all(isinstance(e, grpc.aio.AioRpcError) for e in burst)
-        for error in burst:
-            assert isinstance(error, grpc.aio.AioRpcError)
-            assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "catalog overloaded: 2 requests in flight, limit 2" in (error.details() or "")
-            trailers: dict[str, Any] = dict(error.trailing_metadata() or ())  # type: ignore[arg-type]
-            assert trailers[OVERLOADED_METADATA] == "1"
-            assert trailers[REFUSED_METADATA] == "limit"
-        assert not any(call.done() for call in held)
-        assert len(catalog.metadata) == 2
-
-        health = health_pb2_grpc.HealthStub(channel)
-        answer = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-        assert answer.status == health_pb2.HealthCheckResponse.SERVING
-
-        catalog.release.set()
-        assert [r.product.sku for r in await asyncio.gather(*held)] == ["x", "x"]
-        assert (await stub.GetProduct(REQUEST, timeout=10)).product.sku == "x"
-    assert interceptor.methods[GET].refused_limit[Criticality.CRITICAL] == 10
-
-
-async def test_a_sheddable_request_is_refused_where_a_critical_one_gets_in() -> None:
-    """One of two places held: SHEDDABLE (half the limit) is refused over the wire, CRITICAL is answered."""
-    catalog = Catalog(hold=1)
-    interceptor = AdmissionInterceptor([SERVICE], LIMIT_TWO)
-    async with serving(catalog, [interceptor]) as address, grpc.aio.insecure_channel(address) as channel:
-        stub = catalog_pb2_grpc.CatalogServiceStub(channel)
-        held = asyncio.ensure_future(stub.GetProduct(REQUEST, timeout=10))
-        await catalog.all_held.wait()
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.GetProduct(REQUEST, timeout=10, metadata=((criticality.METADATA_KEY, "SHEDDABLE"),))
-        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        catalog.hold = 0  # the next request is answered at once
-        answer = await stub.GetProduct(REQUEST, timeout=10, metadata=((criticality.METADATA_KEY, "CRITICAL"),))
-        assert answer.product.sku == "x"
-        catalog.release.set()
-        await held
-
-
-class Passing(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(client_call_details, request)
-
-
-@pytest.mark.parametrize("intercepted", [False, True], ids=["plain transport", "transport with interceptors"])
-@pytest.mark.parametrize(
-    ("sent", "reaches"),
-    [
-        (None, "CRITICAL"),
-        ("SHEDDABLE", "SHEDDABLE"),
-        ("SHEDDABLE_PLUS", "SHEDDABLE_PLUS"),
-        ("CRITICAL_PLUS", "CRITICAL"),
-    ],
+from pullgate.catalog.v1 import catalog_pb2
+from resilience import (
+    BreakerConfig,
+    DeadlineExceeded,
+    Downstream,
+    DownstreamConfig,
+    HedgingConfig,
+    LocalDeadline,
+    Overloaded,
+    ResilienceError,
+    ThrottleConfig,
+    TimeoutConfig,
 )
-async def test_criticality_crosses_a_hop_lowered_never_raised(
-    sent: str | None, reaches: str, intercepted: bool
-) -> None:
-    """A client's criticality reaches the front server, and the front's call to a second server carries it on
-    (the method's own CRITICAL when none is sent, and never higher)."""
-    back = Catalog()
-    async with serving(back) as back_address:
-        transport = Transport("back", [back_address], interceptors=[Passing()] if intercepted else ())
-        front_interceptor = AdmissionInterceptor([SERVICE], criticality={GET: Criticality.CRITICAL})
-        try:
-            async with (
-                serving(Catalog(downstream=transport), [front_interceptor]) as front_address,
-                grpc.aio.insecure_channel(front_address) as channel,
-            ):
-                stub = catalog_pb2_grpc.CatalogServiceStub(channel)
-                metadata = None if sent is None else ((criticality.METADATA_KEY, sent),)
-                await stub.GetProduct(REQUEST, timeout=10, metadata=metadata)
-        finally:
-            await transport.close()
-    assert back.metadata[0][criticality.METADATA_KEY] == reaches
+from resilience import deadline as dl
+from resilience.config import CacheConfig, RetryConfig
+from resilience.testing import FakeClock, settle
+from tests.resilience.scripted import OVERLOADED, READ, Prompt, Scripted, Step
+
+REQUEST = catalog_pb2.GetProductRequest(sku="x")
+ONE_ATTEMPT = DownstreamConfig(
+    retry=RetryConfig(enabled=False),
+    hedging=HedgingConfig(enabled=False),
+    cache=CacheConfig(enabled=False),
+    breaker=BreakerConfig(fail_max=1),
+)
 
 
-async def test_a_call_made_outside_any_request_carries_no_criticality() -> None:
-    """A client that is not serving (a CLI, a load generator) sends none, so the server uses the method's own."""
-    back = Catalog()
-    async with serving(back) as address:
-        transport = Transport("back", [address])
-        try:
-            await transport(REQUEST, CallContext(GET_PRODUCT, "back", None))
-            with criticality.scope(Criticality.SHEDDABLE):
-                await transport(REQUEST, CallContext(GET_PRODUCT, "back", None))
-        finally:
-            await transport.close()
-    assert criticality.METADATA_KEY not in back.metadata[0]
-    assert back.metadata[1][criticality.METADATA_KEY] == "SHEDDABLE"
+async def finish(clock: FakeClock, calls: list[asyncio.Task[Any]], step: float = 0.01) -> None:
+    while not all(c.done() for c in calls):
+        await clock.advance(step)
+
+
+async def test_an_overloaded_refusal_never_counts_against_the_breaker() -> None:
+    """Any number of overloaded refusals leave a fail_max=1 breaker closed; a plain RESOURCE_EXHAUSTED opens it."""
+    clock = FakeClock()
+    overloaded = [True]
+    plain = Step(code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    script = Scripted(clock, lambda n, r: OVERLOADED if overloaded[0] else plain)
+    config = dataclasses.replace(ONE_ATTEMPT, throttle=ThrottleConfig(enabled=False))  # every call reaches the owner
+    downstream = Downstream("catalog", ["a:1"], config, clock, endpoint=script)
+    for _ in range(20):
+        with pytest.raises(Overloaded):
+            await downstream.call(READ, REQUEST)
+    assert downstream.breaker_states() == {"a:1": "closed"}
+    overloaded[0] = False
+    with pytest.raises(ResilienceError):
+        await downstream.call(READ, REQUEST)
+    assert downstream.breaker_states() == {"a:1": "open"}
+
+
+async def test_an_overloaded_refusal_is_retried_on_another_replica_never_the_same() -> None:
+    """With two replicas the refusal is retried once, on the other; with one replica it is not retried at all."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: OVERLOADED if r == "a:1" else Step())
+    config = DownstreamConfig(  # no throttle here: each refusal should reach the retry decision
+        hedging=HedgingConfig(enabled=False), cache=CacheConfig(enabled=False), throttle=ThrottleConfig(enabled=False)
+    )
+    downstream = Downstream("catalog", ["a:1", "b:1"], config, clock, endpoint=script)
+    for _ in range(10):
+        call = asyncio.create_task(downstream.call(READ, REQUEST))
+        await finish(clock, [call])
+        assert call.result().provenance.replica == "b:1"
+    assert "a:1" in script.calls
+    single = Scripted(clock, lambda n, r: OVERLOADED)
+    alone = Downstream("catalog", ["a:1"], config, clock, endpoint=single)
+    with pytest.raises(Overloaded):
+        await alone.call(READ, REQUEST)
+    assert single.calls == ["a:1"]
+
+
+async def test_a_hedged_read_refused_as_overloaded_goes_to_another_replica_at_once() -> None:
+    """Under hedging, an overloaded refusal sends the next attempt at once, to a replica not tried yet."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: OVERLOADED if n == 0 else Step())
+    config = DownstreamConfig(cache=CacheConfig(enabled=False), throttle=ThrottleConfig(enabled=False))
+    downstream = Downstream("catalog", ["a:1", "b:1"], config, clock, endpoint=script)
+    result = await downstream.call(READ, REQUEST)
+    assert result.provenance.attempts == 2
+    assert script.calls[0] != script.calls[1]
+
+
+async def test_a_deadline_that_ran_out_in_a_blocked_loop_does_not_count() -> None:
+    """The loop blocked for 2 s during an attempt to a prompt owner: LocalDeadline, and the breaker stays closed."""
+    clock = FakeClock()
+    owner = Prompt(clock)
+    downstream = Downstream("catalog", ["a:1"], ONE_ATTEMPT, clock, endpoint=owner)
+    call = asyncio.create_task(downstream.call(READ, REQUEST))
+    await settle()
+    await clock.stall(2.0)
+    with pytest.raises(LocalDeadline) as raised:
+        await call
+    assert raised.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert raised.value.lag > 1.0
+    assert "the time went here" in str(raised.value)
+    assert downstream.breaker_states() == {"a:1": "closed"}
+
+
+async def test_a_deadline_too_short_to_blame_anyone_does_not_count() -> None:
+    """With 3 ms left of the caller's deadline (its own queueing took the rest), a timeout is not the owner's."""
+    clock = FakeClock()
+    owner = Prompt(clock, delay=0.005)
+    downstream = Downstream("catalog", ["a:1"], ONE_ATTEMPT, clock, endpoint=owner)
+    with dl.scope(dl.Deadline.after(0.003, clock)):
+        call = asyncio.create_task(downstream.call(READ, REQUEST))
+    await finish(clock, [call], 0.001)
+    assert isinstance(call.exception(), LocalDeadline)
+    assert downstream.breaker_states() == {"a:1": "closed"}
+
+
+async def test_a_deadline_that_ran_out_at_the_owner_with_a_fair_slice_counts() -> None:
+    """An owner that did not answer in a full 1 s slice, the loop keeping up, has failed: the breaker opens."""
+    clock = FakeClock()
+    owner = Prompt(clock, delay=5.0)
+    downstream = Downstream("catalog", ["a:1"], ONE_ATTEMPT, clock, endpoint=owner)
+    call = asyncio.create_task(downstream.call(READ, REQUEST))
+    await finish(clock, [call])
+    error = call.exception()
+    assert isinstance(error, DeadlineExceeded)
+    assert not isinstance(error, LocalDeadline)
+    assert downstream.breaker_states() == {"a:1": "open"}
+
+
+DOWNSTREAMS = ("owner-a", "owner-b", "owner-c", "owner-d")
+"""Four healthy owners (the layer knows no service names of its own)."""
+CONFIGS = {
+    "defaults": DownstreamConfig(),
+    "hair-trigger breaker": DownstreamConfig(breaker=BreakerConfig(fail_max=1)),
+    "no cache, no hedging": DownstreamConfig(
+        cache=CacheConfig(enabled=False), hedging=HedgingConfig(enabled=False), breaker=BreakerConfig(fail_max=1)
+    ),
+    "short slices": DownstreamConfig(
+        timeout=TimeoutConfig(total=0.3, per_attempt=0.05), breaker=BreakerConfig(fail_max=1),
+        hedging=HedgingConfig(hedging_delay=0.0),
+    ),
+    "only the total": DownstreamConfig(
+        timeout=TimeoutConfig(total=2.0, per_attempt=0.0), cache=CacheConfig(enabled=False),
+        breaker=BreakerConfig(fail_max=2),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+async def test_an_overloaded_caller_never_opens_healthy_owners_breakers(name: str) -> None:
+    """Four downstreams of prompt owners; the caller's loop blocks for longer than any deadline, again and again,
+    and its callers' deadlines arrive nearly spent: every call may fail, but no breaker opens and no replica is
+    ejected."""
+    clock = FakeClock()
+    config = CONFIGS[name]
+    owners = {d: Prompt(clock) for d in DOWNSTREAMS}
+    downstreams = {
+        d: Downstream(d, [f"{d}-a:1", f"{d}-b:1"], config, clock, endpoint=owners[d]) for d in DOWNSTREAMS
+    }
+    for round_ in range(6):
+        calls = [
+            asyncio.create_task(downstreams[d].call(READ, catalog_pb2.GetProductRequest(sku=f"{round_}-{i}")))
+            for d in DOWNSTREAMS for i in range(10)
+        ]
+        await settle()
+        await clock.stall(10.0)  # longer than every deadline: the loop was blocked
+        await finish(clock, calls)
+        with dl.scope(dl.Deadline.after(0.004, clock)):  # callers whose time went on queueing before the call
+            late = [
+                asyncio.create_task(downstreams[d].call(READ, catalog_pb2.GetProductRequest(sku=f"late{round_}-{i}")))
+                for d in DOWNSTREAMS for i in range(5)
+            ]
+        for o in owners.values():
+            o.delay = 0.006
+        await finish(clock, late, 0.001)
+        for o in owners.values():
+            o.delay = 0.002
+        errors = [c.exception() for c in calls + late]
+        assert any(isinstance(e, DeadlineExceeded) for e in errors)
+    for d, downstream in downstreams.items():
+        assert set(downstream.breaker_states().values()) == {"closed"}, d
+        outliers = downstream.stack.get("balance").outliers
+        assert outliers is None or outliers.out == 0, d
+    # The same owners, hung, with the loop keeping up: their breakers do open (the test can tell).
+    for o in owners.values():
+        o.delay = 60.0
+    calls = [asyncio.create_task(downstreams[d].call(READ, catalog_pb2.GetProductRequest(sku=f"hung-{i}")))
+             for d in DOWNSTREAMS for i in range(10)]
+    await finish(clock, calls, 0.05)
+    errors = [c.exception() for c in calls]
+    assert all(isinstance(e, ResilienceError) for e in errors)  # timed out, or failed fast once a breaker opened
+    assert all("open" in downstream.breaker_states().values() for downstream in downstreams.values())
+

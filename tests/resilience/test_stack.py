@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from resilience import Downstream, DownstreamConfig
-from resilience.config import BreakerConfig, CacheConfig
+from resilience.config import BreakerConfig, CacheConfig, ThrottleConfig
 from resilience.stack import LAYERS
 from resilience.testing import FakeClock
 from tests.resilience.scripted import Scripted
@@ -13,6 +13,7 @@ ORDER = (
     "cached",
     "total_timeout",
     "retry_or_hedge",
+    "throttle",
     "balance",
     "breaker",
     "bulkhead",
@@ -36,6 +37,8 @@ def test_built_stack_follows_layers() -> None:
 def test_switched_off_policies_are_left_out() -> None:
     """`enabled = false` removes the policy from the stack; the order of the rest holds."""
     clock = FakeClock()
-    config = DownstreamConfig(cache=CacheConfig(enabled=False), breaker=BreakerConfig(enabled=False))
+    config = DownstreamConfig(
+        cache=CacheConfig(enabled=False), breaker=BreakerConfig(enabled=False), throttle=ThrottleConfig(enabled=False)
+    )
     downstream = Downstream("catalog", ["a:1"], config, clock, endpoint=Scripted(clock))
-    assert downstream.stack.names == tuple(n for n in ORDER if n not in {"cached", "breaker"})
+    assert downstream.stack.names == tuple(n for n in ORDER if n not in {"cached", "breaker", "throttle"})

@@ -107,6 +107,10 @@ class _CauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cause.ValueType
     """The owner answered that the entity does not exist (or left it out of a batch answer)."""
     CAUSE_REFUSED: _Cause.ValueType  # 7
     """The owner refused the request itself."""
+    CAUSE_OVERLOADED: _Cause.ValueType  # 8
+    """The owner shed the call because it is overloaded (it said so in a trailer)."""
+    CAUSE_THROTTLED: _Cause.ValueType  # 9
+    """The gateway's own throttle did not send the call, because the owner has been shedding."""
 
 class Cause(_Cause, metaclass=_CauseEnumTypeWrapper):
     """Cause says, as a value, why a part is stale or missing; the reason says it in words."""
@@ -127,6 +131,10 @@ CAUSE_NOT_FOUND: Cause.ValueType  # 6
 """The owner answered that the entity does not exist (or left it out of a batch answer)."""
 CAUSE_REFUSED: Cause.ValueType  # 7
 """The owner refused the request itself."""
+CAUSE_OVERLOADED: Cause.ValueType  # 8
+"""The owner shed the call because it is overloaded (it said so in a trailer)."""
+CAUSE_THROTTLED: Cause.ValueType  # 9
+"""The gateway's own throttle did not send the call, because the owner has been shedding."""
 Global___Cause: _TypeAlias = Cause  # noqa: Y015
 
 @_typing.final

@@ -1,0 +1,113 @@
+"""Outlier detection: ejection after quiet failures in a row, growing and forgiven, never more than half."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from resilience import OutlierDetectionConfig
+from resilience.instruments import _ejected
+from resilience.outlier import LOST_RACE, TIMED_OUT, OutlierDetector
+from resilience.testing import FakeClock
+
+CONFIG = OutlierDetectionConfig(consecutive_failures=5, base_ejection_time=30.0, max_ejection_time=300.0)
+
+
+def fail(detector: OutlierDetector, replica: str, times: int = 5, why: str = LOST_RACE) -> None:
+    for _ in range(times):
+        detector.failed(replica, why)
+
+
+def test_five_quiet_failures_in_a_row_eject_and_an_answer_between_resets() -> None:
+    """Four failures, an answer, four more: still in; a fifth in a row ejects."""
+    clock = FakeClock()
+    detector = OutlierDetector("catalog", ["a", "b"], CONFIG, clock)
+    fail(detector, "a", 4)
+    detector.answered("a")
+    fail(detector, "a", 4, TIMED_OUT)
+    assert not detector.ejected("a")
+    detector.failed("a", TIMED_OUT)
+    assert detector.ejected("a")
+    assert not detector.ejected("b")
+
+
+@pytest.mark.parametrize(("replicas", "most"), [(1, 0), (2, 1), (3, 1), (4, 2), (5, 2)])
+def test_at_most_half_of_the_replicas_are_ever_ejected(replicas: int, most: int) -> None:
+    """Every replica failing quietly: at most half of them (rounded down) are out at once; one replica never."""
+    clock = FakeClock()
+    names = [f"r{i}" for i in range(replicas)]
+    detector = OutlierDetector("catalog", names, CONFIG, clock)
+    for _ in range(3):
+        for name in names:
+            fail(detector, name)
+    assert sum(detector.ejected(n) for n in names) == most
+    assert detector.out == most
+
+
+def test_each_ejection_is_longer_until_the_cap_and_good_behaviour_forgives() -> None:
+    """30 s, then 60 s, 90 s ... at most 300 s; after staying in, the multiplier drops by one per 30 s."""
+    clock = FakeClock()
+    detector = OutlierDetector("catalog", ["a", "b"], CONFIG, clock)
+    lengths = []
+    for _ in range(12):
+        fail(detector, "a")
+        start = clock.now()
+        while detector.ejected("a"):
+            clock._now += 1.0
+        lengths.append(clock.now() - start)
+    assert lengths[:3] == [30.0, 60.0, 90.0]
+    assert max(lengths) == 300.0
+    clock._now += 300.0  # ten ejection times in, behaving: forgiven ten times over
+    fail(detector, "a")
+    start = clock.now()
+    while detector.ejected("a"):
+        clock._now += 1.0
+    assert clock.now() - start == 30.0
+
+
+def test_a_replica_comes_back_by_itself_and_makes_room() -> None:
+    """When its time is up an ejected replica is eligible again, and no longer counts against the cap."""
+    clock = FakeClock()
+    detector = OutlierDetector("catalog", ["a", "b"], CONFIG, clock)
+    fail(detector, "a")
+    fail(detector, "b")
+    assert detector.ejected("a") and not detector.ejected("b")  # one of two at most
+    clock._now += 30.0
+    fail(detector, "b")
+    assert not detector.ejected("a")
+    assert detector.ejected("b")
+
+
+def test_ejection_and_return_are_logged_traced_and_measured(caplog: pytest.LogCaptureFixture) -> None:
+    """A warning on resilience.outlier, an event on the current span, and the ejected-replicas gauge."""
+    clock = FakeClock()
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    span = provider.get_tracer("test").start_span("call")
+    detector = OutlierDetector("catalog", ["a:1", "b:1"], CONFIG, clock)
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        with caplog.at_level(logging.WARNING, logger="resilience.outlier"):
+            fail(detector, "a:1")
+            gauge = [(o.value, o.attributes) for o in _ejected(None)]  # type: ignore[arg-type]
+            out = detector.ejected_now()
+            clock._now += 30.0
+            detector.ejected("a:1")
+    finally:
+        context.detach(token)
+        span.end()
+    assert out == 1
+    assert (1, {"downstream": "catalog"}) in gauge  # every live detector reports; this one among them
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    assert "catalog/a:1 ejected for 30.0 s" in caplog.records[0].getMessage()
+    assert "back in" in caplog.records[1].getMessage()
+    (finished,) = spans.get_finished_spans()
+    assert [e.name for e in finished.events] == ["replica ejected", "replica returned"]
+    assert finished.events[0].attributes is not None
+    assert finished.events[0].attributes["resilience.replica"] == "a:1"
