@@ -27,6 +27,7 @@ from resilience.context import Call, CallContext
 from resilience.errors import DeadlineExceeded
 from resilience.ewma import PRIOR, PeakEwma
 from resilience.hedge import LOSER
+from resilience.instruments import watch_balance
 from resilience.lag import LoopLag
 from resilience.outcome import Outcome, classify
 from resilience.outlier import LOST_RACE, TIMED_OUT, OutlierDetector
@@ -52,11 +53,15 @@ class Balance:
         outliers: OutlierDetector | None = None,
         lag: LoopLag | None = None,
         answered: Callable[[bool, float], None] | None = None,
+        downstream: str = "",
     ) -> None:
         """`answered(accepted, now)` hears of every attempt that came back from the owner: accepted, or refused
-        as overloaded (the throttle counts them)."""
+        as overloaded (the throttle counts them). `downstream` labels the attempts metric."""
+        self.downstream = downstream
         self.replicas = tuple(replicas)
         self.outstanding = dict.fromkeys(self.replicas, 0)
+        self.sent = dict.fromkeys(self.replicas, 0)
+        """Attempts sent to each replica, ever (the `resilience.attempts` counter reads it)."""
         self.latency = {r: PeakEwma() for r in self.replicas}
         self.outliers = outliers
         self._rng = rng or random.Random()
@@ -64,6 +69,7 @@ class Balance:
         self._clock = clock
         self._lag = lag
         self._answered = answered
+        watch_balance(self)
 
     def estimate(self, replica: str) -> float:
         """The replica's latency estimate now, in seconds."""
@@ -127,6 +133,7 @@ class Balance:
         stats.attempts += 1
         stats.tried.append(replica)
         self.outstanding[replica] += 1
+        self.sent[replica] += 1
         start = self._clock.now()
         try:
             response = await inner(request, ctx)

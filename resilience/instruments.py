@@ -135,6 +135,31 @@ def watch_throttle(throttle: _Throttle) -> None:
     _throttles.add(throttle)
 
 
+class _Balance(Protocol):
+    downstream: str
+    sent: dict[str, int]
+
+
+_balances: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch_balance(balance: _Balance) -> None:
+    """Report the attempts `balance` sent to each replica, on `resilience.attempts`."""
+    _balances.add(balance)
+
+
+def _attempts(options: CallbackOptions) -> Iterable[Observation]:
+    for b in list(_balances):
+        for replica, count in list(b.sent.items()):
+            yield Observation(count, {"downstream": b.downstream, "replica": replica})
+
+
+_meter.create_observable_counter(
+    "resilience.attempts", callbacks=[_attempts], unit="{attempt}",
+    description="Attempts sent to each replica (first attempts, retries and hedges), by downstream and replica",
+)
+
+
 def _ejected(options: CallbackOptions) -> Iterable[Observation]:
     for d in list(_outliers):
         yield Observation(d.ejected_now(), {"downstream": d.downstream})

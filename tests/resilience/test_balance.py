@@ -174,3 +174,19 @@ def test_an_ejected_replica_is_drawn_only_when_nothing_else_is_usable() -> None:
     usable["b"] = False
     assert balance.pick() == "a"
     assert not balance.elsewhere(["b"])
+
+
+async def test_attempts_are_counted_per_replica() -> None:
+    """Every attempt sent is counted for its replica (the `resilience.attempts` metric), as the owner saw them."""
+    clock = FakeClock()
+    owner = Prompt(clock, delays={"slow:1": 0.02, "fast:1": 0.002})
+    config = DownstreamConfig(cache=CacheConfig(enabled=False))
+    downstream = Downstream("catalog", ["slow:1", "fast:1"], config, clock, endpoint=owner, rng=random.Random(1))
+    for _ in range(50):
+        call = asyncio.create_task(downstream.call(READ, REQUEST))
+        while not call.done():
+            await clock.advance(0.001)
+    balance = downstream.stack.get("balance")
+    assert balance.downstream == "catalog"
+    assert balance.sent == {r: owner.calls.count(r) for r in ("slow:1", "fast:1")}
+    assert sum(balance.sent.values()) >= 50
