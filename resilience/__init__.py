@@ -12,6 +12,7 @@ from resilience import deadline
 from resilience.admission import AdmissionConfig
 from resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
 from resilience.config import (
+    BalanceConfig,
     BreakerConfig,
     BudgetConfig,
     BulkheadConfig,
@@ -54,6 +55,7 @@ __all__ = [
     "SYSTEM_CLOCK",
     "AdmissionConfig",
     "AdmissionInterceptor",
+    "BalanceConfig",
     "Behavior",
     "BreakerConfig",
     "BudgetConfig",

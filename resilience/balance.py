@@ -25,7 +25,7 @@ from typing import Any
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import Call, CallContext
 from resilience.errors import DeadlineExceeded
-from resilience.ewma import PRIOR, PeakEwma
+from resilience.ewma import PRIOR, TAU, PeakEwma
 from resilience.hedge import LOSER
 from resilience.instruments import watch_balance
 from resilience.lag import LoopLag
@@ -54,6 +54,7 @@ class Balance:
         lag: LoopLag | None = None,
         answered: Callable[[bool, float], None] | None = None,
         downstream: str = "",
+        decay: float = TAU,
     ) -> None:
         """`answered(accepted, now)` hears of every attempt that came back from the owner: accepted, or refused
         as overloaded (the throttle counts them). `downstream` labels the attempts metric."""
@@ -62,7 +63,7 @@ class Balance:
         self.outstanding = dict.fromkeys(self.replicas, 0)
         self.sent = dict.fromkeys(self.replicas, 0)
         """Attempts sent to each replica, ever (the `resilience.attempts` counter reads it)."""
-        self.latency = {r: PeakEwma() for r in self.replicas}
+        self.latency = {r: PeakEwma(tau=decay) for r in self.replicas}
         self.outliers = outliers
         self._rng = rng or random.Random()
         self._usable = usable

@@ -158,6 +158,15 @@ class ThrottleConfig(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
+class BalanceConfig(_Checked):
+    """Power of two choices over each replica's peak-EWMA latency; `decay` is the EWMA's time constant: how long a
+    peak takes to fade to a third, and so how soon an avoided replica (a recovered one) is tried again."""
+
+    decay: Seconds = 10.0
+    _rules: ClassVar = {"decay": (_positive, "> 0")}
+
+
+@dataclass(frozen=True, slots=True)
 class OutlierDetectionConfig(_Checked):
     """Ejects a replica that keeps failing quietly (`consecutive_failures` hedge races lost or timeouts in a row)
     for `base_ejection_time` times the number of its ejections, at most `max_ejection_time`; never more than
@@ -232,6 +241,7 @@ class DownstreamConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     bulkhead: BulkheadConfig = field(default_factory=BulkheadConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
     outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
 
 

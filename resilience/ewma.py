@@ -27,19 +27,21 @@ PENALTY_CAP = 1.0
 
 
 class PeakEwma:
-    """One replica's latency estimate in seconds; `value(now)` is what the balancer compares."""
+    """One replica's latency estimate in seconds; `value(now)` is what the balancer compares. `tau` is the time
+    constant in seconds (`[resilience.<ds>.balance] decay`)."""
 
-    __slots__ = ("estimate", "known", "stamp")
+    __slots__ = ("estimate", "known", "stamp", "tau")
 
-    def __init__(self, estimate: float = PRIOR, stamp: float = 0.0) -> None:
+    def __init__(self, estimate: float = PRIOR, stamp: float = 0.0, tau: float = TAU) -> None:
         self.estimate = estimate
         self.stamp = stamp
+        self.tau = tau
         self.known = False
         """A sample has been observed (before that, `estimate` is a prior)."""
 
     def value(self, now: float) -> float:
         """The estimate, decayed towards zero for the time since it was last updated."""
-        return self.estimate * math.exp((self.stamp - now) / TAU)
+        return self.estimate * math.exp((self.stamp - now) / self.tau)
 
     def observe(self, rtt: float, now: float) -> None:
         """An answer took `rtt` seconds: a peak replaces the estimate, a lower value pulls it down over TAU."""
@@ -47,7 +49,7 @@ class PeakEwma:
             self.known = True
             self.estimate, self.stamp = rtt, now
             return
-        w = math.exp((self.stamp - now) / TAU)
+        w = math.exp((self.stamp - now) / self.tau)
         if rtt >= self.estimate * w:
             self.estimate = rtt
         else:

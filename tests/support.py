@@ -7,12 +7,15 @@ import contextlib
 import json
 import socket
 import sqlite3
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from pullgate import topology
 from pullgate.faults import FaultInjector
@@ -104,6 +107,18 @@ async def until(condition: Callable[[], bool], within: float = 10.0, every: floa
             await asyncio.sleep(every)
 
 
+def scrape(url: str) -> list[Sample]:
+    """Every sample a Prometheus endpoint serves now."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`."""
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+
 class Recorded:
     """What a running `pullgate up` recorded about itself in `<data_dir>/pullgate-up.json`, for test harnesses."""
 
@@ -116,3 +131,12 @@ class Recorded:
 
     def address(self, service: str) -> str:
         return str(self.state["services"][service][0]["address"])
+
+    def recorded(self, name: str) -> dict[str, Any]:
+        """The record of process `name` (`catalog`, `catalog-1`, ...): its address, pid and metrics URL."""
+        found: dict[str, Any] = next(p for ps in self.state["services"].values() for p in ps if p["name"] == name)
+        return found
+
+    def metrics(self, name: str) -> list[Sample]:
+        """What process `name` serves on its metrics endpoint now."""
+        return scrape(str(self.recorded(name)["metrics"]))

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
 from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
@@ -16,19 +12,9 @@ from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from tests.observability.conftest import System
 from tests.observability.test_traces import set_faults
+from tests.support import scrape, value
 
 pytestmark = pytest.mark.e2e
-
-
-def scrape(url: str) -> list[Sample]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
-
-
-def value(samples: list[Sample], name: str, **labels: str) -> float:
-    """The sum of the samples called `name` whose labels include `labels`."""
-    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
 
 async def test_the_gateway_serves_resilience_and_view_metrics(system: System) -> None:

@@ -41,6 +41,7 @@ DOCUMENTED = {
     "OVERLOADED_METADATA",
     "Outcome",
     "OutlierDetectionConfig",
+    "BalanceConfig",
     "Overloaded",
     "Provenance",
     "ResilienceConfig",
