@@ -1,5 +1,5 @@
 """Load for the overload benchmark, sent from worker processes: open loop on a schedule, or closed loop to find
-capacity. `python -m benchmarks.openloop` is one worker; `open_loop()` and `closed_loop()` run them.
+capacity. `python -m benchmarks.openloop` is one worker; `Workers` keeps a few and gives them their jobs.
 
 Why open loop: a closed loop (send, wait, send) slows down exactly when the system does, so it hides the queue
 a crowd of independent callers builds (coordinated omission). Here request k is due at a fixed time of the
@@ -10,7 +10,9 @@ late each request went out (its send lag) is recorded too, so a generator that c
 Why worker processes: the generator's own event loop costs CPU per request (building, sending, reading
 answers). In its own processes it does not stall the benchmark's loop (scraping metrics, freezing a process),
 and with two workers neither loop has to keep a 1 ms schedule alone. Every process shares the machine's cores
-with the system under test; the workers report the CPU they used, so that share is visible too.
+with the system under test, so where the OS allows it (root) the workers run at a higher priority (NICE): a
+system that saturates the cores then queues requests, as it would for callers on other machines, instead of
+also delaying their sending. The workers report the CPU they used, so their share of the machine is visible.
 
 Arrivals are evenly spaced (a constant rate per phase, as wrk2 does) rather than Poisson: each second offers
 exactly its rate, so per-second goodput compares with per-second offered load without sampling noise.
@@ -35,6 +37,7 @@ import grpc
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.tools.chaos.load import CHANNEL_OPTIONS, MODES
+from pullgate.tools.chaos.progress import percentile
 from services import demo
 
 if TYPE_CHECKING:
@@ -119,8 +122,7 @@ class Result:
 
     def lag(self, quantile: float) -> float:
         """The send lag at `quantile` (0 without shots)."""
-        lags = sorted(s.lag for s in self.shots)
-        return lags[min(len(lags) - 1, int(quantile * len(lags)))] if lags else 0.0
+        return percentile([s.lag for s in self.shots], quantile)
 
 
 def slots(phases: Sequence[Phase]) -> list[tuple[float, str]]:
