@@ -213,17 +213,19 @@ async def work(job: Job, ready: Callable[[], Awaitable[float]]) -> tuple[list[Sh
 
 
 NICE = -5
-"""The workers' scheduling priority, where the OS allows it (root): above the system under test's processes, so
-a machine saturated by the system does not also make the generator late. Elsewhere they run at the default."""
+"""How much higher the workers' scheduling priority is than the benchmark's (and so the system's), where the OS
+allows it (root): a machine saturated by the system then does not also make the generator late. Relative, so a
+benchmark run under `nice -n -10` (to keep a busy neighbour off the machine) keeps its workers above it."""
 
 START_AFTER = 0.2
 """Seconds from the moment every worker is connected to the schedule's origin."""
 
 
 def _prioritise() -> None:
-    """In the worker before exec: NICE for it and every thread it will start, if the OS lets us."""
+    """In the worker before exec: raise its priority by NICE, for it and every thread it will start, if the OS
+    lets us."""
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, NICE)
+        os.nice(NICE)
 
 
 class _Worker:
@@ -283,6 +285,12 @@ class Workers:
 
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self._workers))
+
+    def describe(self) -> str:
+        """How many workers, and their priority against this process's (and so the systems' it starts)."""
+        nice = sorted({os.getpriority(os.PRIO_PROCESS, w.process.pid) for w in self._workers})
+        return (f"{len(self._workers)} load worker processes at nice {', '.join(map(str, nice))}; this benchmark "
+                f"and the systems it starts at nice {os.getpriority(os.PRIO_PROCESS, 0)}")
 
     async def _run(self, jobs: Sequence[Job]) -> tuple[Result, float]:
         """Give each job to a worker; once all are connected, give them one origin and collect what they saw."""

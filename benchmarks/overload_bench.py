@@ -492,6 +492,7 @@ async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = 
     with tempfile.TemporaryDirectory(prefix="pullgate-overload-") as tmp:
         base = Path(tmp)
         async with workers(2) as pool:
+            print(pool.describe(), flush=True)
             if quick:
                 # A smoke run: one system serves every scenario (each start costs 10-30 s here); figures mean
                 # nothing, only that every part of the harness ran.
