@@ -12,7 +12,9 @@ answers). In its own processes it does not stall the benchmark's loop (scraping 
 and with two workers neither loop has to keep a 1 ms schedule alone. Every process shares the machine's cores
 with the system under test, so where the OS allows it (root) the workers run at a higher priority (NICE): a
 system that saturates the cores then queues requests, as it would for callers on other machines, instead of
-also delaying their sending. The workers report the CPU they used, so their share of the machine is visible.
+also delaying their sending. Python's cyclic garbage collector is off while a schedule runs (a full collection
+among thousands of calls in flight held a worker for ~100 ms) and runs between jobs. The workers report the
+CPU they used, so their share of the machine is visible.
 
 Arrivals are evenly spaced (a constant rate per phase, as wrk2 does) rather than Poisson: each second offers
 exactly its rate, so per-second goodput compares with per-second offered load without sampling noise.
@@ -24,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +128,18 @@ class Result:
         return percentile([s.lag for s in self.shots], quantile)
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside, one after: a full collection among thousands of calls in flight held
+    a worker's loop for ~100 ms, and every request due meanwhile went out late."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
 def slots(phases: Sequence[Phase]) -> list[tuple[float, str]]:
     """Every request's due time (seconds from the origin) and phase: evenly spaced within each phase."""
     out: list[tuple[float, str]] = []
@@ -205,7 +220,8 @@ async def work(job: Job, ready: Callable[[], Awaitable[float]]) -> tuple[list[Sh
         stubs = [gateway_pb2_grpc.GatewayServiceStub(c) for c in channels]
         job = replace(job, origin=await ready())
         cpu = time.process_time()
-        shots = await (_closed(job, stubs) if job.callers else _open(job, stubs))
+        with collector_paused():
+            shots = await (_closed(job, stubs) if job.callers else _open(job, stubs))
         return shots, time.process_time() - cpu
     finally:
         for channel in channels:

@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 
 from benchmarks import cpu, overload_plot, scrape
-from benchmarks.openloop import ORDER_IDS, Phase, Result, Shot, Workers, view, workers
+from benchmarks.openloop import ORDER_IDS, Phase, Result, Shot, Workers, collector_paused, view, workers
 from benchmarks.resilience_bench import machine
 from pullgate import topology
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -283,29 +283,29 @@ def spike_targets(seconds: Sequence[Second], cap: float, opened: Mapping[str, fl
 
 @dataclass
 class GrayRun:
-    """Every sequential view of the gray-failure run and its marks, as seconds since the first view."""
+    """Every sequential view of the gray-failure run and its marks, as seconds since the first view, and the
+    gateway's metrics at the freeze, when the counted views began and when they ended."""
 
     shots: list[Shot] = field(default_factory=list)
     frozen_at: float = math.nan
     thawed_at: float = math.nan
     counted: tuple[float, float] = (math.nan, math.nan)
+    readings: dict[str, scrape.Reading] = field(default_factory=dict)
+    usage: cpu.Usage | None = None
 
 
 ATTEMPTS = "resilience_attempts_total"
 """The per-replica attempt counter the client side adds (OpenTelemetry `resilience.attempts`)."""
 
 
-async def gray(sut: System, plan: Plan, out: Path) -> list[Target]:
-    state = system.read_state(sut.data_dir)
-    names = state.names
-    victim = state.proc("catalog-1" if "catalog-1" in names else "catalog")
-    print(f"\n== 2. gray failure: {victim.name} ({victim.address}) frozen with SIGSTOP; sequential bounded "
-          f"order views, {DEADLINE:g} s deadlines", flush=True)
-    gateway_metrics = sut.metrics[topology.ENTRY]
+async def freeze_run(sut: System, victim: system.Proc, plan: Plan) -> GrayRun:
+    """Sequential bounded views before, while and after `victim` is frozen (SIGSTOP, SIGCONT however this ends)."""
     run = GrayRun()
+    gateway_metrics = sut.metrics[topology.ENTRY]
     loop = asyncio.get_running_loop()
     async with grpc.aio.insecure_channel(sut.gateway, options=CHANNEL_OPTIONS) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        await asyncio.wait_for(channel.channel_ready(), 30.0)
         origin = loop.time()
         k = 0
 
@@ -320,22 +320,33 @@ async def gray(sut: System, plan: Plan, out: Path) -> list[Target]:
                 made += 1
 
         meter = cpu.Meter()
-        await views("before", plan.gray_before)
-        frozen = await scrape.read(gateway_metrics)
-        system.send(victim.pid, signal.SIGSTOP)
-        run.frozen_at = loop.time() - origin
-        try:
-            await views("settle", run.frozen_at + plan.gray_settle)
-            first = await scrape.read(gateway_metrics)
-            start = loop.time() - origin
-            await views("counted", start + plan.gray_cap, plan.gray_views)
-            run.counted = (start, loop.time() - origin)
-            last = await scrape.read(gateway_metrics)
-        finally:
-            system.send(victim.pid, signal.SIGCONT)
-            run.thawed_at = loop.time() - origin
-        await views("thawed", run.thawed_at + plan.gray_after)
-    usage = meter.usage()
+        with collector_paused():  # the views are timed in this process
+            await views("before", plan.gray_before)
+            run.readings["freeze"] = await scrape.read(gateway_metrics)
+            system.send(victim.pid, signal.SIGSTOP)
+            run.frozen_at = loop.time() - origin
+            try:
+                await views("settle", run.frozen_at + plan.gray_settle)
+                run.readings["counted"] = await scrape.read(gateway_metrics)
+                start = loop.time() - origin
+                await views("counted", start + plan.gray_cap, plan.gray_views)
+                run.counted = (start, loop.time() - origin)
+                run.readings["end"] = await scrape.read(gateway_metrics)
+            finally:
+                system.send(victim.pid, signal.SIGCONT)
+                run.thawed_at = loop.time() - origin
+            await views("thawed", run.thawed_at + plan.gray_after)
+        run.usage = meter.usage()
+    return run
+
+
+async def gray(sut: System, plan: Plan, out: Path) -> list[Target]:
+    state = system.read_state(sut.data_dir)
+    victim = state.proc("catalog-1" if "catalog-1" in state.names else "catalog")
+    print(f"\n== 2. gray failure: {victim.name} ({victim.address}) frozen with SIGSTOP; sequential bounded "
+          f"order views, {DEADLINE:g} s deadlines", flush=True)
+    run = await freeze_run(sut, victim, plan)
+    first, frozen, last = run.readings["counted"], run.readings["freeze"], run.readings["end"]
     counted = [s for s in run.shots if s.phase == "counted"]
     lat = [s.latency for s in counted]
     errors = Counter(s.code for s in counted if s.code != "OK")
@@ -357,7 +368,8 @@ async def gray(sut: System, plan: Plan, out: Path) -> list[Target]:
     print(f"gateway's catalog lookups while counted: {sum(lookups.values()):.0f}, of which "
           f"{lookups.get('miss', 0):.0f} went to a replica (the others: "
           f"{', '.join(f'{k} {v:.0f}' for k, v in sorted(lookups.items()) if k != 'miss') or 'none'})")
-    print(usage.line())
+    if run.usage is not None:
+        print(run.usage.line())
     print(f"views stopped being slow (every later second's p99 < {SLOW * 1000:.0f} ms): {recovered(run, SLOW)}")
     path = out / "overload-freeze.png"
     overload_plot.freeze(run.shots, (run.frozen_at, run.thawed_at), run.counted, SLOW, path,
