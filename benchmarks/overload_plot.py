@@ -147,4 +147,40 @@ def freeze(shots: Sequence[Shot], frozen: tuple[float, float], counted: tuple[fl
     plt.close(fig)
 
 
-__all__ = ["ANSWERS", "freeze", "kind", "spike"]
+
+
+
+def tail(shots: Sequence[Shot], labels: Sequence[str], deadline: float, path: Path, title: str) -> None:
+    """Write the tail's timeline to `path`: per second, p99 and max latency of each system's views (an error
+    counted as the whole deadline), and the generator's send lag, so a second where the machine stalled
+    everyone shows."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True, height_ratios=(3, 2))
+    colors = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+    seconds: list[int] = []
+    for index, label in enumerate(labels):
+        buckets: dict[int, list[float]] = defaultdict(list)
+        for shot in shots:
+            if shot.target == index:
+                buckets[math.floor(shot.due)].append(shot.latency if shot.code == "OK" else deadline)
+        seconds = list(range(max(buckets, default=0) + 1))
+        color = colors[index % len(colors)]
+        for q, style, width in ((0.99, "-", 0.8), (1.0, ":", 0.8)):
+            values = [percentile(buckets[s], q) * 1000 if buckets[s] else math.nan for s in seconds]
+            top.plot(seconds, values, style, linewidth=width, color=color,
+                     label=f"{label}: {'max' if q == 1.0 else 'p99'}")
+    _milliseconds(top)
+    lags: dict[int, list[float]] = defaultdict(list)
+    for shot in shots:
+        lags[math.floor(shot.due)].append(shot.lag * 1000)
+    bottom.plot(seconds, [max(lags[s], default=math.nan) for s in seconds], color="#7f7f7f", linewidth=0.8,
+                label="generator send lag, max")
+    bottom.set_ylabel("send lag (ms)")
+    bottom.set_xlabel("seconds since the counted views started")
+    bottom.grid(alpha=0.3)
+    top.legend(loc="upper right", fontsize=8)
+    bottom.legend(loc="upper right", fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+__all__ = ["ANSWERS", "freeze", "kind", "spike", "tail"]

@@ -34,7 +34,7 @@ async def test_the_resilience_benchmark_measures_every_row() -> None:
 
 @pytest.mark.e2e
 async def test_the_overload_benchmark_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A quick run starts a real system, runs the three scenarios and prints their tables, targets and pictures."""
+    """A quick run starts a real system, runs the three scenarios and writes their tables, targets and pictures."""
     targets = await overload_bench.run(quick=True, out=tmp_path)
     out = capsys.readouterr().out
     for heading in ("== 1. spike", "== 2. gray failure", "== 3. tail", "== targets"):
@@ -45,3 +45,4 @@ async def test_the_overload_benchmark_runs_end_to_end(tmp_path: Path, capsys: py
     assert all(t.line() in out for t in targets)
     assert (tmp_path / "overload-timeline.png").stat().st_size > 0
     assert (tmp_path / "overload-freeze.png").stat().st_size > 0
+    assert (tmp_path / "overload-tail.png").stat().st_size > 0
