@@ -150,30 +150,34 @@ def freeze(shots: Sequence[Shot], frozen: tuple[float, float], counted: tuple[fl
 
 
 
-def tail(shots: Sequence[Shot], labels: Sequence[str], deadline: float, path: Path, title: str) -> None:
-    """Write the tail's timeline to `path`: per second, p99 and max latency of each system's views (an error
-    counted as the whole deadline), and the generator's send lag, so a second where the machine stalled
-    everyone shows."""
+def tail(shots: Sequence[Shot], labels: Sequence[str], deadline: float, path: Path, title: str,
+         window: int = 10) -> None:
+    """Write the tail's timeline to `path`: per `window` seconds, p99 and max latency of each system's views (an
+    error counted as the whole deadline); and per second the generator's worst send lag, so a stretch where the
+    machine held everything up shows as such and not as the system's tail."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True, height_ratios=(3, 2))
     colors = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
-    seconds: list[int] = []
+    end = max((s.due for s in shots), default=0.0)
+    windows = list(range(0, math.floor(end) + 1, window))
     for index, label in enumerate(labels):
         buckets: dict[int, list[float]] = defaultdict(list)
         for shot in shots:
             if shot.target == index:
-                buckets[math.floor(shot.due)].append(shot.latency if shot.code == "OK" else deadline)
-        seconds = list(range(max(buckets, default=0) + 1))
+                buckets[math.floor(shot.due) // window * window].append(
+                    shot.latency if shot.code == "OK" else deadline)
         color = colors[index % len(colors)]
-        for q, style, width in ((0.99, "-", 0.8), (1.0, ":", 0.8)):
-            values = [percentile(buckets[s], q) * 1000 if buckets[s] else math.nan for s in seconds]
-            top.plot(seconds, values, style, linewidth=width, color=color,
-                     label=f"{label}: {'max' if q == 1.0 else 'p99'}")
+        for q, style in ((0.99, "-"), (1.0, ":")):
+            values = [percentile(buckets[w], q) * 1000 if buckets[w] else math.nan for w in windows]
+            top.step([*windows, windows[-1] + window], [*values, values[-1]], style, where="post", color=color,
+                     label=f"{label}: {'max' if q == 1.0 else 'p99'} per {window} s")
+    top.axhline(deadline * 1000, color="#7f7f7f", linewidth=0.8, linestyle="--", label="deadline")
     _milliseconds(top)
-    lags: dict[int, list[float]] = defaultdict(list)
+    lags: dict[int, float] = defaultdict(float)
     for shot in shots:
-        lags[math.floor(shot.due)].append(shot.lag * 1000)
-    bottom.plot(seconds, [max(lags[s], default=math.nan) for s in seconds], color="#7f7f7f", linewidth=0.8,
-                label="generator send lag, max")
+        lags[math.floor(shot.due)] = max(lags[math.floor(shot.due)], shot.lag * 1000)
+    seconds = list(range(math.floor(end) + 1))
+    bottom.plot(seconds, [lags[s] for s in seconds], color="#7f7f7f", linewidth=0.8,
+                label="generator's worst send lag per second")
     bottom.set_ylabel("send lag (ms)")
     bottom.set_xlabel("seconds since the counted views started")
     bottom.grid(alpha=0.3)
@@ -183,4 +187,6 @@ def tail(shots: Sequence[Shot], labels: Sequence[str], deadline: float, path: Pa
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
 __all__ = ["ANSWERS", "freeze", "kind", "spike", "tail"]
