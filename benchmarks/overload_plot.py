@@ -43,6 +43,11 @@ def kind(shot: Shot, deadline: float) -> str:
 
 def _milliseconds(axis: Axes) -> None:
     axis.set_ylabel("latency (ms)")
+    low, high = axis.dataLim.intervaly
+    if not (math.isfinite(low) and math.isfinite(high) and low > 0):
+        axis.set_ylim(1, 1000)  # nothing drawn (no answer of that kind): an empty log axis of 1 ms to 1 s
+    elif high <= low * 1.01:
+        axis.set_ylim(low / 2, high * 2)  # one value only (every answer at the deadline): give it room
     axis.set_yscale("log")
     axis.yaxis.set_major_formatter(ScalarFormatter())  # "40", not "4 x 10^1": these are milliseconds
     axis.yaxis.set_minor_formatter(NullFormatter())
