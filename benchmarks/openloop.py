@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -233,6 +234,9 @@ NICE = -5
 allows it (root): a machine saturated by the system then does not also make the generator late. Relative, so a
 benchmark run under `nice -n -10` (to keep a busy neighbour off the machine) keeps its workers above it."""
 
+_ROOT = Path(__file__).resolve().parent.parent
+"""The directory holding the `benchmarks` package (not installed), where a worker is started."""
+
 START_AFTER = 0.2
 """Seconds from the moment every worker is connected to the schedule's origin."""
 
@@ -255,7 +259,7 @@ class _Worker:
     async def start(cls) -> _Worker:
         return cls(await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.openloop", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=2**30, preexec_fn=_prioritise))
+            stdout=asyncio.subprocess.PIPE, limit=2**30, preexec_fn=_prioritise, cwd=_ROOT))
 
     async def _line(self) -> bytes:
         assert self.process.stdout is not None
