@@ -1,20 +1,40 @@
-"""Run the benchmarks: `python -m benchmarks [resilience|tracing|instructions|admission] [--quick]`."""
+"""Run the benchmarks: `python -m benchmarks [resilience|tracing|instructions|admission|overload] [--quick]`.
+
+`overload` also takes `--out DIR` (where its pictures go) and `--only spike,gray,tail`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 
-from benchmarks import admission_bench, instructions, resilience_bench, tracing_bench
+from benchmarks import admission_bench, instructions, overload_bench, resilience_bench, tracing_bench
+
+
+def scenarios(text: str) -> tuple[str, ...]:
+    """`spike,tail` -> ("spike", "tail"); an unknown name is an argparse error naming the known ones."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in overload_bench.SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of "
+                                         f"{', '.join(overload_bench.SCENARIOS)}")
+    return names
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument(
-        "which", nargs="?", default="resilience", choices=["resilience", "tracing", "instructions", "admission"]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="?", default="resilience",
+                        choices=["resilience", "tracing", "instructions", "admission", "overload"])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, noisier figures)")
+    parser.add_argument("--out", type=Path, default=Path("."), help="overload: where the PNGs go (default: .)")
+    parser.add_argument("--only", type=scenarios, default=overload_bench.SCENARIOS,
+                        help="overload: the scenarios to run, e.g. spike,gray (default: all)")
     args = parser.parse_args()
+    if args.which == "overload":
+        asyncio.run(overload_bench.run(quick=args.quick, out=args.out, only=args.only))
+        return
     bench = {
         "resilience": resilience_bench, "tracing": tracing_bench, "instructions": instructions,
         "admission": admission_bench,

@@ -1,8 +1,12 @@
-"""The resilience benchmark still runs end to end (a few calls of each part; its figures are not judged here)."""
+"""The benchmarks still run end to end (a few calls of each part; their figures are not judged here)."""
 
 from __future__ import annotations
 
-from benchmarks import resilience_bench
+from pathlib import Path
+
+import pytest
+
+from benchmarks import overload_bench, resilience_bench
 
 
 async def test_the_resilience_benchmark_measures_every_row() -> None:
@@ -29,3 +33,19 @@ async def test_the_resilience_benchmark_measures_every_row() -> None:
     assert "extra requests" in rows[6].note
     table = resilience_bench.table(rows)
     assert all(name in table for name in names)
+
+
+@pytest.mark.e2e
+async def test_the_overload_benchmark_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A quick run starts a real system, runs the three scenarios and writes their tables, targets and pictures."""
+    targets = await overload_bench.run(quick=True, out=tmp_path)
+    out = capsys.readouterr().out
+    for heading in ("== 1. spike", "== 2. gray failure", "== 3. tail", "== targets"):
+        assert heading in out
+    assert "offered  good RESEXH UNAVAIL DEADLN" in out
+    assert "send lag p50" in out
+    assert [t.scenario for t in targets] == ["spike"] * 4 + ["gray"] * 3 + ["tail"] * 2
+    assert all(t.line() in out for t in targets)
+    assert (tmp_path / "overload-timeline.png").stat().st_size > 0
+    assert (tmp_path / "overload-freeze.png").stat().st_size > 0
+    assert (tmp_path / "overload-tail.png").stat().st_size > 0

@@ -1,0 +1,95 @@
+"""Where the machine's CPU went during a stretch of a benchmark: all of it (/proc/stat), the benchmark's own
+process tree (the systems it started, its load workers, itself), and so everything else.
+
+Why: overload figures are figures about a saturated machine. On a small shared machine another program (a test
+suite, a build) can take a core for itself, and then capacity, goodput and the generator's lag all move. Each
+scenario says how busy the machine was and how much of that was not ours, so a reader can tell a real
+regression from a noisy neighbour. Linux only; elsewhere the figures are None.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_busy() -> float | None:
+    """CPU seconds the whole machine spent busy since boot (all cores; idle and iowait excluded)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def _stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds of it and of its children it has waited for)."""
+    out: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+        out[int(entry.name)] = (int(fields[1]), (utime + stime + cutime + cstime) / _TICK)
+    return out
+
+
+def tree_cpu(root: int | None = None) -> float | None:
+    """CPU seconds used by `root` (this process by default) and every live descendant, and by the descendants
+    they have waited for."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    stats = _stats()
+    root = os.getpid() if root is None else root
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo += children.get(pid, [])
+    return total
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Average cores busy over a stretch: in all, and by processes outside this benchmark."""
+
+    seconds: float
+    busy: float | None
+    others: float | None
+
+    def line(self) -> str:
+        if self.busy is None or self.others is None:
+            return "machine: no /proc, CPU use not measured"
+        return (f"machine: {self.busy:.2f} of {os.cpu_count()} cores busy on average over {self.seconds:.0f} s, "
+                f"{max(0.0, self.others):.2f} of them by processes outside this benchmark")
+
+
+class Meter:
+    """Measures the Usage between `Meter()` and `usage()`."""
+
+    def __init__(self) -> None:
+        self._at = time.monotonic()
+        self._busy = machine_busy()
+        self._ours = tree_cpu()
+
+    def usage(self) -> Usage:
+        seconds = max(1e-9, time.monotonic() - self._at)
+        busy, ours = machine_busy(), tree_cpu()
+        if busy is None or ours is None or self._busy is None or self._ours is None:
+            return Usage(seconds, None, None)
+        used = (busy - self._busy) / seconds
+        return Usage(seconds, used, used - (ours - self._ours) / seconds)
+
+
+__all__ = ["Meter", "Usage", "machine_busy", "tree_cpu"]

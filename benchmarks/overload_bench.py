@@ -1,0 +1,81 @@
+"""The overload and gray-failure benchmark (issue 13), against real `pullgate up` systems on this machine.
+
+Three scenarios, all in one run, each printed as a table with its targets marked PASS or MISS (never asserted:
+the figures are the point, before and after the mechanisms land):
+
+1. spike (`--replicas 1`): capacity for strong order views (32 closed-loop callers), then open loop at 0.5x,
+   3x for 10 s and 0.5x again, with 1 s deadlines. Targets: goodput in the spike >= 80% of capacity in every
+   second after the first; back to >= 90% of offered within 5 s after it; no breaker of a healthy owner opened
+   (gateway's and orders' `resilience_breaker_transitions_total{state="open"}`); refusals answered
+   RESOURCE_EXHAUSTED in < 5 ms at p99.
+2. gray failure (`--replicas 2`): one catalog replica frozen with SIGSTOP; from 2 s after the freeze, 300
+   sequential bounded order views. Targets: 0 errors, p99 < 50 ms, the frozen replica's share of attempts
+   <= 5% (from `resilience_attempts_total{downstream,replica}`, where the gateway has it).
+3. tail (`--replicas 3`, `--faults catalog=delay:500ms@2%`): open-loop strong order views at a modest rate to
+   a system with hedging and one without, taking turns request by request. Targets: p99.9 <= 40 ms and
+   hedges sent <= 5% of catalog calls, with hedging.
+
+The load comes from worker processes (benchmarks/openloop.py); latency counts from when each request was due.
+One module per scenario (overload_spike, overload_gray, overload_tail); overload_plan holds the durations and
+the verdicts, overload_system starts the systems, scrape reads their metrics, cpu says where the machine's CPU
+went, overload_plot draws the pictures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks import overload_gray, overload_spike, overload_tail
+from benchmarks.openloop import workers
+from benchmarks.overload_plan import FULL, QUICK, Target
+from benchmarks.overload_system import up
+from benchmarks.resilience_bench import machine
+
+SCENARIOS = ("spike", "gray", "tail")
+
+
+async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = SCENARIOS) -> list[Target]:
+    """Run the chosen scenarios, print their tables and the targets; the targets, for a caller to inspect."""
+    plan = QUICK if quick else FULL
+    began = time.monotonic()
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    print(f"overload benchmark on {machine()}", flush=True)
+    targets: list[Target] = []
+    with tempfile.TemporaryDirectory(prefix="pullgate-overload-") as tmp:
+        base = Path(tmp)
+        async with workers(2) as pool:
+            print(pool.describe(), flush=True)
+            if quick:
+                # A smoke run: one system serves every scenario (each start costs 10-30 s here); figures mean
+                # nothing, only that every part of the harness ran.
+                async with up(base / "all", "replicas 1", 1) as shared:
+                    if "spike" in only:
+                        targets += await overload_spike.run(pool, shared, plan, out)
+                    if "gray" in only:
+                        targets += await overload_gray.run(shared, plan, out)
+                    if "tail" in only:
+                        targets += await overload_tail.run(pool, [shared], plan, out)
+            else:
+                if "spike" in only:
+                    async with up(base / "spike", "replicas 1", 1) as sut:
+                        targets += await overload_spike.run(pool, sut, plan, out)
+                if "gray" in only:
+                    async with up(base / "gray", "replicas 2", 2) as sut:
+                        targets += await overload_gray.run(sut, plan, out)
+                if "tail" in only:
+                    fault, off = overload_tail.FAULT, overload_tail.HEDGING_OFF
+                    async with (up(base / "tail-on", "replicas 3, hedging on", 3, faults=fault) as hedging,
+                                up(base / "tail-off", "replicas 3, hedging off", 3, off, fault) as plain):
+                        targets += await overload_tail.run(pool, [hedging, plain], plan, out)
+    print("\n== targets (issue 13)")
+    for target in targets:
+        print(target.line())
+    print(f"{'quick' if quick else 'full'} run took {time.monotonic() - began:.0f} s")
+    return targets
+
+
+__all__ = ["SCENARIOS", "run"]

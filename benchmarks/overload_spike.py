@@ -1,0 +1,164 @@
+"""Scenario 1, the spike: does the system keep serving its capacity when offered three times as much, and is it
+back at once afterwards?
+
+One `--replicas 1` system. Capacity first: OK strong order views per second from 32 closed-loop callers (runs
+differ, so it is measured, not assumed). Then open loop at 0.5x capacity, 3x for 10 s, 0.5x for 10 s, every
+view with a 1 s deadline, and a table per second by when each request was due: offered, good (OK within the
+deadline), refused by code, latency of OK answers and of RESOURCE_EXHAUSTED ones, and the generator's send lag.
+Breakers are counted from `resilience_breaker_transitions_total{state="open"}` on the gateway and on every
+orders process, read before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import cpu, overload_plot, scrape
+from benchmarks.openloop import Phase, Result, Shot, Workers
+from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
+from benchmarks.overload_system import System
+
+CALLERS = 32
+"""Closed-loop callers that measure capacity."""
+
+
+@dataclass
+class Second:
+    """One second of the open loop, by when its requests were due."""
+
+    t: int
+    phase: str
+    offered: int
+    kinds: Counter[str]
+    ok: list[float]
+    refused: list[float]
+    """Latencies of RESOURCE_EXHAUSTED answers."""
+    lag: list[float]
+    overloaded: int
+
+    @property
+    def good(self) -> int:
+        return self.kinds["good"]
+
+
+def per_second(shots: Sequence[Shot], deadline: float) -> list[Second]:
+    buckets: dict[int, list[Shot]] = defaultdict(list)
+    for shot in shots:
+        buckets[math.floor(shot.due)].append(shot)
+    return [Second(t, bucket[0].phase, len(bucket), Counter(overload_plot.kind(s, deadline) for s in bucket),
+                   [s.latency for s in bucket if s.code == "OK"],
+                   [s.latency for s in bucket if s.code == "RESOURCE_EXHAUSTED"],
+                   [s.lag for s in bucket], sum(s.overloaded for s in bucket))
+            for t, bucket in sorted(buckets.items())]
+
+
+def table(seconds: Sequence[Second]) -> str:
+    lines = [f"{'s':>3} {'phase':7} {'offered':>7} {'good':>5} {'RESEXH':>6} {'UNAVAIL':>7} {'DEADLN':>6} "
+             f"{'other':>5}  {'OK p50':>7} {'OK p99':>7} {'RE p99':>7} {'lag p99':>7}  (ms)"]
+    for s in seconds:
+        lines.append(f"{s.t:3d} {s.phase:7} {s.offered:7d} {s.good:5d} {s.kinds['RESOURCE_EXHAUSTED']:6d} "
+                     f"{s.kinds['UNAVAILABLE']:7d} {s.kinds['DEADLINE_EXCEEDED']:6d} {s.kinds['other']:5d}  "
+                     f"{ms(q(s.ok, 0.5)):>7} {ms(q(s.ok, 0.99)):>7} {ms(q(s.refused, 0.99)):>7} "
+                     f"{ms(q(s.lag, 0.99)):>7}")
+    return "\n".join(lines)
+
+
+def breakers_opened(before: Mapping[str, scrape.Reading], after: Mapping[str, scrape.Reading]) -> dict[str, float]:
+    """Breakers that opened between two readings, as `caller->downstream` -> count."""
+    opened: dict[str, float] = {}
+    for name, reading in after.items():
+        delta = reading.minus(before[name])
+        for downstream, count in delta.by("resilience_breaker_transitions_total", "downstream", state="open").items():
+            if count:
+                opened[f"{name}->{downstream}"] = count
+    return opened
+
+
+def recovered_after(seconds: Sequence[Second], share: float) -> int | None:
+    """Seconds until goodput stayed >= `share` of offered for the rest of `seconds`; None if it never did."""
+    for i in range(len(seconds)):
+        if all(s.good >= share * s.offered for s in seconds[i:]):
+            return i
+    return None
+
+
+async def capacity(pool: Workers, target: str, plan: Plan) -> tuple[float, Result]:
+    """OK answers per second with CALLERS closed-loop callers, after `plan.warm` seconds not counted."""
+    result = await pool.closed_loop([target], CALLERS, plan.warm + plan.capacity, "strong", DEADLINE)
+    counted = [s for s in result.shots if s.code == "OK" and plan.warm <= s.end < plan.warm + plan.capacity]
+    return len(counted) / plan.capacity, Result(counted, result.cpu)
+
+
+async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]:
+    print(f"\n== 1. spike: strong order views, {DEADLINE:g} s deadlines, gateway {sut.label}", flush=True)
+    meter = cpu.Meter()
+    cap, measured = await capacity(pool, sut.gateway, plan)
+    oks = [s.latency for s in measured.shots]
+    print(f"capacity: {cap:.0f} OK views/s with {CALLERS} closed-loop callers over {plan.capacity:g} s "
+          f"(p50 {ms(q(oks, 0.5))} ms, p99 {ms(q(oks, 0.99))} ms); {meter.usage().line()}", flush=True)
+    phases = [Phase("before", plan.before, cap / 2), Phase("spike", plan.spike, 3 * cap),
+              Phase("after", plan.after, cap / 2)]
+    callers = sut.callers()
+    before = await scrape.read_all(callers)
+    meter = cpu.Meter()
+    result, _ = await pool.open_loop([sut.gateway], phases, "strong", DEADLINE)
+    usage = meter.usage()
+    await asyncio.sleep(1.0)  # let the last transitions be counted
+    opened = breakers_opened(before, await scrape.read_all(callers))
+    seconds = per_second(result.shots, DEADLINE)
+    print(table(seconds))
+    other = Counter(s.code for s in result.shots if overload_plot.kind(s, DEADLINE) == "other")
+    if other:
+        print("other: " + ", ".join(f"{code} {n}" for code, n in other.most_common()))
+    duration = sum(p.seconds for p in phases)
+    print(f"generator: send lag p50 {ms(result.lag(0.5))} ms, p99 {ms(result.lag(0.99))} ms, "
+          f"max {ms(result.lag(1.0))} ms; {len(result.shots)} requests; its CPU {result.cpu:.1f} s over "
+          f"{duration:g} s ({result.cpu / duration:.0%} of one core)")
+    print(usage.line())
+    path = out / "overload-timeline.png"
+    overload_plot.spike(result.shots, phases, cap, DEADLINE, path,
+                        f"pullgate spike: 3x capacity ({3 * cap:.0f}/s) for {plan.spike:g} s, strong order views, "
+                        f"{DEADLINE:g} s deadlines")
+    print(f"picture: {path}")
+    return targets(seconds, cap, opened, result.shots)
+
+
+def targets(seconds: Sequence[Second], cap: float, opened: Mapping[str, float],
+                  shots: Sequence[Shot]) -> list[Target]:
+    in_spike = [s for s in seconds if s.phase == "spike"][1:]
+    after = [s for s in seconds if s.phase == "after"]
+    low = min(in_spike, key=lambda s: s.good, default=None)
+    short = sum(1 for s in in_spike if s.good < 0.8 * cap)
+    goodput = Target(
+        "spike", "goodput in every spike second after the first >= 80% of capacity",
+        "no spike seconds" if low is None else
+        f"lowest {low.good}/s = {low.good / cap:.0%} of {cap:.0f}/s (second {low.t}); "
+        f"{short} of {len(in_spike)} seconds below", low is not None and short == 0)
+    back = recovered_after(after, 0.9)
+    recovery = Target(
+        "spike", "after it, goodput >= 90% of offered within 5 s",
+        f"after {back} s" if back is not None else f"not within the {len(after)} s measured",
+        back is not None and back <= 5)
+    breakers = Target(
+        "spike", "breakers of healthy owners opened",
+        ", ".join(f"{k} {v:.0f}" for k, v in sorted(opened.items())) or "none", not opened)
+    refused = [s for s in shots if s.code == "RESOURCE_EXHAUSTED"]
+    codes = Counter(s.code for s in shots if s.code != "OK")
+    if refused:
+        marked = sum(s.overloaded for s in refused)
+        p99 = q([s.latency for s in refused], 0.99)
+        fast = Target("spike", "RESOURCE_EXHAUSTED p99 < 5 ms",
+                      f"{ms(p99)} ms over {len(refused)} ({marked} with resilience-overloaded: 1)", p99 < 0.005)
+    else:
+        others = ", ".join(f"{code} {n}" for code, n in codes.most_common()) or "none"
+        fast = Target("spike", "RESOURCE_EXHAUSTED p99 < 5 ms",
+                      f"none answered RESOURCE_EXHAUSTED (failures: {others})", False)
+    return [goodput, recovery, breakers, fast]
+
+
+__all__ = ["run"]
