@@ -69,7 +69,8 @@ class AdmissionSettings:
     """The `[admission]` table: every server's admission control, with overrides by service name."""
 
     default: AdmissionConfig = field(default_factory=AdmissionConfig)
-    services: Mapping[str, AdmissionConfig] = field(default_factory=dict)
+    services: Mapping[str, AdmissionConfig] = field(
+        default_factory=lambda: {topology.ENTRY: AdmissionConfig.from_mapping(ENTRY_ADMISSION, "(built in)")})
 
     def for_service(self, name: str) -> AdmissionConfig:
         """What server `name` admits by: its table over `[admission.default]`."""
@@ -108,20 +109,27 @@ def _section(kind: type[SectionT], name: str, data: Any, source: str) -> Section
         raise ConfigError(f"{name}.{error.key}", error.problem, source) from None
 
 
+ENTRY_ADMISSION: Mapping[str, Any] = {"max_pending_requests": 4, "max_pending_requests_hard_limit": 16}
+"""What the entry server (the gateway) admits by unless its own table says otherwise: a shorter queue in grpc's
+core than the owners'. Its callers are many and independent, and that queue is where they wait; the owners'
+callers are the gateway and orders, whose fan-out sends calls in bursts that a short queue would shed."""
+
+
 def _admission(data: Any, source: str) -> AdmissionSettings:
     """`[admission.default]` and `[admission.<service>]`; ConfigError names the dotted key and the file."""
     if not isinstance(data, Mapping):
         raise ConfigError("admission", "must be a table", source)
     default = AdmissionConfig.from_mapping(_table(data, "default", source), source, "admission.default")
-    services = {}
     for name in data:
-        if name == "default":
-            continue
-        if name not in topology.names():
+        if name != "default" and name not in topology.names():
             known = ", ".join(["default", *topology.names()])
             raise ConfigError(f"admission.{name}", f"unknown server; expected one of {known}", source)
-        services[name] = AdmissionConfig.from_mapping(_table(data, name, source), source, f"admission.{name}",
-                                                      base=default)
+    services = {topology.ENTRY: AdmissionConfig.from_mapping(ENTRY_ADMISSION, "(built in)", "admission", default)}
+    for name in data:
+        if name != "default":
+            services[name] = AdmissionConfig.from_mapping(
+                _table(data, name, source), source, f"admission.{name}",
+                base=services.get(name, default))
     return AdmissionSettings(default, services)
 
 

@@ -165,7 +165,9 @@ async def running(
         interceptors.append(FaultInterceptor(injector, names))
     # Innermost: it turns what the handler raises into status codes, once.
     interceptors.append(ErrorInterceptor())
-    server = grpc.aio.server(interceptors=interceptors)
+    # The bound on calls waiting in grpc's core for Python to take them: past it, grpc refuses them at once
+    # (docs/overload.md, "The queue in front of Python").
+    server = grpc.aio.server(interceptors=interceptors, options=admission.server_options())
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for binding in bindings:

@@ -44,6 +44,15 @@ class AdmissionConfig(_Checked):
     `sheddable_share` are the fractions of it the other levels may fill. With `check_deadline`, a request with
     less time left than the `service_time_percentile` of its method's recent latency is refused at arrival.
 
+    `max_pending_requests` and `max_pending_requests_hard_limit` bound the queue *in front of* all of that, in
+    grpc's core (its own channel arguments, passed to the server by `server_options()`): calls the server has
+    received and Python has not yet taken. A grpc.aio server takes one call per method per few turns of its
+    event loop, so past what the process can do the calls wait there, unseen by any interceptor, until they
+    are nearly expired (measured: ~950 ms of a 1 s deadline at 3x capacity). With the bound, grpc's core
+    refuses what arrives while more than the soft limit are waiting (at random, surely past the hard one),
+    before Python spends anything on it. grpc answers those with CANCELLED, not RESOURCE_EXHAUSTED (its
+    choice, not ours); the layer's transport reads a CANCELLED the server sent as an overloaded refusal.
+
         AdmissionConfig(initial_limit=20, sheddable_share=0.5)
         AdmissionConfig.from_mapping({"max_limit": 100}, source="pullgate.toml")
     """
@@ -56,10 +65,12 @@ class AdmissionConfig(_Checked):
     tolerance: float = 1.5
     long_window: int = 600
     critical_share: float = 1.0
-    sheddable_plus_share: float = 0.75
-    sheddable_share: float = 0.5
+    sheddable_plus_share: float = 0.95
+    sheddable_share: float = 0.9
     check_deadline: bool = True
     service_time_percentile: float = 0.1
+    max_pending_requests: int = 8
+    max_pending_requests_hard_limit: int = 32
     _rules: ClassVar = {
         "initial_limit": (lambda v: v >= 1, ">= 1"),
         "min_limit": (lambda v: v >= 1, ">= 1"),
@@ -71,6 +82,8 @@ class AdmissionConfig(_Checked):
         "sheddable_plus_share": (_fraction, "in (0, 1]"),
         "sheddable_share": (_fraction, "in (0, 1]"),
         "service_time_percentile": (lambda v: 0 < v <= 0.5, "in (0, 0.5]"),
+        "max_pending_requests": (lambda v: v >= 1, ">= 1"),
+        "max_pending_requests_hard_limit": (lambda v: v >= 1, ">= 1"),
     }
 
     def __post_init__(self) -> None:
@@ -87,11 +100,27 @@ class AdmissionConfig(_Checked):
                 "sheddable_plus_share",
                 f"must be <= critical_share ({self.critical_share}), got {self.sheddable_plus_share}",
             )
+        if self.max_pending_requests > self.max_pending_requests_hard_limit:
+            raise ConfigError(
+                "max_pending_requests",
+                f"must be <= max_pending_requests_hard_limit ({self.max_pending_requests_hard_limit}), "
+                f"got {self.max_pending_requests}",
+            )
         if self.sheddable_share > self.sheddable_plus_share:
             raise ConfigError(
                 "sheddable_share",
                 f"must be <= sheddable_plus_share ({self.sheddable_plus_share}), got {self.sheddable_share}",
             )
+
+    def server_options(self) -> tuple[tuple[str, int], ...]:
+        """The grpc server options that bound the queue in front of the application (see `max_pending_requests`);
+        none when admission is off."""
+        if not self.enabled:
+            return ()
+        return (
+            ("grpc.server.max_pending_requests", self.max_pending_requests),
+            ("grpc.server.max_pending_requests_hard_limit", self.max_pending_requests_hard_limit),
+        )
 
     def share(self, level: Criticality) -> float:
         """The fraction of the limit requests of `level` may fill."""

@@ -148,6 +148,12 @@ def translate(error: grpc.aio.AioRpcError, downstream: str, replica: str) -> Res
         translated = DeadlineExceeded(downstream, f"deadline exceeded at {replica}", sent=True)
     elif code is grpc.StatusCode.RESOURCE_EXHAUSTED and overloaded:
         translated = Overloaded(code, downstream, details, replica)
+    elif code is grpc.StatusCode.CANCELLED:
+        # The caller's own cancellations never get here (they are asyncio.CancelledError); a CANCELLED the server
+        # sent is grpc's core refusing a call that found too many waiting to be taken (max_pending_requests):
+        # the owner shed it before it started, as an overloaded refusal does.
+        translated = Overloaded(code, downstream, f"shed before it started, too many calls waiting at {replica}",
+                                replica)
     else:
         translated = StatusError(code, downstream, details, replica)
     translated.origin = origin

@@ -40,6 +40,19 @@ def test_admission_per_server_builds_on_the_default(tmp_path: Path) -> None:
     assert (orders.min_limit, orders.max_limit) == (5, 50)
 
 
+def test_the_gateway_keeps_a_shorter_queue_in_grpc_unless_told_otherwise(tmp_path: Path) -> None:
+    """The entry server's built-in pending bound is shorter than the owners'; its own table still wins."""
+    defaults = load(None).admission
+    assert dict(defaults.for_service("gateway").server_options()) == {
+        "grpc.server.max_pending_requests": 4, "grpc.server.max_pending_requests_hard_limit": 16}
+    assert dict(defaults.for_service("catalog").server_options())["grpc.server.max_pending_requests"] == 8
+    told = load(_file(tmp_path, "[admission.gateway]\nmax_pending_requests = 10\n"
+                                "max_pending_requests_hard_limit = 20\n")).admission.for_service("gateway")
+    assert (told.max_pending_requests, told.max_pending_requests_hard_limit) == (10, 20)
+    assert load(_file(tmp_path, "[admission.default]\nenabled = false\n")).admission.for_service(
+        "catalog").server_options() == ()
+
+
 def test_durations_take_a_unit_or_a_number_of_seconds(tmp_path: Path) -> None:
     """Every duration key reads a number of seconds or a duration string, in each section."""
     config = load(_file(tmp_path, '[gateway]\nresponse_margin = "100ms"\n[inventory]\nreservation_hold = "2m"\n'
@@ -74,6 +87,8 @@ NOT_A_DURATION = "is not a duration: use a number with a unit, like 500ms, 2s or
         ("[admission.default]\nmax_limt = 9\n", "admission.default.max_limt", "unknown key"),
         ("[admission.gateway]\nmin_limit = 0\n", "admission.gateway.min_limit", "must be >= 1"),
         ("[admission]\ndefault = 3\n", "admission.default", "must be a table"),
+        ("[admission.catalog]\nmax_pending_requests = 9\nmax_pending_requests_hard_limit = 3\n",
+         "admission.catalog.max_pending_requests", "must be <= max_pending_requests_hard_limit"),
         ("[gateway\n", "(file)", "not valid TOML"),
     ],
 )

@@ -51,8 +51,8 @@ def _opened(system: System, name: str) -> float:
 
 
 async def test_a_spike_is_refused_at_once_and_opens_no_breaker(tmp_path: Path) -> None:
-    """Beyond the gateway's limit, views are refused RESOURCE_EXHAUSTED ("overloaded") before any admitted one
-    finishes, and no breaker of a healthy owner opens."""
+    """Beyond the gateway's limit, views are refused (RESOURCE_EXHAUSTED "overloaded", or shed by grpc's core)
+    before any admitted one finishes, and no breaker of a healthy owner opens."""
     # Every owner answers after 300 ms, so an admitted view holds its place that long; the gateway admits 4.
     config = _config(tmp_path, "[admission.gateway]\ninitial_limit = 4\nmin_limit = 4\nmax_limit = 4\n")
     async with pullgate_up(tmp_path, "--config", config, "--faults", "orders=delay:300ms") as system:
@@ -69,12 +69,16 @@ async def test_a_spike_is_refused_at_once_and_opens_no_breaker(tmp_path: Path) -
             outcomes = await asyncio.gather(*(view() for _ in range(30)))
         codes = [code for code, _ in outcomes]
         assert codes.count(grpc.StatusCode.OK) >= 1
-        refused = [t for code, t in outcomes if code is grpc.StatusCode.RESOURCE_EXHAUSTED]
+        # Refused either by admission (RESOURCE_EXHAUSTED, "overloaded") or, before Python saw them, by grpc's
+        # core for finding too many calls waiting (CANCELLED; max_pending_requests).
+        shed = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED)
+        refused = [(code, t) for code, t in outcomes if code in shed]
         assert len(refused) >= 20, codes
-        assert all(t.get(OVERLOADED_METADATA) == "1" for t in refused)
+        said = [t for code, t in refused if code is grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert all(t.get(OVERLOADED_METADATA) == "1" for t in said)
         # Refusals come back before the first admitted view does (that one waits 300 ms on orders): at once.
         assert finished.index(grpc.StatusCode.OK) >= len(refused)
-        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert set(codes) <= {grpc.StatusCode.OK, *shed}
         assert _opened(system, "gateway") == 0
 
 

@@ -91,6 +91,14 @@ def test_the_transport_reads_the_overloaded_trailer() -> None:
     assert classify(other) is Outcome.RETRYABLE
 
 
+def test_a_call_the_server_cancelled_is_an_overloaded_refusal() -> None:
+    """CANCELLED sent by the server (grpc's core shedding a call that found too many waiting) is OVERLOADED."""
+    shed = translate(_rpc_error(grpc.StatusCode.CANCELLED), "catalog", "a:1")
+    assert isinstance(shed, Overloaded)
+    assert classify(shed) is Outcome.OVERLOADED
+    assert "a:1" in str(shed)
+
+
 def test_a_refusal_at_arrival_for_lack_of_time_counts_for_nothing() -> None:
     """DEADLINE_EXCEEDED with `resilience-refused: deadline` was never started: no breaker, no retry, no blame."""
     refused = translate(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, (REFUSED_METADATA, "deadline")), "catalog", "a:1")
