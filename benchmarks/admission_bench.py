@@ -27,9 +27,10 @@ from typing import Any
 
 import grpc
 
-from benchmarks.resilience_bench import GET_PRODUCT, machine
+from benchmarks.resilience_bench import machine
 from benchmarks.tracing_bench import process_cpu
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from pullgate.methods import GET_PRODUCT
 from resilience import criticality
 from resilience.admission import AdmissionConfig
 from resilience.context import CallContext

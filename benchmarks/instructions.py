@@ -20,8 +20,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.resilience_bench import GET_PRODUCT
 from pullgate.catalog.v1 import catalog_pb2
+from pullgate.methods import GET_PRODUCT
 from resilience import CacheConfig, Downstream, DownstreamConfig, HedgingConfig
 from resilience.context import CallContext
 

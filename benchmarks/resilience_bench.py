@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import grpc
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from pullgate.methods import GET_PRODUCT
 from resilience import (
     BreakerConfig,
     CacheConfig,
@@ -31,14 +32,7 @@ from resilience import (
     Downstream,
     DownstreamConfig,
     HedgingConfig,
-    Method,
     ResilienceError,
-)
-
-GET_PRODUCT: Method[catalog_pb2.GetProductRequest, catalog_pb2.GetProductResponse] = Method(
-    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].methods_by_name["GetProduct"],
-    catalog_pb2.GetProductRequest,
-    catalog_pb2.GetProductResponse,
 )
 
 

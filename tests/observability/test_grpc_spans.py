@@ -18,11 +18,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased,
 from opentelemetry.trace import SpanKind, StatusCode
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from pullgate.methods import GET_PRODUCT
 from pullgate.telemetry.grpc_client import client_interceptor
 from pullgate.telemetry.grpc_server import Behavior, LeanServerInterceptor, server_interceptor
 from pullgate.telemetry.tracing import traced_method
 from resilience import CacheConfig, Downstream, DownstreamConfig, HedgingConfig, StatusError
-from tests.resilience.owner import GET_PRODUCT
 
 PLAIN = DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(enabled=False))
 

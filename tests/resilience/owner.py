@@ -10,14 +10,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from resilience import Method
 from resilience.server import DeadlineInterceptor
-
-GET_PRODUCT: Method[catalog_pb2.GetProductRequest, catalog_pb2.GetProductResponse] = Method(
-    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].methods_by_name["GetProduct"],
-    catalog_pb2.GetProductRequest,
-    catalog_pb2.GetProductResponse,
-)
 
 
 @dataclass

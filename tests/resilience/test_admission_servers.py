@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from pullgate.methods import GET_PRODUCT
 from resilience import criticality
 from resilience.admission import AdmissionConfig
 from resilience.context import CallContext
@@ -20,7 +21,6 @@ from resilience.criticality import Criticality
 from resilience.errors import OVERLOADED_METADATA, REFUSED_METADATA
 from resilience.server import AdmissionInterceptor
 from resilience.transport import Transport
-from tests.resilience.owner import GET_PRODUCT
 
 SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
 GET = f"/{SERVICE}/GetProduct"

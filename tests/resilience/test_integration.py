@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from pullgate.methods import GET_PRODUCT
 from resilience import (
     BreakerConfig,
     CircuitOpen,
@@ -22,7 +23,7 @@ from resilience import (
     StatusError,
 )
 from resilience.config import CacheConfig, TimeoutConfig
-from tests.resilience.owner import GET_PRODUCT, Owner, Script, serving
+from tests.resilience.owner import Owner, Script, serving
 
 REQUEST = catalog_pb2.GetProductRequest(sku="x")
 NO_CACHE = CacheConfig(enabled=False)

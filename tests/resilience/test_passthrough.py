@@ -6,8 +6,9 @@ import grpc
 import pytest
 
 from pullgate.catalog.v1 import catalog_pb2
+from pullgate.methods import GET_PRODUCT
 from resilience import Downstream, ResilienceError, Source, StatusError
-from tests.resilience.owner import GET_PRODUCT, Owner, Script, serving
+from tests.resilience.owner import Owner, Script, serving
 
 
 async def test_live_call_returns_the_answer_and_its_provenance() -> None:
