@@ -15,7 +15,7 @@ the figures are the point, before and after the mechanisms land):
    a system with hedging and one without, taking turns request by request. Targets: p99.9 <= 40 ms and
    hedges sent <= 5% of catalog calls, with hedging.
 
-The load comes from worker processes (benchmarks/openloop.py); latency counts from when each request was due.
+The load comes from worker processes (pullgate/tools/openloop.py); latency counts from when each request was due.
 One module per scenario (overload_spike, overload_gray, overload_tail); overload_plan holds the durations and
 the verdicts, overload_system starts the systems, scrape reads their metrics, cpu says where the machine's CPU
 went, overload_plot draws the pictures.
@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import overload_gray, overload_spike, overload_tail
-from benchmarks.openloop import workers
 from benchmarks.overload_plan import FULL, QUICK, Target
 from benchmarks.overload_system import up
 from benchmarks.resilience_bench import machine
+from pullgate.tools.openloop import workers
 
 SCENARIOS = ("spike", "gray", "tail")
 

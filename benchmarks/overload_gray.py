@@ -19,14 +19,15 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks import cpu, overload_plot, scrape
-from benchmarks.openloop import ORDER_IDS, Shot, collector_paused, view
+from benchmarks import cpu, overload_plot
 from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
 from benchmarks.overload_system import System
 from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2_grpc
+from pullgate.tools import scrape
 from pullgate.tools.chaos import system
 from pullgate.tools.chaos.load import CHANNEL_OPTIONS
+from pullgate.tools.openloop import ORDER_IDS, Shot, collector_paused, view
 
 SLOW = 0.050
 """A view slower than this is slow."""

@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import cpu, overload_plot, scrape
-from benchmarks.openloop import Phase, Result, Shot, Workers
+from benchmarks import cpu, overload_plot
 from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
 from benchmarks.overload_system import System
+from pullgate.tools import scrape
+from pullgate.tools.openloop import Phase, Result, Shot, Workers
 
 CALLERS = 32
 """Closed-loop callers that measure capacity."""

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks import scrape
 from pullgate import topology
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
+from pullgate.tools import scrape
 from pullgate.tools.chaos import system
 
 

@@ -16,11 +16,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import cpu, overload_plot, scrape
-from benchmarks.openloop import Phase, Workers
+from benchmarks import cpu, overload_plot
 from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
 from benchmarks.overload_system import System, faults
 from pullgate import topology
+from pullgate.tools import scrape
+from pullgate.tools.openloop import Phase, Workers
 
 FAULT = "catalog=delay:500ms@2%"
 STALL = 0.050

@@ -1,5 +1,5 @@
 """Load for the overload benchmark, sent from worker processes: open loop on a schedule, or closed loop to find
-capacity. `python -m benchmarks.openloop` is one worker; `Workers` keeps a few and gives them their jobs.
+capacity. `python -m pullgate.tools.openloop` is one worker; `Workers` keeps a few and gives them their jobs.
 
 Why open loop: a closed loop (send, wait, send) slows down exactly when the system does, so it hides the queue
 a crowd of independent callers builds (coordinated omission). Here request k is due at a fixed time of the
@@ -33,7 +33,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -94,7 +93,7 @@ class Job:
 
     targets: tuple[str, ...]
     consistency: str
-    """strong, bounded or available (benchmarks.openloop.MODES)."""
+    """strong, bounded or available (pullgate.tools.chaos.load.MODES)."""
     deadline: float
     origin: float
     """`time.monotonic()` at which the schedule starts; the worker connects before it."""
@@ -234,9 +233,6 @@ NICE = -5
 allows it (root): a machine saturated by the system then does not also make the generator late. Relative, so a
 benchmark run under `nice -n -10` (to keep a busy neighbour off the machine) keeps its workers above it."""
 
-_ROOT = Path(__file__).resolve().parent.parent
-"""The directory holding the `benchmarks` package (not installed), where a worker is started."""
-
 START_AFTER = 0.2
 """Seconds from the moment every worker is connected to the schedule's origin."""
 
@@ -258,8 +254,8 @@ class _Worker:
     @classmethod
     async def start(cls) -> _Worker:
         return cls(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.openloop", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=2**30, preexec_fn=_prioritise, cwd=_ROOT))
+            sys.executable, "-m", "pullgate.tools.openloop", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, limit=2**30, preexec_fn=_prioritise))
 
     async def _line(self) -> bytes:
         assert self.process.stdout is not None
