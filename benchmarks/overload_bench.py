@@ -7,9 +7,9 @@ the figures are the point, before and after the mechanisms land):
    3x for 10 s and 0.5x again, with 1 s deadlines. Targets: goodput in the spike >= 80% of capacity in every
    second after the first; back to >= 90% of offered within 5 s after it; no breaker of a healthy owner opened
    (gateway's and orders' `resilience_breaker_transitions_total{state="open"}`); refusals answered
-   RESOURCE_EXHAUSTED in < 5 ms at p99.
+   fast, p99 < 5 ms (RESOURCE_EXHAUSTED from admission control, or CANCELLED from grpc's core queue).
 2. gray failure (`--replicas 2`): one catalog replica frozen with SIGSTOP; from 2 s after the freeze, 300
-   sequential bounded order views. Targets: 0 errors, p99 < 50 ms, the frozen replica's share of attempts
+   sequential strong order views. Targets: 0 errors, p99 < 50 ms, the frozen replica's share of attempts
    <= 5% (from `resilience_attempts_total{downstream,replica}`, where the gateway has it).
 3. tail (`--replicas 3`, `--faults catalog=delay:500ms@2%`): open-loop strong order views at a modest rate to
    a system with hedging and one without, taking turns request by request. Targets: p99.9 <= 40 ms and

@@ -23,11 +23,12 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from pullgate.tools.chaos.progress import percentile
 from pullgate.tools.chaos.timeline import COLORS
-from pullgate.tools.openloop import Phase, Shot
+from pullgate.tools.openloop import REFUSALS, Phase, Shot
 
 ANSWERS = (  # how each answer is drawn, bottom to top: (label, colour)
     ("good", "#2ca02c"),
     ("RESOURCE_EXHAUSTED", "#1f77b4"),
+    ("CANCELLED", "#17becf"),
     ("UNAVAILABLE", "#d62728"),
     ("DEADLINE_EXCEEDED", "#ff7f0e"),
     ("other", "#7f7f7f"),
@@ -38,7 +39,7 @@ def kind(shot: Shot, deadline: float) -> str:
     """Which of ANSWERS a shot counts as: good is OK within the deadline."""
     if shot.code == "OK":
         return "good" if shot.latency <= deadline else "DEADLINE_EXCEEDED"
-    return shot.code if shot.code in ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED") else "other"
+    return shot.code if shot.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", *REFUSALS) else "other"
 
 
 def _milliseconds(axis: Axes) -> None:
@@ -74,9 +75,9 @@ def spike(shots: Sequence[Shot], phases: Sequence[Phase], capacity: float, deadl
         values = [percentile(ok, q) * 1000 if (ok := [x.latency for x in buckets[s] if x.code == "OK"]) else math.nan
                   for s in seconds]
         top.plot(middle, values, style, marker=".", color="#2ca02c", label=f"p{round(q * 100)} of OK answers")
-    refused = [percentile(r, 0.99) * 1000 if (r := [x.latency for x in buckets[s] if x.code == "RESOURCE_EXHAUSTED"])
-               else math.nan for s in seconds]
-    top.plot(middle, refused, ":", marker=".", color="#1f77b4", label="p99 of RESOURCE_EXHAUSTED")
+    refused = [percentile(r, 0.99) * 1000 if (r := [x.latency for x in buckets[s] if x.refused]) else math.nan
+               for s in seconds]
+    top.plot(middle, refused, ":", marker=".", color="#1f77b4", label="p99 of refusals")
     top.axhline(deadline * 1000, color="#7f7f7f", linewidth=0.8, linestyle="--", label="deadline")
     _milliseconds(top)
     base = [0] * len(seconds)

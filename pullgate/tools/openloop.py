@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 OVERLOADED = ("resilience-overloaded", "1")
 """The trailer a server adds to a RESOURCE_EXHAUSTED refusal that says "overloaded, not out of quota"."""
 
+REFUSALS = ("RESOURCE_EXHAUSTED", "CANCELLED")
+"""The codes a refused request comes back with: RESOURCE_EXHAUSTED from pullgate's admission control, CANCELLED
+from grpc's core when its queue of calls not yet taken by Python is full (`grpc.server.max_pending_requests`,
+docs/overload.md). These loads never cancel a call themselves, so a CANCELLED here is the server's."""
+
 ORDER_IDS = tuple(o.order_id for o in demo.ORDERS)
 """Order views go round the demo orders, so every view reads real data with one to four lines."""
 
@@ -85,6 +90,11 @@ class Shot:
     @property
     def end(self) -> float:
         return self.due + self.latency
+
+    @property
+    def refused(self) -> bool:
+        """The server refused it (one of REFUSALS), rather than failing it."""
+        return self.code in REFUSALS
 
 
 @dataclass(frozen=True, slots=True)
