@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from pullgate import topology
@@ -110,3 +112,13 @@ def test_a_random_schedule_draws_gray_only_on_replicas_and_overload_only_on_the_
     assert random_schedule(1, 3, 120, TARGETS, kinds=("gray",)) == []
     no_entry = [t for t in TARGETS if t != topology.ENTRY]
     assert random_schedule(1, 3, 120, no_entry, kinds=("overload",)) == []
+
+
+def test_a_random_gray_or_overload_starts_clear_of_the_fault_before() -> None:
+    """A gray fault or an overload starts at least `clear` seconds after the previous fault ended."""
+    for seed in range(10):
+        faults = random_schedule(seed, 3, 200, TARGETS, kinds=("kill", "freeze", "gray", "overload"),
+                                 replicas=["customers-1"], clear=9.0)
+        for before, fault in itertools.pairwise(faults):
+            if fault.kind in ("gray", "overload"):
+                assert fault.at >= before.at + (2.0 if before.kind == "kill" else before.duration) + 9.0 - 1e-6

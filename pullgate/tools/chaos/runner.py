@@ -122,7 +122,8 @@ def plan(settings: Settings, state: State, injectable: bool) -> tuple[list[Fault
         notes.append("no service runs two or more processes among the targets: the random schedule has no gray "
                      "fault (start with --replicas 2 for one)")
     end = settings.duration - settings.limits.heal_bound - 2.0
-    return random_schedule(settings.seed, settings.warmup, end, targets, kinds, replicas=replicas), notes
+    return random_schedule(settings.seed, settings.warmup, end, targets, kinds, replicas=replicas,
+                           clear=settings.limits.heal_bound + 1.0), notes
 
 
 class Healing:

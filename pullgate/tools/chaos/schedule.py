@@ -19,6 +19,7 @@ durations with a unit (`500ms`, `2s`, `1.5m`: the one grammar, `resilience.parse
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -170,14 +171,16 @@ def parse_schedule(text: str) -> list[Fault]:
 
 def random_schedule(
     seed: int, start: float, end: float, targets: Sequence[str], kinds: Sequence[str] = DEFAULT_KINDS,
-    gap: tuple[float, float] = (6.0, 9.0), replicas: Sequence[str] = (),
+    gap: tuple[float, float] = (6.0, 9.0), replicas: Sequence[str] = (), clear: float = 9.0,
 ) -> list[Fault]:
     """Faults one at a time between `start` and `end` seconds, drawn from `seed`: the same arguments, the same list.
 
     A kill is given two seconds for the restart; a gap drawn from `gap` follows every fault (by default longer
     than a breaker's 5 s reset plus a probe), so each fault's effect and the recovery from it can be told apart.
     `replicas`: the processes `gray` may freeze (each one of several of its service); without any, no gray is
-    drawn. An overload is drawn only if the entry service is among `targets`.
+    drawn. An overload is drawn only if the entry service is among `targets`. A gray fault or an overload starts
+    at least `clear` seconds after the fault before it ends, so the invariants that judge only faults clear of
+    others (invariants.py) judge it.
     """
     rng = random.Random(seed)
     names, grays = sorted(targets), sorted(replicas)
@@ -187,9 +190,12 @@ def random_schedule(
         return []
     faults: list[Fault] = []
     at = start
+    last_end = -math.inf
     while True:
         kind = rng.choice(chosen)
         target = rng.choice(candidates[kind])
+        if kind in ("gray", "overload"):
+            at = max(at, last_end + clear)
         if kind == "kill":
             fault, lasts = Fault(round(at, 1), kind, target), 2.0
         elif kind == "freeze":
@@ -213,7 +219,8 @@ def random_schedule(
         if at + lasts > end:
             return faults
         faults.append(fault)
-        at += lasts + rng.uniform(*gap)
+        last_end = at + lasts
+        at = last_end + rng.uniform(*gap)
 
 
 __all__ = ["DEFAULT_KINDS", "INJECTED", "KINDS", "MAX_MULTIPLE", "SIGNALS", "Fault", "ScheduleError", "parse_schedule",
