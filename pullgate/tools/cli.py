@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Larger commands live in their own modules: each has add_arguments(parser) and run(args) -> exit code.
     for name, module, summary in (
         ("audit", "pullgate.tools.audit", "prove that no service stores another's data"),
-        ("chaos", "pullgate.tools.chaos", "kill, freeze and slow services under load, and check the invariants"),
+        ("chaos", "pullgate.tools.chaos", "kill, freeze, slow and overload services under load; check the invariants"),
     ):
         command = sub.add_parser(name, help=summary, description=summary)
         command.set_defaults(func=_delegate(module), module=module)

@@ -10,6 +10,7 @@ from pullgate.tools.chaos.history import History, Sample
 from pullgate.tools.chaos.invariants import Limits, Peak
 from pullgate.tools.chaos.owners import OrderRecord, Reservation, order_spans, stock_spans
 from pullgate.tools.chaos.record import Call, FaultRun, PartSeen, Value
+from pullgate.tools.chaos.spike import Answer, Spike
 from pullgate.tools.chaos.system import Proc, State
 
 T0 = 1_000.0
@@ -161,3 +162,110 @@ def test_processes_name_an_unexpected_death_and_a_memory_peak() -> None:
     text = "\n".join(verdict.violations)
     assert verdict.count == 3
     assert "customers died 1 time(s) without being killed" in text and "launcher" in text and "gateway peaked" in text
+
+
+def spike(good: list[int], *, refusal: float = 0.002, capacity: float = 100.0, start: float = 10.0,
+          opens_after: dict[str, dict[str, float]] | None = None, unread: tuple[str, ...] = ()) -> Spike:
+    """A spike at 3x `capacity` whose second k answered `good[k]` views in time and refused the rest."""
+    rate = 3 * capacity
+    answers = [Answer(t + i / rate, 0.02 if i < n else refusal, "OK" if i < n else "RESOURCE_EXHAUSTED")
+               for t, n in enumerate(good) for i in range(round(rate))]
+    before = {"gateway": {"orders": 1.0}, "orders": {}}
+    return Spike(f"overload gateway 3x for {len(good)}s", T0 + start, len(good), rate, capacity, 1.0, answers,
+                 before, opens_after if opens_after is not None else before,
+                 (T0 + start - 0.2, T0 + start + len(good) + 1.0), list(unread))
+
+
+def overload_run(s: Spike) -> FaultRun:
+    return FaultRun(s.label, "overload", "gateway", s.start, s.start + s.seconds, service="gateway")
+
+
+def test_goodput_holds_above_the_share_and_skips_the_first_second() -> None:
+    """A first second of little goodput is allowed; later ones at the share of capacity hold."""
+    s = spike([0, 50, 80])
+    verdict = invariants.goodput([s], [overload_run(s)], LIMITS, T0)
+    assert verdict.held and verdict.measured["seconds_judged"] == 2 and verdict.measured["lowest_goodput_share"] == 0.5
+
+
+def test_goodput_names_a_second_under_the_share() -> None:
+    """A spike second after the first with goodput under the share of capacity is a violation naming it."""
+    s = spike([100, 49, 90])
+    verdict = invariants.goodput([s], [overload_run(s)], LIMITS, T0)
+    assert not verdict.held and verdict.count == 1
+    assert "its second 1: 49 good of 300 offered, under 50% of the 100/s capacity (50)" in verdict.violations[0]
+    assert "RESOURCE_EXHAUSTED 251" in verdict.violations[0]
+
+
+def test_goodput_names_slow_refusals() -> None:
+    """Refusals slower than the bound at p99 are a violation: the callers waited to be refused."""
+    s = spike([90, 90, 90], refusal=LIMITS.refusal_bound + 0.1)
+    verdict = invariants.goodput([s], [overload_run(s)], LIMITS, T0)
+    assert not verdict.held and "refusals took 350 ms at p99" in verdict.violations[0]
+
+
+def test_goodput_is_not_judged_while_another_fault_is_in_force() -> None:
+    """An overload that overlaps a kill is not judged (the kill explains lost goodput), and the verdict says so."""
+    s = spike([0, 0, 0])
+    kill = FaultRun("kill catalog", "kill", "catalog", T0 + 11, T0 + 12)
+    verdict = invariants.goodput([s], [overload_run(s), kill], LIMITS, T0)
+    assert verdict.held and verdict.measured["spikes_not_judged"] == 1 and "kill catalog" in verdict.summary
+    assert invariants.goodput([], [], LIMITS, T0).summary == "no overload fault: nothing to judge"
+
+
+def test_breakers_hold_when_no_open_count_grew() -> None:
+    """Counters that did not move across a clear overload hold."""
+    s = spike([90, 90])
+    verdict = invariants.breakers([s], [overload_run(s)], LIMITS, T0)
+    assert verdict.held and verdict.measured == {"spikes_judged": 1, "spikes_not_judged": 0, "breakers_opened": 0}
+
+
+def test_breakers_name_one_opened_by_overload_and_an_unread_process() -> None:
+    """A breaker that opened during a clear overload is a violation naming the process and downstream; a process
+    whose metrics could not be read is one too, since nobody can say its breakers stayed shut."""
+    s = spike([90, 90], opens_after={"gateway": {"orders": 1.0, "catalog": 2.0}, "orders": {"inventory": 1.0}},
+              unread=("customers-1: URLError: timed out",))
+    verdict = invariants.breakers([s], [overload_run(s)], LIMITS, T0)
+    text = "\n".join(verdict.violations)
+    assert verdict.count == 3 and verdict.measured["breakers_opened"] == 3
+    assert "gateway's breaker for catalog opened 2 time(s) between 9.80s and 13.00s" in text
+    assert "orders's breaker for inventory opened 1 time(s)" in text and "could not read customers-1" in text
+
+
+def test_breakers_are_not_judged_next_to_a_fault_that_opens_them() -> None:
+    """An overload that began within the heal bound of a freeze's end is not judged: the freeze may open breakers."""
+    s = spike([90, 90], opens_after={"gateway": {"orders": 5.0}})
+    freeze = FaultRun("freeze orders for 2s", "freeze", "orders", T0 + 1, T0 + 3)
+    verdict = invariants.breakers([s], [overload_run(s), freeze], LIMITS, T0)
+    assert verdict.held and "freeze orders for 2s" in verdict.summary
+
+
+def gray_run(start: float = 1.0, end: float = 7.0) -> FaultRun:
+    return FaultRun("gray customers-1 for 6s", "gray", "customers-1", T0 + start, T0 + end, service="customers")
+
+
+def test_gray_allows_errors_while_callers_settle_then_none() -> None:
+    """Errors in the first seconds after the freeze, and stale parts of other services, are allowed."""
+    calls = [view(1.5, code="DEADLINE_EXCEEDED", latency=1.5), view(2.9, part("customer:1", None, "MISSING")),
+             view(3.5, part("customer:1", CUSTOMER), part("product:SKU-001", ("a", 1, "EUR"), "STALE", 2.0)),
+             view(6.5, part("customer:1", CUSTOMER, "CACHED", 0.3)), view(7.5, code="UNAVAILABLE")]
+    verdict = invariants.gray(calls, [gray_run()], LIMITS, T0)
+    assert verdict.held and verdict.measured["reads_judged"] == 2
+
+
+def test_gray_names_a_failed_read_and_a_degraded_part_of_the_frozen_service() -> None:
+    """After the settling time, a failed read and a STALE part of the frozen replica's service are violations."""
+    calls = [view(3.5, code="DEADLINE_EXCEEDED", latency=1.5),
+             view(4.0, part("customer:1", CUSTOMER, "STALE", 2.5), degraded=True),
+             view(5.0, code="NOT_FOUND")]
+    verdict = invariants.gray(calls, [gray_run()], LIMITS, T0)
+    text = "\n".join(verdict.violations)
+    assert verdict.count == 2
+    assert "sent at 3.50s, 2.50s into gray customers-1 for 6s: DEADLINE_EXCEEDED" in text
+    assert "customer:1 STALE" in text
+
+
+def test_gray_is_not_judged_with_another_fault_in_force() -> None:
+    """A gray window that overlaps another fault is not judged, and the verdict names it."""
+    kill = FaultRun("kill catalog", "kill", "catalog", T0 + 4, T0 + 5)
+    verdict = invariants.gray([view(3.5, code="UNAVAILABLE")], [gray_run(), kill], LIMITS, T0)
+    assert verdict.held and "kill catalog" in verdict.summary and verdict.measured["grays_not_judged"] == 1

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from pullgate import topology
 from pullgate.tools.chaos.actions import InjectionUnavailable
 from pullgate.tools.chaos.runner import Settings, plan
+from pullgate.tools.chaos.schedule import ScheduleError
 from pullgate.tools.chaos.system import Proc, State, SystemUnusable, parse_state
 from pullgate.tools.cli import main
 
 STATE = State(1, Path("var"), (Proc("customers", "customers", "127.0.0.1:1", 10, 0),
                                Proc("customers-1", "customers", "127.0.0.1:2", 11, 0),
-                               Proc("gateway", "gateway", "127.0.0.1:3", 12, 0)))
+                               Proc(topology.ENTRY, topology.ENTRY, "127.0.0.1:3", 12, 0)))
 
 
 def test_explicit_faults_that_need_the_admin_service_are_refused_without_it() -> None:
@@ -26,10 +28,42 @@ def test_explicit_faults_that_need_the_admin_service_are_refused_without_it() ->
 
 
 def test_a_random_schedule_keeps_to_signals_without_the_admin_service_and_says_so() -> None:
-    """Without FaultService a random schedule uses only kill and freeze, and the report notes why."""
+    """Without FaultService a random schedule uses only kill, freeze and gray, and the report notes why."""
     faults, notes = plan(Settings(Path("var"), duration=120, seed=3), STATE, injectable=False)
-    assert faults and {f.kind for f in faults} <= {"kill", "freeze"}
-    assert "only kill and freeze" in notes[0]
+    assert faults and {f.kind for f in faults} <= {"kill", "freeze", "gray"}
+    assert "leaves out slow, fail and hang" in notes[0]
+
+
+def test_a_gray_fault_freezes_one_replica_of_several() -> None:
+    """A service name means its last replica; a replica name means that one."""
+    faults, _ = plan(Settings(Path("var"), schedule="1s gray customers for 3s; 6s gray customers for 2s"), STATE,
+                     injectable=False)
+    assert [f.target for f in faults] == ["customers-1", "customers-1"]
+    faults, _ = plan(Settings(Path("var"), schedule="1s gray customers-1 for 3s"), STATE, injectable=False)
+    assert faults[0].target == "customers-1"
+
+
+def test_a_gray_fault_on_a_service_with_one_process_is_refused() -> None:
+    """Gray on a service that runs one process is refused, naming the step and how to get replicas."""
+    with pytest.raises(ScheduleError, match=rf"'1s gray {topology.ENTRY} for 3s': {topology.ENTRY} runs one "
+                                            rf"process \({topology.ENTRY}\).*--replicas 2"):
+        plan(Settings(Path("var"), schedule=f"1s gray {topology.ENTRY} for 3s"), STATE, injectable=True)
+
+
+def test_two_gray_faults_on_one_service_at_once_are_refused() -> None:
+    """Freezing both replicas is no longer gray: overlapping gray faults on one service are refused."""
+    with pytest.raises(ScheduleError, match="overlaps '1s gray customers-1 for 3s'"):
+        plan(Settings(Path("var"), schedule="1s gray customers for 3s; 2s gray customers for 3s"), STATE,
+             injectable=True)
+
+
+def test_a_random_gray_fault_needs_replicas_and_says_so() -> None:
+    """A random schedule draws gray faults among replicated services' processes, and notes when there are none."""
+    faults, notes = plan(Settings(Path("var"), duration=200, seed=5, kinds=("gray",)), STATE, injectable=True)
+    assert faults and {f.target for f in faults} <= {"customers", "customers-1"} and not notes
+    alone = State(1, Path("var"), (STATE.procs[0], STATE.procs[2]))
+    faults, notes = plan(Settings(Path("var"), duration=200, seed=5, kinds=("gray",)), alone, injectable=True)
+    assert not faults and "--replicas 2" in notes[0]
 
 
 def test_an_unknown_target_is_named() -> None:

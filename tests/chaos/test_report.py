@@ -9,6 +9,7 @@ from pullgate.tools.chaos import invariants, timeline
 from pullgate.tools.chaos.invariants import Limits, Peak
 from pullgate.tools.chaos.record import Call, FaultRun, PartSeen
 from pullgate.tools.chaos.report import SCHEMA, Report
+from pullgate.tools.chaos.spike import Answer, Spike
 
 T0 = 1_000.0
 
@@ -19,11 +20,16 @@ def report() -> Report:
              for i, mode in enumerate(["strong", "bounded", "available"] * 20)]
     calls.append(Call("place_order", "fresh", "k1", T0 + 2, 0.02, 1.5, "UNAVAILABLE", detail="orders: circuit open"))
     faults = [FaultRun("kill customers", "kill", "customers", T0 + 1, T0 + 2.5),
-              FaultRun("freeze catalog for 2s", "freeze", "catalog", T0 + 4, None, note="stopped early")]
+              FaultRun("freeze catalog for 2s", "freeze", "catalog", T0 + 4, None, note="stopped early"),
+              FaultRun("gray catalog-1 for 2s", "gray", "catalog-1", T0 + 4.5, T0 + 6.5, service="catalog"),
+              FaultRun("overload gateway 3x for 2s", "overload", "gateway", T0 + 5, T0 + 7, service="gateway")]
+    answers = [Answer(i / 30, 0.01, "OK") for i in range(40)] + [Answer(1 + i / 30, 0.001, "CANCELLED")
+                                                                 for i in range(20)]
+    spike = Spike("overload gateway 3x for 2s", T0 + 5, 2.0, 30.0, 10.0, 1.0, answers, lag_p99=0.002)
     verdicts = [invariants.deadlines(calls, Limits(), T0), invariants.strong(calls, T0)]
     verdicts[1].violate("order view 1 (strong): customer:1 is CACHED")
     return Report({"duration": 6, "rate": 10, "seed": 7, "deadline": 1.5, "data_dir": "var"}, calls, faults,
-                  verdicts, [Peak("gateway", 98_304, (12,))], T0, shed=2)
+                  verdicts, [Peak("gateway", 98_304, (12,))], T0, shed=2, spikes=[spike])
 
 
 def test_json_holds_every_section_with_times_since_the_start() -> None:
@@ -36,7 +42,12 @@ def test_json_holds_every_section_with_times_since_the_start() -> None:
                                "count": 1}]
     assert data["faults"][0] == {"label": "kill customers", "kind": "kill", "target": "customers", "start_s": 1.0,
                                  "end_s": 2.5, "recovered_after_s": 1.04, "note": ""}
-    assert data["faults"][1]["end_s"] is None
+    assert data["faults"][1]["end_s"] is None and [f["kind"] for f in data["faults"][2:]] == ["gray", "overload"]
+    assert data["spikes"] == [{
+        "label": "overload gateway 3x for 2s", "start_s": 5.0, "capacity_per_s": 10.0, "rate_per_s": 30.0,
+        "views": 60, "good": 40, "refusal_p99_ms": 1.0, "overloaded_trailer": 0, "send_lag_p99_ms": 2.0,
+        "seconds": [{"t": 0, "offered": 30, "good": 30}, {"t": 1, "offered": 30, "good": 10, "CANCELLED": 20}],
+        "metrics_unread": []}]
     assert [(i["name"], i["held"], i["violations"]) for i in data["invariants"]] == [("deadline", True, 0),
                                                                                      ("strong", False, 1)]
     assert data["processes"] == [{"name": "gateway", "peak_rss_mib": 96.0, "pids": [12]}]
@@ -48,11 +59,13 @@ def test_text_names_each_invariant_and_quotes_its_violations() -> None:
     assert "1 deadline    held" in text and "3 strong      VIOLATED" in text
     assert "- order view 1 (strong): customer:1 is CACHED" in text
     assert "never ended" in text and text.endswith("VIOLATED: strong")
+    assert "overload overload gateway 3x for 2s at 5.00s: 30 strong views/s against a capacity of 10/s" in text
+    assert "second  1:    10 good of    30, CANCELLED 20" in text
 
 
 def test_the_timeline_is_a_png(tmp_path: Path) -> None:
-    """The picture is written as a non-empty PNG."""
+    """The picture, every kind of fault shaded and the verdicts beneath, is written as a non-empty PNG."""
     r = report()
     path = tmp_path / "timeline.png"
-    timeline.draw(r.calls, r.faults, T0, path, "test")
+    timeline.draw(r.calls, r.faults, T0, path, "test", r.verdicts)
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and path.stat().st_size > 10_000

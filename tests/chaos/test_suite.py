@@ -1,7 +1,8 @@
-"""The chaos suite: one real `pullgate up`, owners killed, frozen and slowed under load, every invariant held.
+"""The chaos suite: one real `pullgate up`, owners killed, frozen, slowed and overloaded under load, every invariant
+held.
 
 One system serves the whole module (starting one costs seconds); each test runs its own schedule against it
-and asserts that all six invariants held, printing the whole report when one did not.
+and asserts that all nine invariants held, printing the whole report when one did not.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pullgate import topology
 from pullgate.tools.chaos.load import DEFAULT_MIX
 from pullgate.tools.chaos.report import Report
 from pullgate.tools.chaos.runner import Settings, chaos
+from pullgate.tools.chaos.spike import REFUSALS
 from pullgate.tools.chaos.system import start
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +41,7 @@ async def run(system: Path, out: Path, schedule: str, duration: float,
                         picture=False, settle=20.0, mix=mix or DEFAULT_MIX)
     report = await chaos(settings, io.StringIO())
     assert [v.name for v in report.verdicts] == ["deadline", "provenance", "strong", "placement", "heal",
-                                                 "processes"]
+                                                 "processes", "goodput", "breakers", "gray"]
     assert report.held, report.text()
     assert all(f.end is not None for f in report.faults), report.text()
     return report
@@ -72,3 +75,12 @@ async def test_orders_killed_in_the_middle_of_placements(system: Path, tmp_path:
     kill = next(f for f in report.faults if f.kind == "kill")
     cut = [c for c in report.calls if c.op == "place_order" and c.sent < kill.start < c.received]
     assert cut, "no placement was in flight when orders was killed"
+
+
+async def test_an_overload_from_a_second_process(system: Path, tmp_path: Path) -> None:
+    """Strong views at 3x the measured capacity for 3 s from the load workers: goodput held, refusals were fast,
+    and no breaker opened."""
+    report = await run(system, tmp_path, f"1s overload {topology.ENTRY} 3x for 3s", 4)
+    goodput, breakers = report.verdicts[6], report.verdicts[7]
+    assert goodput.measured["seconds_judged"] == 2 and breakers.measured["spikes_judged"] == 1, report.text()
+    assert any(a.code in REFUSALS for a in report.spikes[0].answers), "3x capacity was not refused in part"

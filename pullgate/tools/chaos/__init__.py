@@ -1,4 +1,4 @@
-"""`pullgate chaos`: kill, freeze and slow services under load, and check the invariants that should survive it.
+"""`pullgate chaos`: kill, freeze, slow and overload services under load, and check what should survive it.
 
     pullgate up --allow-fault-injection            # one terminal
     pullgate chaos --duration 60 --seed 7          # another: report, pullgate-chaos.json, pullgate-chaos.png
@@ -21,8 +21,9 @@ from pathlib import Path
 from pullgate.tools.chaos.actions import InjectionUnavailable
 from pullgate.tools.chaos.invariants import Limits
 from pullgate.tools.chaos.load import DEFAULT_MIX, parse_mix
+from pullgate.tools.chaos.overload import NoCapacity
 from pullgate.tools.chaos.runner import PICTURE_FILE, REPORT_FILE, Settings, chaos
-from pullgate.tools.chaos.schedule import KINDS, ScheduleError
+from pullgate.tools.chaos.schedule import DEFAULT_KINDS, KINDS, ScheduleError
 from pullgate.tools.chaos.system import SystemUnusable, start
 from resilience import DurationError, parse_seconds
 
@@ -51,7 +52,8 @@ def _kinds(text: str) -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `pullgate chaos`."""
     parser.epilog = ("Schedule example: --schedule '5s kill customers; 15s freeze catalog for 3s; "
-                     "25s slow inventory 300ms@50%% for 5s; 35s fail orders UNAVAILABLE@20%% for 4s'. "
+                     "25s slow inventory 300ms@50%% for 5s; 35s fail orders UNAVAILABLE@20%% for 4s; "
+                     "45s overload gateway 3x for 5s'; with --replicas 2, '5s gray catalog for 6s'. "
                      "See docs/chaos.md.")
     system = parser.add_argument_group("the system")
     system.add_argument("--data-dir", type=Path, help="where `pullgate up` runs (default ./var; with --start, a "
@@ -67,8 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--seed", type=int, help="for the schedule and the load (default: random, printed)")
     load.add_argument("--schedule", default="", metavar="STEPS",
                       help="explicit faults 'AT ACTION TARGET [ARGS] [for DURATION]; ...' instead of random ones")
-    load.add_argument("--kinds", type=_kinds, default=KINDS, metavar="K,K",
-                      help=f"fault kinds for a random schedule (default {','.join(KINDS)})")
+    load.add_argument("--kinds", type=_kinds, default=DEFAULT_KINDS, metavar="K,K",
+                      help=f"fault kinds for a random schedule, of {','.join(KINDS)} (default "
+                           f"{','.join(DEFAULT_KINDS)}: overload only when named)")
     load.add_argument("--targets", default="", metavar="NAME,NAME",
                       help="processes a random schedule may hit, e.g. customers,catalog-1 (default: all)")
     load.add_argument("--mix", type=parse_mix, default=dict(DEFAULT_MIX), metavar="KIND=W,...",
@@ -79,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     judge.add_argument("--heal-bound", type=_seconds, default=Limits.heal_bound,
                        help=f"time to heal after the last fault (default {Limits.heal_bound:g}s: breaker reset "
                             "5s + a probe + slack)")
+    judge.add_argument("--goodput-share", type=float, default=Limits.goodput_share, metavar="SHARE",
+                       help="goodput an overload must keep in each second after its first, as a share of capacity "
+                            f"(default {Limits.goodput_share:g})")
     judge.add_argument("--max-rss", type=float, default=Limits.max_rss_mib, metavar="MIB",
                        help=f"peak resident memory allowed per process (default {Limits.max_rss_mib:g} MiB)")
     judge.add_argument("--out", type=Path, default=Path(), help=f"where {REPORT_FILE} and {PICTURE_FILE} go "
@@ -92,8 +98,10 @@ def _settings(args: argparse.Namespace, data_dir: Path) -> Settings:
         raise ValueError(f"--rate: must be more than 0 and at most {MAX_RATE:g} requests per second")
     if args.deadline <= 0:
         raise ValueError("--deadline: must be more than 0")
+    if not 0 <= args.goodput_share <= 1:
+        raise ValueError("--goodput-share: must be between 0 and 1")
     limits = Limits(deadline_tolerance=args.deadline_tolerance, heal_bound=args.heal_bound,
-                    max_rss_mib=args.max_rss)
+                    max_rss_mib=args.max_rss, goodput_share=args.goodput_share)
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     return Settings(data_dir=data_dir, duration=args.duration, rate=args.rate, seed=args.seed,
                     deadline=args.deadline, schedule=args.schedule, kinds=args.kinds, targets=targets,
@@ -120,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             elif args.replicas != 1 or args.config is not None:
                 raise ValueError("--replicas and --config apply only with --start")
             report = asyncio.run(chaos(settings))
-        except (SystemUnusable, InjectionUnavailable, ScheduleError, ValueError) as error:
+        except (SystemUnusable, InjectionUnavailable, ScheduleError, NoCapacity, ValueError) as error:
             print(f"pullgate chaos: {error}", file=sys.stderr)
             return 2
     print()

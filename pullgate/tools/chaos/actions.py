@@ -1,4 +1,5 @@
-"""Doing the faults of a schedule to live processes: signals for kills and freezes, FaultService for the rest.
+"""Doing the faults of a schedule to live processes: signals for kills and freezes (a gray fault is a freeze of one
+replica of several), FaultService for slow, fail and hang, and a second process for an overload.
 
 Every fault is undone however the run ends (a frozen process is thawed, injected faults are put back as they
 were), because a chaos tool that leaves a system broken teaches nothing. A kill ends when the launcher has the
@@ -17,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
+from pullgate.tools.chaos.overload import Overload
 from pullgate.tools.chaos.record import FaultRun, Record
 from pullgate.tools.chaos.schedule import Fault
 from pullgate.tools.chaos.system import State, SystemUnusable, alive, read_state, send
@@ -49,9 +51,12 @@ async def _set_faults(address: str, spec: str) -> str:
 class Actions:
     """Runs one schedule against the processes recorded in `data_dir`, logging each fault into `record`."""
 
-    def __init__(self, data_dir: Path, record: Record, restart_timeout: float = 60.0) -> None:
+    def __init__(self, data_dir: Path, record: Record, restart_timeout: float = 60.0,
+                 overload: Overload | None = None) -> None:
         self._data_dir = data_dir
         self._record = record
+        self.overload = overload
+        """The spike's worker processes, for a schedule with an overload fault (set before `run`)."""
         self._restart_timeout = restart_timeout
         self._frozen: set[int] = set()
         self._injected: dict[str, str] = {}
@@ -82,7 +87,7 @@ class Actions:
 
     async def _do(self, fault: Fault, stop: asyncio.Event) -> None:
         proc = self._state().proc(fault.target)
-        run = FaultRun(fault.label, fault.kind, fault.target, time.time(), pid=proc.pid)
+        run = FaultRun(fault.label, fault.kind, fault.target, time.time(), pid=proc.pid, service=proc.service)
         self._record.faults.append(run)
         self.current.append(fault.label)
         try:
@@ -93,7 +98,7 @@ class Actions:
                     run.end = time.time()
                 else:
                     run.note = f"not restarted within {self._restart_timeout:g}s"
-            elif fault.kind == "freeze":
+            elif fault.kind in ("freeze", "gray"):
                 send(proc.pid, signal.SIGSTOP)
                 self._frozen.add(proc.pid)
                 try:
@@ -102,6 +107,15 @@ class Actions:
                 finally:
                     self._thaw(proc.pid)
                 run.end = time.time()
+            elif fault.kind == "overload":
+                if self.overload is None:
+                    raise SystemUnusable("an overload fault needs the load worker processes (pullgate chaos starts "
+                                         "them when its schedule has one)")
+                spike = await self.overload.spike(fault, stop)
+                self._record.spikes.append(spike)
+                run.start, run.end = spike.start, spike.start + spike.seconds
+                run.note = (f"{spike.rate:.0f} views/s = {fault.multiple:g}x the {spike.capacity:.0f}/s measured "
+                            "before the run")
             else:
                 try:
                     previous = await _set_faults(proc.address, fault.server_spec(proc.service))

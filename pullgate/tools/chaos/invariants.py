@@ -1,4 +1,4 @@
-"""The six promises a chaos run checks, each a pure function of what the run recorded, so each can be tested
+"""The nine promises a chaos run checks, each a pure function of what the run recorded, so each can be tested
 with a planted violation and none can be argued with: it either held on this evidence or it names the case.
 
 1 deadline      no call took longer than its deadline plus a stated tolerance
@@ -7,6 +7,13 @@ with a planted violation and none can be argued with: it either held on this evi
 4 placement     every OK placement exists once, with one order per key; none PENDING; stock adds up
 5 heal          once the faults stopped, non-degraded answers came back within a stated bound
 6 processes     nothing died but what was killed, and every process's peak memory stayed under a bound
+7 goodput       during an overload, goodput stayed above a share of capacity, and refusals came fast
+8 breakers      no breaker opened because of an overload
+9 gray          with one replica of several frozen, reads stopped failing within a stated settling time
+
+7 to 9 judge a fault only while it is "clear": no other fault in force, and none ended within the heal bound
+before it began. Otherwise a breaker, an error or a lost second has more than one possible cause, and the
+verdict says how many faults it could not judge.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pullgate import topology
 from pullgate.tools.chaos.history import History
 from pullgate.tools.chaos.owners import OrderRecord
+from pullgate.tools.chaos.progress import percentile
 from pullgate.tools.chaos.record import Call, FaultRun, entity
+from pullgate.tools.chaos.spike import REFUSALS, Spike, per_second
 from pullgate.tools.chaos.system import State
 
 EXAMPLES = 5
@@ -38,6 +48,15 @@ class Limits:
     heal_quiet: float = 1.0
     """Clean answers needed after the last bad one before the system counts as healed."""
     max_rss_mib: float = 500.0
+    goodput_share: float = 0.5
+    """Goodput a spike must keep in each second after its first, as a share of the capacity measured before the run
+    (of what was offered, if that was less). The benchmark's target is 0.8 of a machine the system has to itself;
+    here the chaos load, the chaos tool and the spike's generator share the same two cores with the system."""
+    refusal_bound: float = 0.25
+    """A spike's refusals (RESOURCE_EXHAUSTED, CANCELLED) at p99, from when each view was due: a refusal the caller
+    waits a sixth of its deadline for is no longer "fast". Generous for a two-core machine under a spike."""
+    gray_settle: float = 2.0
+    """After a gray freeze, how long the callers may take to stop sending to the frozen replica."""
 
 
 @dataclass
@@ -261,5 +280,151 @@ def processes(before: State, after: State | None, kills: Mapping[str, int], peak
     return verdict
 
 
-__all__ = ["EXAMPLES", "Limits", "Peak", "Verdict", "deadlines", "heal", "placements", "processes", "provenance",
-           "strong"]
+def _clear(start: float, end: float, fault: FaultRun | None, faults: Sequence[FaultRun], limits: Limits) -> list[str]:
+    """Labels of the other faults that were in force during [start, end] or ended within the heal bound before it;
+    faults of the same kind as `fault` (two overloads at once are one overload) and `fault` itself do not count."""
+    others = []
+    for other in faults:
+        if other is fault or (fault is not None and other.kind == fault.kind):
+            continue
+        other_end = other.end if other.end is not None else math.inf
+        if other.start <= end and other_end + limits.heal_bound >= start:
+            others.append(other.label)
+    return others
+
+
+def _overload_fault(spike: Spike, faults: Sequence[FaultRun]) -> FaultRun | None:
+    return next((f for f in faults if f.kind == "overload" and f.label == spike.label
+                 and abs(f.start - spike.start) < 1.0), None)
+
+
+def goodput(spikes: Sequence[Spike], faults: Sequence[FaultRun], limits: Limits, origin: float) -> Verdict:
+    share = limits.goodput_share
+    verdict = Verdict(7, "goodput", f"during an overload, every second after the first: goodput >= {share:.0%} of "
+                                    f"capacity; refusals p99 <= {limits.refusal_bound * 1000:.0f} ms")
+    if not spikes:
+        verdict.summary = "no overload fault: nothing to judge"
+        return verdict
+    judged = 0
+    skipped: list[str] = []
+    lowest = math.inf
+    worst_refusal = 0.0
+    codes: Counter[str] = Counter()
+    for spike in spikes:
+        fault = _overload_fault(spike, faults)
+        if others := _clear(spike.start, spike.start + spike.seconds, fault, faults, limits):
+            skipped.append(f"{spike.label} (with {', '.join(others)})")
+            continue
+        at = spike.start - origin
+        for second in per_second(spike)[1:]:
+            judged += 1
+            bound = share * min(spike.capacity, second.offered)
+            lowest = min(lowest, second.good / spike.capacity if spike.capacity else 0.0)
+            codes += second.codes
+            if second.good < bound:
+                rest = ", ".join(f"{code} {n}" for code, n in second.codes.most_common()) or "nothing else"
+                verdict.violate(f"{spike.label} at {at:.2f}s, its second {second.t}: {second.good} good of "
+                                f"{second.offered} offered, under {share:.0%} of the {spike.capacity:.0f}/s capacity "
+                                f"({bound:.0f}); the rest: {rest}")
+        refusals = [a.latency for a in spike.answers if a.code in REFUSALS]
+        if refusals:
+            p99 = percentile(refusals, 0.99)
+            worst_refusal = max(worst_refusal, p99)
+            if p99 > limits.refusal_bound:
+                verdict.violate(f"{spike.label} at {at:.2f}s: its {len(refusals)} refusals took {p99 * 1000:.0f} ms "
+                                f"at p99 (over {limits.refusal_bound * 1000:.0f} ms): callers waited to be refused")
+    verdict.measured = {"capacity_per_s": round(min(s.capacity for s in spikes), 1), "seconds_judged": judged,
+                        "spikes_not_judged": len(skipped),
+                        "lowest_goodput_share": None if lowest == math.inf else round(lowest, 3),
+                        "refusal_p99_ms": round(worst_refusal * 1000, 1),
+                        **{f"answers_{'ok_late' if code == 'OK' else code.lower()}": n
+                           for code, n in sorted(codes.items())}}
+    verdict.summary = (f"{judged} spike seconds judged against {', '.join(f'{s.capacity:.0f}/s' for s in spikes)} "
+                       f"capacity; lowest goodput "
+                       + ("n/a" if lowest == math.inf else f"{lowest:.0%} of capacity")
+                       + f"; refusals p99 {worst_refusal * 1000:.0f} ms"
+                       + _not_judged(skipped))
+    return verdict
+
+
+def _not_judged(skipped: Sequence[str]) -> str:
+    return f"; not judged, other faults in force: {'; '.join(skipped)}" if skipped else ""
+
+
+def breakers(spikes: Sequence[Spike], faults: Sequence[FaultRun], limits: Limits, origin: float) -> Verdict:
+    verdict = Verdict(8, "breakers", "no breaker opened across an overload that no other fault overlapped")
+    if not spikes:
+        verdict.summary = "no overload fault: nothing to judge"
+        return verdict
+    judged = opened = 0
+    skipped: list[str] = []
+    for spike in spikes:
+        start, end = spike.read_at
+        fault = _overload_fault(spike, faults)
+        if others := _clear(start, end, fault, faults, limits):
+            skipped.append(f"{spike.label} (with {', '.join(others)})")
+            continue
+        judged += 1
+        window = f"between {start - origin:.2f}s and {end - origin:.2f}s"
+        for unread in spike.unread:
+            verdict.violate(f"{spike.label}: could not read {unread}, so its breakers {window} are unknown")
+        for process, after in sorted(spike.opens_after.items()):
+            before = spike.opens_before.get(process)
+            if before is None:
+                continue  # not read before: named among `unread`
+            for downstream, count in sorted(after.items()):
+                more = count - before.get(downstream, 0.0)
+                if more > 0:
+                    opened += round(more)
+                    verdict.violate(f"{spike.label}: {process}'s breaker for {downstream} opened {more:.0f} time(s) "
+                                    f"{window}, with no other fault in force")
+    verdict.measured = {"spikes_judged": judged, "spikes_not_judged": len(skipped), "breakers_opened": opened}
+    verdict.summary = (f"{judged} overload window(s) read on every process: {opened} breaker(s) opened"
+                       + _not_judged(skipped))
+    return verdict
+
+
+def _owned_by(service: str) -> frozenset[str]:
+    """The part kinds (`product`, `orders`, ...) naming the entities `service` owns, singular and plural."""
+    if service not in topology.names():
+        return frozenset()
+    return frozenset(w for e in topology.service(service).entities for w in (e, f"{e}s"))
+
+
+def gray(calls: Sequence[Call], faults: Sequence[FaultRun], limits: Limits, origin: float) -> Verdict:
+    settle = limits.gray_settle
+    verdict = Verdict(9, "gray", f"from {settle:g}s after one replica of several froze until it thawed, no read "
+                                 "failed, and none lacked a live or cached part of the frozen replica's service")
+    grays = [f for f in faults if f.kind == "gray"]
+    if not grays:
+        verdict.summary = "no gray fault: nothing to judge"
+        return verdict
+    judged = reads = 0
+    skipped: list[str] = []
+    for fault in grays:
+        end = fault.end if fault.end is not None else max((c.received for c in calls), default=fault.start)
+        if others := _clear(fault.start, end, fault, faults, limits):
+            skipped.append(f"{fault.label} (with {', '.join(others)})")
+            continue
+        judged += 1
+        owned = _owned_by(fault.service)
+        for call in calls:
+            if not (call.read and fault.start + settle <= call.sent < end):
+                continue
+            reads += 1
+            where = f"{_when(call, origin)}, {call.sent - fault.start:.2f}s into {fault.label}"
+            if call.failed:
+                verdict.violate(f"{where}: {call.code} {call.detail}")
+                continue
+            for part in call.parts:
+                if part.source in ("STALE", "MISSING") and entity(part.name)[0] in owned:
+                    verdict.violate(f"{where}: {part.name} {part.source} ({part.reason})")
+                    break
+    verdict.measured = {"grays_judged": judged, "grays_not_judged": len(skipped), "reads_judged": reads}
+    verdict.summary = (f"{reads} reads judged in {judged} gray window(s): {verdict.count} failed or degraded by the "
+                       "frozen replica's service" + _not_judged(skipped))
+    return verdict
+
+
+__all__ = ["EXAMPLES", "Limits", "Peak", "Verdict", "breakers", "deadlines", "goodput", "gray", "heal", "placements",
+           "processes", "provenance", "strong"]

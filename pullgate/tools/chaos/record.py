@@ -15,6 +15,7 @@ from pullgate.customers.v1 import customers_pb2
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.inventory.v1 import inventory_pb2
 from pullgate.orders.v1 import orders_pb2
+from pullgate.tools.chaos.spike import Spike
 
 Value = Hashable
 """An entity's attributes in a comparable form (see `customer_value`, `product_value`, ...)."""
@@ -84,6 +85,8 @@ class FaultRun:
     end: float | None = None
     note: str = ""
     pid: int = 0
+    service: str = ""
+    """The service of the process it hit (for a gray fault: the service one of whose replicas froze)."""
 
 
 @dataclass
@@ -98,6 +101,8 @@ class Record:
     """Calls the load generator did not send because too many were already in flight (open loop, bounded)."""
     kills: dict[str, int] = field(default_factory=dict)
     """Process name -> how many times this run SIGKILLed it."""
+    spikes: list[Spike] = field(default_factory=list)
+    """What each overload fault's second process sent and got, and the breakers around it."""
 
 
 def customer_value(customer: customers_pb2.Customer) -> Value:

@@ -17,6 +17,7 @@ from typing import Any
 from pullgate.tools.chaos.invariants import Peak, Verdict
 from pullgate.tools.chaos.progress import percentile
 from pullgate.tools.chaos.record import Call, FaultRun
+from pullgate.tools.chaos.spike import REFUSALS, Spike, per_second
 
 SCHEMA = "pullgate.chaos.report/v1"
 
@@ -34,6 +35,7 @@ class Report:
     """When the load started (wall clock); every time in the report is seconds after it."""
     shed: int = 0
     notes: list[str] = field(default_factory=list)
+    spikes: Sequence[Spike] = ()
 
     @property
     def held(self) -> bool:
@@ -84,6 +86,24 @@ class Report:
         return [{"op": op, "code": code, "detail": detail, "count": n}
                 for (op, code, detail), n in counts.most_common(top)]
 
+    def spike_rows(self) -> list[dict[str, Any]]:
+        """Per overload fault: what it offered, and per whole second the good answers and the rest by code."""
+        rows = []
+        for spike in self.spikes:
+            refusals = [a.latency for a in spike.answers if a.code in REFUSALS]
+            rows.append({
+                "label": spike.label, "start_s": round(spike.start - self.origin, 3),
+                "capacity_per_s": round(spike.capacity, 1), "rate_per_s": round(spike.rate, 1),
+                "views": len(spike.answers), "good": sum(1 for a in spike.answers if spike.good(a)),
+                "refusal_p99_ms": round(percentile(refusals, 0.99) * 1000, 1),
+                "overloaded_trailer": sum(1 for a in spike.answers if a.overloaded),
+                "send_lag_p99_ms": round(spike.lag_p99 * 1000, 1),
+                "seconds": [{"t": s.t, "offered": s.offered, "good": s.good, **dict(s.codes.most_common())}
+                            for s in per_second(spike)],
+                "metrics_unread": list(spike.unread),
+            })
+        return rows
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -98,6 +118,7 @@ class Report:
                         "recovered_after_s": recovered, "note": f.note}
                        for f, recovered in zip(sorted(self.faults, key=lambda f: f.start), self.recovered(),
                                                strict=True)],
+            "spikes": self.spike_rows(),
             "invariants": [{"number": v.number, "name": v.name, "promise": v.promise, "held": v.held,
                             "summary": v.summary, "violations": v.count, "examples": v.violations,
                             "measured": v.measured} for v in self.verdicts],
@@ -134,6 +155,14 @@ class Report:
             lines.append(f"  {fault.start - self.origin:6.2f}s .. {end:<11} {again:>14}  {fault.label}{note}")
         if not self.faults:
             lines.append("  none")
+        for spike in self.spike_rows():
+            lines += ["", f"overload {spike['label']} at {spike['start_s']:.2f}s: {spike['rate_per_s']:.0f} strong "
+                          f"views/s against a capacity of {spike['capacity_per_s']:.0f}/s; refusals p99 "
+                          f"{spike['refusal_p99_ms']:.1f} ms; generator send lag p99 {spike['send_lag_p99_ms']:.1f} ms"]
+            for second in spike["seconds"]:
+                rest = {k: v for k, v in second.items() if k not in ("t", "offered", "good")}
+                lines.append(f"  second {second['t']:>2}: {second['good']:>5} good of {second['offered']:>5}"
+                             + "".join(f", {code} {n}" for code, n in rest.items()))
         lines += ["", "processes (peak RSS, VmHWM)"]
         for peak in sorted(self.peaks, key=lambda p: p.name):
             lines.append(f"  {peak.name:<14} {peak.peak_kib / 1024:7.1f} MiB   pids {', '.join(map(str, peak.pids))}")

@@ -2,20 +2,22 @@
 
 The phases, and why in this order:
 1. read the system (pullgate-up.json) and what it allows (FaultService or not), and fix the schedule;
-2. sample the owners and memory first, so every history starts before the first request;
+2. sample the owners and memory first, so every history starts before the first request; for a schedule with
+   an overload, start the spike's worker processes and measure capacity, before the chaos load adds its own;
 3. load and faults together for `duration` seconds; if the system has not healed by then, the load goes on
    until it has, or until the heal bound has passed (the run is bounded either way);
 4. stop the load, give orders time to settle what was left PENDING (bounded), take the owners' last word;
-5. judge the six invariants on the records, and write the report and the picture.
+5. judge the nine invariants on the records, and write the report and the picture.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +28,12 @@ from pullgate.tools.chaos import invariants, timeline
 from pullgate.tools.chaos.actions import Actions, InjectionUnavailable, injection_available
 from pullgate.tools.chaos.load import DEFAULT_MIX, Load
 from pullgate.tools.chaos.memory import MemoryWatch
+from pullgate.tools.chaos.overload import CALLERS, Overload, overload
 from pullgate.tools.chaos.owners import Sampler, build, read_orders, read_reservations
 from pullgate.tools.chaos.progress import Progress
 from pullgate.tools.chaos.record import Call, Record
 from pullgate.tools.chaos.report import Report
-from pullgate.tools.chaos.schedule import KINDS, SIGNALS, Fault, parse_schedule, random_schedule
+from pullgate.tools.chaos.schedule import DEFAULT_KINDS, INJECTED, Fault, ScheduleError, parse_schedule, random_schedule
 from pullgate.tools.chaos.system import State, SystemUnusable, alive, read_state
 from services.invariants import check_placement
 
@@ -49,7 +52,7 @@ class Settings:
     deadline: float = 1.5
     schedule: str = ""
     """An explicit schedule (see schedule.py); empty means random from `seed`."""
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = DEFAULT_KINDS
     targets: tuple[str, ...] = ()
     """Processes a random schedule may hit; empty means every one."""
     mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
@@ -62,29 +65,65 @@ class Settings:
     max_in_flight: int = 200
 
 
+def _replicas(state: State, service: str) -> list[str]:
+    return [p.name for p in state.procs if p.service == service]
+
+
+def _gray(fault: Fault, state: State) -> Fault:
+    """A gray fault aimed at one process: the named replica, or a named service's last one; ScheduleError unless
+    its service runs several."""
+    service = fault.target if fault.target in topology.names() else state.proc(fault.target).service
+    replicas = _replicas(state, service)
+    if not replicas:
+        state.proc(fault.target)  # SystemUnusable naming the processes there are
+    if len(replicas) < 2:
+        raise ScheduleError(f"bad schedule: '{fault.at:g}s {fault.label}': {service} runs one process "
+                            f"({', '.join(replicas)}), and gray freezes one replica of several; start the system with "
+                            "`pullgate up --replicas 2` (or `pullgate chaos --start --replicas 2`)")
+    return dataclasses.replace(fault, target=replicas[-1] if fault.target == service else fault.target)
+
+
+def _one_gray_at_a_time(schedule: list[Fault], state: State) -> None:
+    grays = [f for f in schedule if f.kind == "gray"]
+    for i, first in enumerate(grays):
+        for second in grays[i + 1:]:
+            same = state.proc(first.target).service == state.proc(second.target).service
+            if same and second.at < first.at + first.duration:
+                raise ScheduleError(f"bad schedule: '{second.at:g}s {second.label}' overlaps '{first.at:g}s "
+                                    f"{first.label}': a gray fault freezes one replica of a service at a time")
+
+
 def plan(settings: Settings, state: State, injectable: bool) -> tuple[list[Fault], list[str]]:
-    """The schedule to run and notes for the report; InjectionUnavailable if an explicit one needs FaultService."""
+    """The schedule to run and notes for the report; InjectionUnavailable if an explicit one needs FaultService,
+    ScheduleError if a gray fault names a service with one process."""
     notes: list[str] = []
     if settings.schedule:
-        schedule = parse_schedule(settings.schedule)
+        schedule = [_gray(f, state) if f.kind == "gray" else f for f in parse_schedule(settings.schedule)]
         for fault in schedule:
             state.proc(fault.target)
             if fault.injected and not injectable:
                 raise InjectionUnavailable(
                     f"'{fault.label}' needs the admin FaultService, but the system was started without "
                     "--allow-fault-injection; restart it with `pullgate up --allow-fault-injection` "
-                    "(or use `pullgate chaos --start`), or schedule only kill and freeze")
+                    "(or use `pullgate chaos --start`), or schedule only kill, freeze, gray and overload")
+        _one_gray_at_a_time(schedule, state)
         return schedule, notes
     kinds = list(settings.kinds)
-    if not injectable and any(k not in SIGNALS for k in kinds):
-        kinds = [k for k in kinds if k in SIGNALS]
-        notes.append("the system runs without --allow-fault-injection: the random schedule uses only kill and "
-                     "freeze (slow, fail and hang need the admin FaultService)")
+    if not injectable and any(k in INJECTED for k in kinds):
+        kinds = [k for k in kinds if k not in INJECTED]
+        notes.append("the system runs without --allow-fault-injection: the random schedule leaves out slow, fail "
+                     "and hang (they need the admin FaultService)")
     targets = list(settings.targets) or state.names
     for name in targets:
         state.proc(name)
+    services = Counter(p.service for p in state.procs)
+    replicas = [n for n in targets if services[state.proc(n).service] > 1]
+    if "gray" in kinds and not replicas:
+        notes.append("no service runs two or more processes among the targets: the random schedule has no gray "
+                     "fault (start with --replicas 2 for one)")
     end = settings.duration - settings.limits.heal_bound - 2.0
-    return random_schedule(settings.seed, settings.warmup, end, targets, kinds), notes
+    return random_schedule(settings.seed, settings.warmup, end, targets, kinds, replicas=replicas,
+                           clear=settings.limits.heal_bound + 1.0), notes
 
 
 class Healing:
@@ -139,6 +178,7 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
     sampler = Sampler(before.addresses("customers")[0], before.addresses("catalog")[0],
                       before.addresses("inventory")[0])
     watch = MemoryWatch(settings.data_dir)
+    spiker: Overload | None = None
     actions = Actions(settings.data_dir, record)
     progress = Progress(out, out.isatty(), lambda: list(actions.current))
     healing = Healing(record.calls, limits.heal_quiet)
@@ -150,9 +190,19 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
     load = Load(before.addresses(topology.ENTRY)[0], settings.rate, record, settings.seed, settings.deadline,
                 settings.mix, settings.max_in_flight, on_call=on_call)
     stop_watching, stop_load, stop_faults = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    workers = contextlib.AsyncExitStack()
+    if any(f.kind == "overload" for f in schedule):
+        # Started before this process has calls in flight: grpc skips its fork handlers while it has.
+        print("overload: starting the load worker processes and measuring capacity ...", file=out, flush=True)
+        spiker = actions.overload = await workers.enter_async_context(
+            overload(load.target, data_dir, settings.deadline))
     watching = [asyncio.create_task(sampler.run(stop_watching)), asyncio.create_task(watch.run(stop_watching))]
     loop = asyncio.get_running_loop()
     try:
+        if spiker is not None:
+            capacity = await spiker.measure()
+            print(f"overload: capacity {capacity:.0f} OK strong order views/s ({CALLERS} closed-loop callers)",
+                  file=out, flush=True)
         await asyncio.wait_for(sampler.first.wait(), 30)  # the owners' histories start before the first request
         record.started = time.time()
         origin = loop.time()
@@ -178,6 +228,7 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
     finally:
         stop_watching.set()
         await asyncio.gather(*watching, return_exceptions=True)
+        await workers.aclose()
 
     try:
         after: State | None = read_state(settings.data_dir)
@@ -188,7 +239,7 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
     check = check_placement(data_dir)
     frozen: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for fault in record.faults:
-        if fault.kind == "freeze":
+        if fault.kind in ("freeze", "gray"):
             frozen[before.proc(fault.target).service].append((fault.start, fault.end or ended))
     history = build(sampler, orders, reservations, frozen)
     t0 = record.started
@@ -199,17 +250,22 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
         invariants.placements(record.calls, orders, check.violations, t0, t0),
         invariants.heal(record.calls, record.faults, limits, t0),
         invariants.processes(before, after, record.kills, watch.peaks(), alive(before.launcher_pid), limits),
+        invariants.goodput(record.spikes, record.faults, limits, t0),
+        invariants.breakers(record.spikes, record.faults, limits, t0),
+        invariants.gray(record.calls, record.faults, limits, t0),
     ]
     shown = {**asdict(settings), "data_dir": str(data_dir), "out": str(settings.out), "mix": dict(settings.mix),
              "schedule": [f.label if not f.at else f"{f.at:g}s {f.label}" for f in schedule],
-             "explicit_schedule": bool(settings.schedule), "fault_injection": injectable}
-    report = Report(shown, record.calls, record.faults, verdicts, watch.peaks(), t0, record.shed, notes)
+             "explicit_schedule": bool(settings.schedule), "fault_injection": injectable,
+             "capacity_per_s": None if spiker is None else round(spiker.capacity, 1)}
+    report = Report(shown, record.calls, record.faults, verdicts, watch.peaks(), t0, record.shed, notes,
+                    record.spikes)
     settings.out.mkdir(parents=True, exist_ok=True)
     report.write_json(settings.out / REPORT_FILE)
     if settings.picture:
         timeline.draw(record.calls, record.faults, t0, settings.out / PICTURE_FILE,
                       f"pullgate chaos: seed {settings.seed}, {settings.rate:g} req/s "
-                      f"({'every invariant held' if report.held else 'VIOLATED'})")
+                      f"({'every invariant held' if report.held else 'VIOLATED'})", verdicts)
     return report
 
 

@@ -18,14 +18,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from pullgate.tools.chaos.invariants import Verdict
 from pullgate.tools.chaos.progress import percentile
 from pullgate.tools.chaos.record import Call, FaultRun
 
-COLORS = {"kill": "#d62728", "freeze": "#9467bd", "slow": "#ff7f0e", "fail": "#8c564b", "hang": "#7f7f7f"}
+COLORS = {"kill": "#d62728", "freeze": "#9467bd", "slow": "#ff7f0e", "fail": "#8c564b", "hang": "#7f7f7f",
+          "gray": "#17becf", "overload": "#e377c2"}
 
 
-def draw(calls: Sequence[Call], faults: Sequence[FaultRun], origin: float, path: Path, title: str = "") -> None:
-    """Write the timeline PNG to `path`: one-second buckets by when each call was sent."""
+def draw(calls: Sequence[Call], faults: Sequence[FaultRun], origin: float, path: Path, title: str = "",
+         verdicts: Sequence[Verdict] = ()) -> None:
+    """Write the timeline PNG to `path`: one-second buckets by when each call was sent, and a line of verdicts."""
     buckets: dict[int, list[Call]] = defaultdict(list)
     for call in calls:
         buckets[max(0, math.floor(call.sent - origin))].append(call)
@@ -61,7 +64,11 @@ def draw(calls: Sequence[Call], faults: Sequence[FaultRun], origin: float, path:
     top.legend(loc="upper right", fontsize=8)
     bottom.legend(loc="upper right", fontsize=8)
     fig.suptitle(title or "pullgate chaos", fontsize=11)
-    fig.tight_layout()
+    if verdicts:
+        line = "   ".join(f"{v.number} {v.name} {'held' if v.held else 'VIOLATED'}" for v in verdicts)
+        fig.text(0.5, 0.005, line, ha="center", va="bottom", fontsize=8,
+                 color="#2ca02c" if all(v.held for v in verdicts) else "#d62728")
+    fig.tight_layout(rect=(0, 0.03 if verdicts else 0, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
