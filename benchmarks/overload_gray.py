@@ -28,7 +28,7 @@ from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.tools import scrape
 from pullgate.tools.chaos import system
-from pullgate.tools.chaos.load import CHANNEL_OPTIONS
+from pullgate.tools.gateway_channel import CHANNEL_OPTIONS
 from pullgate.tools.openloop import ORDER_IDS, Shot, collector_paused, view
 
 CONSISTENCY = "strong"

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pullgate.tools.chaos.progress import percentile
+from pullgate.tools.stats import percentile
 
 DEADLINE = 1.0
 """Seconds every view is given."""

@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 from matplotlib.axes import Axes
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from pullgate.tools.chaos.progress import percentile
 from pullgate.tools.chaos.timeline import COLORS
 from pullgate.tools.openloop import REFUSALS, Phase, Shot
+from pullgate.tools.stats import percentile
 
 ANSWERS = (  # how each answer is drawn, bottom to top: (label, colour)
     ("good", "#2ca02c"),

@@ -42,7 +42,7 @@ async def test_the_overload_benchmark_runs_end_to_end(tmp_path: Path, capsys: py
     out = capsys.readouterr().out
     for heading in ("== 1. spike", "== 2. gray failure", "== 3. tail", "== targets"):
         assert heading in out
-    assert "offered  good RESEXH UNAVAIL DEADLN" in out
+    assert "offered  good RESEXH CANCEL UNAVAIL DEADLN" in out
     assert "send lag p50" in out
     assert [t.scenario for t in targets] == ["spike"] * 4 + ["gray"] * 3 + ["tail"] * 2
     assert all(t.line() in out for t in targets)

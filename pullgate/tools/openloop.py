@@ -39,8 +39,8 @@ import grpc
 
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
-from pullgate.tools.chaos.load import CHANNEL_OPTIONS, MODES
-from pullgate.tools.chaos.progress import percentile
+from pullgate.tools.gateway_channel import CHANNEL_OPTIONS, MODES
+from pullgate.tools.stats import percentile
 from services import demo
 
 if TYPE_CHECKING:

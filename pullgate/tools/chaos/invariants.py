@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pullgate import topology
 from pullgate.tools.chaos.history import History
 from pullgate.tools.chaos.owners import OrderRecord
-from pullgate.tools.chaos.progress import percentile
 from pullgate.tools.chaos.record import Call, FaultRun, entity
 from pullgate.tools.chaos.spike import REFUSALS, Spike, per_second
 from pullgate.tools.chaos.system import State
+from pullgate.tools.stats import percentile
 
 EXAMPLES = 5
 """Violations quoted per invariant; the count covers all of them."""

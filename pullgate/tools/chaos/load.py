@@ -26,13 +26,11 @@ from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from pullgate.tools.chaos.owners import CUSTOMER_IDS, SKUS
 from pullgate.tools.chaos.record import Call, Record, order_view_parts, overview_parts
+from pullgate.tools.gateway_channel import CHANNEL_OPTIONS, MODES
 from services import demo
 
 if TYPE_CHECKING:
     from pullgate.gateway.v1.gateway_pb2_grpc import GatewayServiceAsyncStub
-
-MODES = {"strong": pb.CONSISTENCY_STRONG, "bounded": pb.CONSISTENCY_BOUNDED_STALENESS,
-         "available": pb.CONSISTENCY_AVAILABLE}
 
 DEFAULT_MIX: Mapping[str, float] = {
     "view-bounded": 25, "view-strong": 10, "view-available": 10,
@@ -41,13 +39,6 @@ DEFAULT_MIX: Mapping[str, float] = {
 }
 """Relative weights of each kind of request."""
 
-CHANNEL_OPTIONS = (
-    # A restarted gateway is found again within a tenth of a second, not after grpc's default backoff.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.enable_retries", 0),
-)
 PLACEABLE = tuple(s for s in SKUS if dict((x.sku, x.initial) for x in demo.STOCK)[s] > 0)
 
 
@@ -176,4 +167,4 @@ def _failed(op: str, mode: str, target: str, sent: float, latency: float, deadli
     return Call(op, mode, target, sent, latency, deadline, error.code().name, detail=error.details() or "")
 
 
-__all__ = ["CHANNEL_OPTIONS", "DEFAULT_MIX", "Load", "parse_mix"]
+__all__ = ["DEFAULT_MIX", "Load", "parse_mix"]

@@ -14,14 +14,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from pullgate.tools.chaos.record import Call
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+from pullgate.tools.stats import percentile
 
 
 class Progress:
@@ -71,4 +64,4 @@ class Progress:
             self._out.flush()
 
 
-__all__ = ["Progress", "percentile"]
+__all__ = ["Progress"]

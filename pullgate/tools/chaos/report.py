@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pullgate.tools.chaos.invariants import Peak, Verdict
-from pullgate.tools.chaos.progress import percentile
 from pullgate.tools.chaos.record import Call, FaultRun
 from pullgate.tools.chaos.spike import REFUSALS, Spike, per_second
+from pullgate.tools.stats import percentile
 
 SCHEMA = "pullgate.chaos.report/v1"
 

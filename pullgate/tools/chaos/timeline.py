@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from pullgate.tools.chaos.invariants import Verdict
-from pullgate.tools.chaos.progress import percentile
 from pullgate.tools.chaos.record import Call, FaultRun
+from pullgate.tools.stats import percentile
 
 COLORS = {"kill": "#d62728", "freeze": "#9467bd", "slow": "#ff7f0e", "fail": "#8c564b", "hang": "#7f7f7f",
           "gray": "#17becf", "overload": "#e377c2"}
