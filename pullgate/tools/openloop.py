@@ -54,6 +54,12 @@ REFUSALS = ("RESOURCE_EXHAUSTED", "CANCELLED")
 from grpc's core when its queue of calls not yet taken by Python is full (`grpc.server.max_pending_requests`,
 docs/overload.md). These loads never cancel a call themselves, so a CANCELLED here is the server's."""
 
+REFUSED_PAUSE = 0.05
+"""How long a closed-loop caller waits after a refusal before its next request, as a client that honours
+"overloaded" does (pullgate's own client side throttles itself). A caller that re-sent at once would spin: a
+refusal comes back in about a millisecond, so 32 such callers against a saturated gateway sent thousands of
+requests a second, each refused, and the refusals' cost, not the views', set what they measured."""
+
 ORDER_IDS = tuple(o.order_id for o in demo.ORDERS)
 """Order views go round the demo orders, so every view reads real data with one to four lines."""
 
@@ -201,7 +207,8 @@ async def _open(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Shot
 
 
 async def _closed(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Shot]:
-    """`job.callers` loops, each sending its next view as soon as its last one answered, for `job.seconds`."""
+    """`job.callers` loops, each sending its next view as soon as its last one answered (REFUSED_PAUSE after a
+    refusal), for `job.seconds`."""
     loop = asyncio.get_running_loop()
     shots: list[Shot] = []
     end = job.origin + job.seconds
@@ -215,6 +222,8 @@ async def _closed(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Sh
                                                     job.deadline)
             shots.append(Shot("closed", target, sent - job.origin, 0.0, loop.time() - sent, code, overloaded,
                               degraded))
+            if code in REFUSALS:
+                await asyncio.sleep(REFUSED_PAUSE)
 
     await asyncio.sleep(max(0.0, job.origin - loop.time()))
     await asyncio.gather(*(caller() for _ in range(job.callers)))
