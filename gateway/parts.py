@@ -112,7 +112,11 @@ def each(batch: Part[Any], found: dict[str, Any], key: str) -> Part[Any]:
 
 
 class ReadFailed(ServiceError):
-    """A read that cannot be answered as its mode demands: DEADLINE_EXCEEDED when time ran out, else UNAVAILABLE.
+    """A read that cannot be answered as its mode demands. The code says what kind of failure it was:
+    DEADLINE_EXCEEDED when time ran out; RESOURCE_EXHAUSTED when the owner refused for load (it was overloaded, its
+    bulkhead full, or this gateway throttled itself because it had been refusing), so that a caller backs off
+    rather than retrying at once, as gRPC clients retry UNAVAILABLE; else UNAVAILABLE. The trailer says where the
+    failure began (resilience's origin metadata), so a caller's breaker does not count it against the gateway.
 
     The message names the part, the owner and the owner's reason, e.g. "strong read: customer:1 could not be
     fetched live: customers: circuit open (127.0.0.1:50051)".
@@ -121,8 +125,20 @@ class ReadFailed(ServiceError):
     def __init__(self, message: str, error: ResilienceError) -> None:
         super().__init__(message)
         timed_out = error.code == grpc.StatusCode.DEADLINE_EXCEEDED
-        self.code = grpc.StatusCode.DEADLINE_EXCEEDED if timed_out else grpc.StatusCode.UNAVAILABLE
+        self.code = grpc.StatusCode.DEADLINE_EXCEEDED if timed_out else _READ_FAILED.get(
+            error.cause, grpc.StatusCode.UNAVAILABLE)
         self.cause = error
+
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        return self.cause.origin_metadata()
+
+
+_READ_FAILED = {
+    Cause.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Cause.THROTTLED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Cause.BULKHEAD_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+"""A failed read's status code by its cause, when time did not run out (UNAVAILABLE for any other)."""
 
 
 def _staleness(bound: float) -> str:

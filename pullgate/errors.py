@@ -17,6 +17,10 @@ class ServiceError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        """Trailing metadata to answer with beside the code (none unless a subclass has something to say)."""
+        return ()
+
 
 class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT

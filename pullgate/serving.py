@@ -100,7 +100,7 @@ class ErrorInterceptor(UnaryInterceptor):
                 # caller's breaker does not count it against this (healthy) server.
                 await context.abort(error.code, str(error), trailing_metadata=error.origin_metadata())
             except ServiceError as error:
-                await context.abort(error.code, str(error))
+                await context.abort(error.code, str(error), trailing_metadata=error.trailers())
             except grpc.aio.AbortError:
                 raise
             except Exception:

@@ -17,6 +17,7 @@ from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from resilience import OVERLOADED_METADATA
+from resilience.errors import ORIGIN_METADATA
 from tests.e2e.test_up import System, pullgate_up
 from tests.support import until, value
 
@@ -84,7 +85,8 @@ async def test_a_spike_is_refused_at_once_and_opens_no_breaker(tmp_path: Path) -
 
 async def test_an_available_read_under_an_overloaded_owner_is_stale_and_says_overloaded(tmp_path: Path) -> None:
     """catalog, full with one call, sheds the view's product lookup; the view serves the last good answer, STALE
-    with cause OVERLOADED, and nobody's breaker opens."""
+    with cause OVERLOADED, and nobody's breaker opens. A strong read, which may not be served stale, is refused
+    RESOURCE_EXHAUSTED (back off; not UNAVAILABLE, which gRPC clients retry at once), saying it began at catalog."""
     config = _config(tmp_path, "[admission.catalog]\ninitial_limit = 1\nmin_limit = 1\nmax_limit = 1\n"
                                "[resilience.default.cache]\nttl = 0.000001\n")
     async with (
@@ -101,7 +103,11 @@ async def test_an_available_read_under_an_overloaded_owner_is_stale_and_says_ove
             catalog_pb2.GetProductRequest(sku="SKU-001"), timeout=30))
         await until(lambda: value(system.metrics("catalog"), "resilience_server_in_flight") == 1)
         during = await gateway.GetOrderView(request, timeout=5)
+        strong, trailers = await _outcome(gateway.GetOrderView(
+            pb.GetOrderViewRequest(order_id="1", read=STRONG), timeout=5))
         held.cancel()
+    assert strong == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert trailers.get(ORIGIN_METADATA) == "catalog"
     products = [p for p in during.parts if p.part.startswith("product:")]
     assert products and all(p.source == pb.SOURCE_STALE for p in products)
     assert all(p.cause == pb.CAUSE_OVERLOADED for p in products)
