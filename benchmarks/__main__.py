@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m benchmarks [resilience|tracing|instructions|admission|overload] [--quick]`.
+"""Run the benchmarks: `python -m benchmarks [resilience|tracing|instructions|admission|overload|loop] [--quick]`.
 
 `overload` also takes `--out DIR` (where its pictures go) and `--only spike,gray,tail`.
 """
@@ -9,7 +9,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from benchmarks import admission_bench, instructions, overload_bench, resilience_bench, tracing_bench
+from benchmarks import admission_bench, instructions, loop_bench, overload_bench, resilience_bench, tracing_bench
 
 
 def scenarios(text: str) -> tuple[str, ...]:
@@ -26,12 +26,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="resilience",
-                        choices=["resilience", "tracing", "instructions", "admission", "overload"])
+                        choices=["resilience", "tracing", "instructions", "admission", "overload", "loop"])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, noisier figures)")
     parser.add_argument("--out", type=Path, default=Path("."), help="overload: where the PNGs go (default: .)")
     parser.add_argument("--only", type=scenarios, default=overload_bench.SCENARIOS,
                         help="overload: the scenarios to run, e.g. spike,gray (default: all)")
     args = parser.parse_args()
+    if args.which == "loop":
+        asyncio.run(loop_bench.run(quick=args.quick))
+        return
     if args.which == "overload":
         asyncio.run(overload_bench.run(quick=args.quick, out=args.out, only=args.only))
         return

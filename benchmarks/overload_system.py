@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,20 +38,21 @@ class System:
         return {p.name: self.metrics[p.name] for p in state.procs if p.service in calling and p.name in self.metrics}
 
 
-def _start(data_dir: Path, replicas: int, config: str, faults: str) -> system.Started:
+def _start(data_dir: Path, replicas: int, config: str, faults: str, flags: Sequence[str]) -> system.Started:
     data_dir.mkdir(parents=True)
     config_file = None
     if config:
         config_file = data_dir / "bench.toml"
         config_file.write_text(config)
-    return system.start(data_dir, replicas, config_file, ["--faults", faults] if faults else [])
+    return system.start(data_dir, replicas, config_file, [*(["--faults", faults] if faults else []), *flags])
 
 
 @contextlib.asynccontextmanager
-async def up(data_dir: Path, label: str, replicas: int, config: str = "", faults: str = "") -> AsyncIterator[System]:
+async def up(data_dir: Path, label: str, replicas: int, config: str = "", faults: str = "",
+             flags: Sequence[str] = ()) -> AsyncIterator[System]:
     """`pullgate up --any-ports --allow-fault-injection --replicas N` in `data_dir` (with `config` as its
-    --config file and `faults` as its --faults), stopped on exit."""
-    started = await asyncio.to_thread(_start, data_dir, replicas, config, faults)
+    --config file, `faults` as its --faults and any other `flags`), stopped on exit."""
+    started = await asyncio.to_thread(_start, data_dir, replicas, config, faults, flags)
     try:
         state = system.read_state(data_dir)
         yield System(label, data_dir, state.addresses(topology.ENTRY)[0], scrape.endpoints(data_dir), faults)

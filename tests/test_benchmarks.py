@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import overload_bench, resilience_bench
+from benchmarks import loop_bench, overload_bench, resilience_bench
 
 
 async def test_the_resilience_benchmark_measures_every_row() -> None:
@@ -49,3 +49,13 @@ async def test_the_overload_benchmark_runs_end_to_end(tmp_path: Path, capsys: py
     assert (tmp_path / "overload-timeline.png").stat().st_size > 0
     assert (tmp_path / "overload-freeze.png").stat().st_size > 0
     assert (tmp_path / "overload-tail.png").stat().st_size > 0
+
+
+@pytest.mark.e2e
+async def test_the_loop_benchmark_runs_both_loops_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    """A quick run starts a system on each loop, counts views and CPU for both, and prints the ratio."""
+    tallies = await loop_bench.run(quick=True)
+    out = capsys.readouterr().out
+    assert set(tallies) == {"asyncio", "uvloop"}
+    assert all(t.views > 0 and t.cpu > 0 and len(t.ok) == 2 for t in tallies.values())
+    assert "uvloop/asyncio: throughput" in out

@@ -19,7 +19,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from pullgate import topology
+from pullgate import loops, topology
 from pullgate.config import ConfigError, load
 from pullgate.faults import parse_faults
 from pullgate.gateway.v1 import gateway_pb2 as pb
@@ -84,15 +84,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = launcher.UpSettings(
         data_dir=args.data_dir, host=args.host, ports=ports, replicas=args.replicas, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection,
-        metrics=not args.no_metrics, metrics_ports=metrics_ports,
+        metrics=not args.no_metrics, metrics_ports=metrics_ports, loop=args.loop,
     )
-    return asyncio.run(launcher.up(settings))
+    return loops.run(launcher.up(settings), args.loop)
 
 
 def _check_startup(args: argparse.Namespace) -> None:
-    """Check the config file and fault spec before anything starts; errors name the key or clause."""
+    """Check the config file, fault spec and loop before anything starts; errors name the key or clause."""
     load(args.config)
     parse_faults(args.faults)
+    try:
+        loops.check(args.loop)
+    except loops.LoopUnavailable as error:
+        raise UsageError(str(error)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -104,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if topology.service(args.service).owns_data:
         args.data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run(options, load_app(args.service)))
+    loops.run(run(options, load_app(args.service)), args.loop)
     return 0
 
 
@@ -179,6 +183,8 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
                         help="inject latency/errors, e.g. 'catalog=delay:500ms@2%%' (see docs/faults.md)")
     parser.add_argument("--allow-fault-injection", action="store_true",
                         help="serve the admin FaultService so faults can be changed at run time")
+    parser.add_argument("--loop", choices=loops.LOOPS, default=loops.DEFAULT,
+                        help="event loop of every process (default asyncio; uvloop needs pullgate[uvloop])")
 
 
 def _client_flags(parser: argparse.ArgumentParser) -> None:

@@ -59,6 +59,8 @@ class UpSettings:
     ready_timeout: float = 30.0
     stop_grace: float = 10.0
     metrics: bool = True
+    loop: str = "asyncio"
+    """The event loop every process runs on (pullgate.loops)."""
     metrics_ports: Mapping[str, int] | None = None
     """Each service's metrics port (0 = any free one); None = the defaults, or any free one for a service whose
     gRPC port is 0 (`--any-ports`). $PULLGATE_METRICS_PORTS overrides: `gateway=9100,orders=0` or `off`."""
@@ -98,8 +100,11 @@ class Child:
         return self.service if self.replica == 0 else f"{self.service}-{self.replica}"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: on Linux, get SIGTERM if the launcher dies, so no server is left orphaned."""
+def _child_setup() -> None:
+    """In the child before exec: a process group of its own (so a Ctrl-C at the terminal reaches the launcher
+    only, which stops the children in order), and on Linux SIGTERM if the launcher dies, so no server is left
+    orphaned. (The group is set here rather than with `process_group=`, which uvloop's subprocesses lack.)"""
+    os.setpgid(0, 0)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -305,6 +310,8 @@ class Launcher:
             cmd += ["--faults", s.faults]
         if s.allow_fault_injection:
             cmd.append("--allow-fault-injection")
+        if s.loop != "asyncio":
+            cmd += ["--loop", s.loop]
         return cmd
 
     def _port_file(self, child: Child) -> Path:
@@ -319,7 +326,7 @@ class Launcher:
                telemetry_metrics.PORT_VARIABLE: "off" if child.metrics_port is None else str(child.metrics_port)}
         child.process = await asyncio.create_subprocess_exec(
             *self._command(child), env=env, stdin=asyncio.subprocess.DEVNULL,
-            process_group=0, preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup,
         )
         deadline = asyncio.get_running_loop().time() + self.settings.ready_timeout
         while not port_file.exists():
