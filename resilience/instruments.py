@@ -39,15 +39,6 @@ CALL_DURATION = _meter.create_histogram(
     description="Logical calls through the layer (all attempts, cache included), by downstream, method and outcome",
     explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
 )
-RPC_MS_BUCKETS: tuple[float, ...] = tuple(b * 1000 for b in LATENCY_BUCKETS)
-"""The same boundaries in milliseconds, for the RPC semantic conventions' histograms (unit ms)."""
-
-RPC_CLIENT_DURATION = _meter.create_histogram(
-    "rpc.client.duration", unit="ms",
-    description="Outbound gRPC calls on the wire, one per attempt (OpenTelemetry RPC semantic conventions): "
-                "rpc.system, rpc.service, rpc.method, rpc.grpc.status_code",
-    explicit_bucket_boundaries_advisory=RPC_MS_BUCKETS,
-)
 CACHE_REQUESTS = _meter.create_counter(
     "resilience.cache.requests", unit="{request}",
     description="Cache lookups of cacheable calls by result: hit, miss, coalesced (joined a call in flight), stale",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -32,7 +32,6 @@ from resilience.errors import (
     ResilienceError,
     StatusError,
 )
-from resilience.instruments import RPC_CLIENT_DURATION
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Our retries and hedges own the extra load; grpc's would multiply with them (and ignore our budget).
@@ -65,7 +64,6 @@ class Transport:
         self._interceptors = tuple(interceptors)
         self._channels = {a: grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addresses}
         self._callables: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
-        self._rpc_labels: dict[tuple[str, grpc.StatusCode], Mapping[str, str | int]] = {}
 
     async def __call__(self, request: Any, ctx: CallContext) -> Any:
         replica = ctx.replica or next(iter(self._channels))
@@ -86,36 +84,19 @@ class Transport:
             self._callables[key] = callable_
         # The criticality of the work in progress goes on, as the deadline does (made once per level: a lookup).
         metadata = outgoing_metadata()
-        path = ctx.method.path
-        start = self._clock.now()
-        code = grpc.StatusCode.OK
-        try:
-            if self._interceptors:
-                return await self._intercepted(callable_, request, timeout, path, metadata)
-            call = callable_(request, timeout=timeout, metadata=metadata)
+        if self._interceptors:
             try:
-                return await call
-            except asyncio.CancelledError:
-                call.cancel()  # the owner sees the cancellation and can stop working
-                raise
+                return await self._intercepted(callable_, request, timeout, ctx.method.path, metadata)
+            except grpc.aio.AioRpcError as error:
+                raise translate(error, self.downstream, replica) from None
+        call = callable_(request, timeout=timeout, metadata=metadata)
+        try:
+            return await call
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            call.cancel()  # the owner sees the cancellation and can stop working
             raise
         except grpc.aio.AioRpcError as error:
-            code = error.code()
             raise translate(error, self.downstream, replica) from None
-        finally:
-            RPC_CLIENT_DURATION.record((self._clock.now() - start) * 1000, self._rpc_attributes(path, code))
-
-    def _rpc_attributes(self, path: str, code: grpc.StatusCode) -> Mapping[str, str | int]:
-        """The RPC semantic conventions' attributes of a call to `path` that ended with `code` (made once each)."""
-        key = (path, code)
-        found = self._rpc_labels.get(key)
-        if found is None:
-            service, _, method = path.lstrip("/").partition("/")
-            found = self._rpc_labels[key] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
-                                             "rpc.grpc.status_code": code.value[0]}
-        return found
 
     async def _intercepted(
         self,
