@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from pullgate.tools.chaos.timeline import COLORS
@@ -62,6 +63,16 @@ def _shade(axes: Sequence[Axes], start: float, stop: float, label: str, color: s
                      textcoords="offset points", fontsize=8, va="top", color=color)
 
 
+def _save(fig: Figure, axes: Sequence[Axes], title: str, path: Path) -> None:
+    """Legends, the title, and the picture written to `path`; the figure is closed."""
+    for axis in axes:
+        axis.legend(loc="upper right", fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def spike(shots: Sequence[Shot], phases: Sequence[Phase], capacity: float, deadline: float, path: Path,
           title: str) -> None:
     """Write the spike's timeline to `path`: one-second buckets by when each request was due."""
@@ -103,12 +114,7 @@ def spike(shots: Sequence[Shot], phases: Sequence[Phase], capacity: float, deadl
             _shade((top, bottom), start, start + phase.seconds, f"{phase.name}: {phase.rate:.0f}/s",
                    COLORS["slow"])
         start += phase.seconds
-    top.legend(loc="upper right", fontsize=8)
-    bottom.legend(loc="upper right", fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, (top, bottom), title, path)
 
 
 def freeze(shots: Sequence[Shot], frozen: tuple[float, float], counted: tuple[float, float], slow: float,
@@ -145,12 +151,7 @@ def freeze(shots: Sequence[Shot], frozen: tuple[float, float], counted: tuple[fl
         axis.axvline(counted[1], color=COLORS["freeze"], linewidth=0.8)
     top.annotate("counted views", (counted[0], 0.0), xycoords=("data", "axes fraction"), xytext=(3, 3),
                  textcoords="offset points", fontsize=8, va="bottom", color=COLORS["freeze"])
-    top.legend(loc="upper right", fontsize=8)
-    bottom.legend(loc="upper right", fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, (top, bottom), title, path)
 
 
 
@@ -187,12 +188,7 @@ def tail(shots: Sequence[Shot], labels: Sequence[str], deadline: float, path: Pa
     bottom.set_ylabel("send lag (ms)")
     bottom.set_xlabel("seconds since the counted views started")
     bottom.grid(alpha=0.3)
-    top.legend(loc="upper right", fontsize=8)
-    bottom.legend(loc="upper right", fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, (top, bottom), title, path)
 
 
 __all__ = ["ANSWERS", "freeze", "kind", "spike", "tail"]

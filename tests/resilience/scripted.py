@@ -12,10 +12,19 @@ import grpc
 from pullgate.catalog.v1 import catalog_pb2
 from pullgate.customers.v1 import customers_pb2
 from pullgate.inventory.v1 import inventory_pb2
-from resilience import DeadlineExceeded, Method, StatusError
+from resilience import BreakerConfig, DeadlineExceeded, DownstreamConfig, HedgingConfig, Method, StatusError
+from resilience.config import CacheConfig, RetryConfig
 from resilience.context import CallContext
 from resilience.errors import Overloaded
 from resilience.testing import FakeClock
+
+ONE_ATTEMPT = DownstreamConfig(
+    retry=RetryConfig(enabled=False),
+    hedging=HedgingConfig(enabled=False),
+    cache=CacheConfig(enabled=False),
+    breaker=BreakerConfig(fail_max=1),
+)
+"""One attempt and nothing else: no retry, hedge or cache, and a breaker that opens on the first failure."""
 
 READ: Method[catalog_pb2.GetProductRequest, catalog_pb2.GetProductResponse] = Method(
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].methods_by_name["GetProduct"],

@@ -23,17 +23,11 @@ from resilience import (
     TimeoutConfig,
 )
 from resilience import deadline as dl
-from resilience.config import CacheConfig, RetryConfig
+from resilience.config import CacheConfig
 from resilience.testing import FakeClock, settle
-from tests.resilience.scripted import OVERLOADED, READ, Prompt, Scripted, Step
+from tests.resilience.scripted import ONE_ATTEMPT, OVERLOADED, READ, Prompt, Scripted, Step
 
 REQUEST = catalog_pb2.GetProductRequest(sku="x")
-ONE_ATTEMPT = DownstreamConfig(
-    retry=RetryConfig(enabled=False),
-    hedging=HedgingConfig(enabled=False),
-    cache=CacheConfig(enabled=False),
-    breaker=BreakerConfig(fail_max=1),
-)
 
 
 async def finish(clock: FakeClock, calls: list[asyncio.Task[Any]], step: float = 0.01) -> None:

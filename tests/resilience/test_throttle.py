@@ -18,15 +18,9 @@ from resilience.context import CallContext
 from resilience.errors import Overloaded
 from resilience.testing import FakeClock
 from resilience.throttle import Throttle
-from tests.resilience.scripted import KEYED_WRITE, OK, OVERLOADED, READ, Scripted, Step
+from tests.resilience.scripted import KEYED_WRITE, OK, ONE_ATTEMPT, OVERLOADED, READ, Scripted, Step
 
 REQUEST = catalog_pb2.GetProductRequest(sku="x")
-ONE_ATTEMPT = DownstreamConfig(
-    retry=RetryConfig(enabled=False),
-    hedging=HedgingConfig(enabled=False),
-    cache=CacheConfig(enabled=False),
-    breaker=BreakerConfig(fail_max=1),
-)
 
 
 class Draws(random.Random):
