@@ -11,8 +11,15 @@ have not answered yet are priced as the average of those that have, so a new one
 Which replicas may be drawn: not one this call has tried already (a retry or a hedge goes elsewhere; judged
 as the attempt starts, so each hedge avoids every replica tried before it), nor one whose breaker is open,
 nor one that outlier detection has ejected (resilience.outlier, which this feeds with races lost and
-timeouts), as long as another is left. An ejected replica is drawn only when no other usable replica is left,
-not even one this call tried before.
+timeouts), as long as another is left. An ejected replica is drawn only when no other usable replica is
+left, not even one this call tried before.
+
+A race lost counts toward ejection only when the replica was overtaken: an attempt sent after its own answered
+first. That is evidence whatever the caller's event loop was doing: answers are read in the order they arrive,
+so a later attempt can only win if this replica's answer had not arrived by the time the later one's had. A
+hedge that loses to an attempt sent before it proves nothing (the first was merely slowish), and is not counted.
+(An earlier rule counted every loser while the loop had kept up; races last milliseconds, so a slightly busy
+loop left real losses uncounted and a frozen replica was never ejected.)
 """
 
 from __future__ import annotations
@@ -26,9 +33,7 @@ from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import Call, CallContext
 from resilience.errors import DeadlineExceeded
 from resilience.ewma import PRIOR, TAU, PeakEwma
-from resilience.hedge import LOSER
 from resilience.instruments import watch_balance
-from resilience.lag import LoopLag
 from resilience.outcome import Outcome, classify
 from resilience.outlier import LOST_RACE, TIMED_OUT, OutlierDetector
 
@@ -51,7 +56,6 @@ class Balance:
         usable: Callable[[str], bool] = lambda replica: True,
         clock: Clock = SYSTEM_CLOCK,
         outliers: OutlierDetector | None = None,
-        lag: LoopLag | None = None,
         answered: Callable[[bool, float], None] | None = None,
         downstream: str = "",
         decay: float = TAU,
@@ -68,7 +72,6 @@ class Balance:
         self._rng = rng or random.Random()
         self._usable = usable
         self._clock = clock
-        self._lag = lag
         self._answered = answered
         watch_balance(self)
 
@@ -140,7 +143,7 @@ class Balance:
             response = await inner(request, ctx)
         except BaseException as error:
             self.outstanding[replica] -= 1
-            self._ended(replica, error, start)
+            self._ended(replica, error, start, ctx)
             raise
         self.outstanding[replica] -= 1
         now = self._clock.now()
@@ -153,7 +156,7 @@ class Balance:
         stats.won = ctx.attempt
         return response
 
-    def _ended(self, replica: str, error: BaseException, start: float) -> None:
+    def _ended(self, replica: str, error: BaseException, start: float, ctx: CallContext) -> None:
         """An attempt ended without a response: what it says about the replica's latency and health."""
         now = self._clock.now()
         elapsed = now - start
@@ -169,13 +172,11 @@ class Balance:
             latency.penalize(now)
         elif isinstance(error, asyncio.CancelledError):
             latency.at_least(elapsed, now)
-            if outliers is not None and error.args[:1] == (LOSER,) and self._kept_up(start, now, elapsed):
+            if outliers is not None and ctx.stats.won > ctx.attempt:
+                # Overtaken: an attempt sent after this one answered first. (Told by the attempts' numbers, not
+                # by the cancellation's message: grpc.aio drops the message when a call is cancelled.)
                 outliers.failed(replica, LOST_RACE)
         elif outcome.owner_failed:
             latency.at_least(elapsed, now)
             if outliers is not None and isinstance(error, DeadlineExceeded):
                 outliers.failed(replica, TIMED_OUT)
-
-    def _kept_up(self, start: float, now: float, elapsed: float) -> bool:
-        """Was the event loop behind for at most half of [start, now]? (Else a lost race proves nothing.)"""
-        return self._lag is None or self._lag.during(start, now) <= elapsed / 2

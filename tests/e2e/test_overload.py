@@ -116,11 +116,14 @@ async def test_an_available_read_under_an_overloaded_owner_is_stale_and_says_ove
 
 
 async def test_a_frozen_replica_stops_getting_attempts_and_is_taken_back(tmp_path: Path) -> None:
-    """With the catalog replica that carries the views frozen, views stay fast (hedged to the other) and the
-    frozen one gets next to no attempts; after SIGCONT it is tried again and gets attempts back."""
-    # No cache, so every view reaches catalog; a short EWMA decay, so an avoided replica is retried within seconds.
+    """With the catalog replica that carries the views frozen, views stay good (hedged to the other), the frozen
+    one loses its races and is ejected; from then on it gets next to no attempts; after SIGCONT it is tried
+    again and gets attempts back."""
+    # No cache, so every view reaches catalog; a short EWMA decay, so an avoided replica is retried within seconds;
+    # an ejection long enough for the 200 views, short enough to see the return soon after.
     config = _config(tmp_path, "[resilience.default.cache]\nenabled = false\n"
-                               "[resilience.default.balance]\ndecay = \"1s\"\n")
+                               "[resilience.default.balance]\ndecay = \"1s\"\n"
+                               "[resilience.default.outlier_detection]\nbase_ejection_time = \"10s\"\n")
     async with (
         pullgate_up(tmp_path, "--config", config, "--replicas", "2") as system,
         grpc.aio.insecure_channel(system.address("gateway")) as channel,
@@ -132,6 +135,10 @@ async def test_a_frozen_replica_stops_getting_attempts_and_is_taken_back(tmp_pat
             samples = system.metrics("gateway")
             return {a: value(samples, "resilience_attempts_total", downstream="catalog", replica=a) for a in replicas}
 
+        def ejections(replica: str) -> float:
+            return value(system.metrics("gateway"), "resilience_outlier_ejections_total", downstream="catalog",
+                         replica=replica)
+
         async def views(n: int) -> None:
             for _ in range(n):
                 response = await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="1", read=STRONG), timeout=5)
@@ -142,12 +149,21 @@ async def test_a_frozen_replica_stops_getting_attempts_and_is_taken_back(tmp_pat
         busy = max(before, key=lambda a: before[a])
         os.kill(replicas[busy]["pid"], signal.SIGSTOP)
         try:
+            # Before the ejection peak-EWMA already keeps it to the odd probe (its decay, 1 s); each probe is
+            # overtaken by its hedge, and five in a row (consecutive_failures) eject it.
+            async def ejected_by_lost_races() -> None:
+                while not ejections(busy):
+                    await views(10)
+
+            await asyncio.wait_for(ejected_by_lost_races(), 60)
+            assert ejections(busy) == 1
+            ejected = attempts()
             await views(200)
             during = attempts()
         finally:
             os.kill(replicas[busy]["pid"], signal.SIGCONT)
-        sent = {a: during[a] - before[a] for a in replicas}
-        # Of the 200 views' catalog attempts, the frozen replica got only the probes its decay let through.
+        sent = {a: during[a] - ejected[a] for a in replicas}
+        # Of the 200 views' catalog attempts after the ejection, the frozen replica got next to none.
         assert sent[busy] <= 0.05 * sum(sent.values()), sent
 
         async def taken_back() -> None:

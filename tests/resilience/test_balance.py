@@ -13,7 +13,7 @@ from resilience import Downstream, DownstreamConfig, HedgingConfig, OutlierDetec
 from resilience.balance import Balance
 from resilience.config import BudgetConfig, BulkheadConfig, CacheConfig, RetryConfig
 from resilience.ewma import PRIOR, TAU, PeakEwma
-from resilience.outlier import OutlierDetector
+from resilience.outlier import LOST_RACE, OutlierDetector
 from resilience.testing import FakeClock
 from tests.resilience.scripted import READ, Prompt, Scripted, Step
 
@@ -190,3 +190,25 @@ async def test_attempts_are_counted_per_replica() -> None:
     assert balance.downstream == "catalog"
     assert balance.sent == {r: owner.calls.count(r) for r in ("slow:1", "fast:1")}
     assert sum(balance.sent.values()) >= 50
+
+
+@pytest.mark.parametrize(("first", "hedge", "counted"), [(1.0, 0.002, True), (0.012, 0.005, False)])
+async def test_only_an_overtaken_attempt_counts_as_a_lost_race(first: float, hedge: float, counted: bool) -> None:
+    """The first attempt, overtaken by its hedge, lost a race; a hedge that loses to the attempt sent before it
+    did not (the first was merely slowish), whoever's replica it went to."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, replica: Step(delay=first if n % 2 == 0 else hedge))
+    downstream = Downstream("catalog", ["a:1", "b:1"], HEDGED, clock, endpoint=script, rng=random.Random(3))
+    balance = downstream.stack.get("balance")
+    assert isinstance(balance, Balance) and balance.outliers is not None
+    lost: list[tuple[str, str]] = []
+    balance.outliers.failed = lambda replica, why: lost.append((replica, why))  # type: ignore[method-assign]
+    for _ in range(10):  # fewer than the hedge delay's first recomputation (25 samples): every call is hedged
+        call = asyncio.create_task(downstream.call(READ, REQUEST))
+        while not call.done():
+            await clock.advance(0.001)
+        assert call.result().provenance.hedged
+    losers = script.cancelled
+    assert len(losers) == 10
+    firsts = script.calls[0::2]
+    assert lost == ([(replica, LOST_RACE) for replica in firsts] if counted else [])
