@@ -31,6 +31,7 @@ from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
 from pullgate.telemetry import Telemetry
 from pullgate.telemetry.metrics import port_file as metrics_port_file
+from pullgate.telemetry.rpc_metrics import ServerMetrics
 from resilience import (
     SYSTEM_CLOCK,
     AdmissionConfig,
@@ -143,10 +144,13 @@ async def running(
     injector = faults if faults is not None else FaultInjector("")
     own = {path: level for b in bindings for path, level in b.criticality.items()}
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
-        # Outermost: admission. Whatever stands in front of it is paid by every refused request, and a refusal
+        # Outermost: the standard per-method metric (rpc.server.duration), so every call is counted by its
+        # status, refusals too; a clock read and a histogram record per call.
+        # Then admission. Whatever stands in front of it is paid by every refused request, and a refusal
         # must be cheap (a recording server span in front would cost each refusal about a fifth more CPU);
         # refusals stay visible in the caller's span, in the trailers and in the refused counter. It also puts
         # the request's criticality in force for everything below, the handler's own calls included.
+        ServerMetrics(),
         AdmissionInterceptor(names, admission, criticality=own, name=name, clock=clock),
         # Then the server span, with the caller's trace context from the metadata, so the handler, the
         # faults and the error translation below all happen inside it (an injected delay shows in the span).

@@ -47,11 +47,13 @@ from resilience.hedge import LOSER as HEDGE_LOSER
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
+from resilience.rpc_durations import RPC_CLIENT_DURATION, RpcDurations, Series
 from resilience.server import AdmissionInterceptor, Behavior, DeadlineInterceptor, HandlerMemo, UnaryInterceptor
 
 __all__ = [
     "HEDGE_LOSER",
     "OVERLOADED_METADATA",
+    "RPC_CLIENT_DURATION",
     "SYSTEM_CLOCK",
     "AdmissionConfig",
     "AdmissionInterceptor",
@@ -86,7 +88,9 @@ __all__ = [
     "ResilienceError",
     "Result",
     "RetryConfig",
+    "RpcDurations",
     "Seconds",
+    "Series",
     "Source",
     "StatusError",
     "SystemClock",

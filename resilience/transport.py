@@ -32,6 +32,7 @@ from resilience.errors import (
     ResilienceError,
     StatusError,
 )
+from resilience.rpc_durations import RPC_CLIENT_DURATION
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Our retries and hedges own the extra load; grpc's would multiply with them (and ignore our budget).
@@ -44,6 +45,10 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
 )
+
+
+_OK = grpc.StatusCode.OK.value[0]
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
 
 class Transport:
@@ -84,19 +89,27 @@ class Transport:
             self._callables[key] = callable_
         # The criticality of the work in progress goes on, as the deadline does (made once per level: a lookup).
         metadata = outgoing_metadata()
-        if self._interceptors:
-            try:
-                return await self._intercepted(callable_, request, timeout, ctx.method.path, metadata)
-            except grpc.aio.AioRpcError as error:
-                raise translate(error, self.downstream, replica) from None
-        call = callable_(request, timeout=timeout, metadata=metadata)
+        path = ctx.method.path
+        now = self._clock.now
+        start = now()
+        code = _OK
         try:
-            return await call
+            if self._interceptors:
+                return await self._intercepted(callable_, request, timeout, path, metadata)
+            call = callable_(request, timeout=timeout, metadata=metadata)
+            try:
+                return await call
+            except asyncio.CancelledError:
+                call.cancel()  # the owner sees the cancellation and can stop working
+                raise
         except asyncio.CancelledError:
-            call.cancel()  # the owner sees the cancellation and can stop working
+            code = _CANCELLED
             raise
         except grpc.aio.AioRpcError as error:
+            code = error.code().value[0]
             raise translate(error, self.downstream, replica) from None
+        finally:
+            RPC_CLIENT_DURATION.record(path, code, now() - start)
 
     async def _intercepted(
         self,

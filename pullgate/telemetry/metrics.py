@@ -1,5 +1,9 @@
 """Metrics for Prometheus: the OpenTelemetry SDK's meter provider, read by a Prometheus endpoint on its own port.
 
+The standard per-method gRPC histograms (`rpc.server.duration`, `rpc.client.duration`) are kept by hand for
+their cost (resilience/rpc_durations.py); `RpcCollector` hands them to the same endpoint when it is scraped,
+named and labelled as the SDK's Prometheus exporter would name them.
+
 `PULLGATE_METRICS_PORT` chooses the port (0 = any free one; unset = no endpoint); the launcher sets it for
 each process it starts and reads the bound port back from `<run dir>/<name>.metrics-port`. The resilience
 layer's instruments (resilience.instruments) and the gateway's (pullgate.telemetry.views) come alive once the
@@ -9,7 +13,7 @@ provider is installed; their histograms advise bucket boundaries in seconds, whi
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -17,7 +21,10 @@ from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.core import HistogramMetricFamily, Metric
+
+from resilience import RpcDurations
 
 PORT_VARIABLE = "PULLGATE_METRICS_PORT"
 
@@ -37,6 +44,26 @@ def port_file(grpc_port_file: Path) -> Path:
     return grpc_port_file.with_suffix(".metrics-port")
 
 
+class RpcCollector:
+    """A prometheus_client collector of every RpcDurations histogram: `rpc_<side>_duration_milliseconds`."""
+
+    LABELS = ("rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code")
+    BOUNDS = (*(f"{bound:g}" for bound in RpcDurations.bounds), "+Inf")
+
+    def collect(self) -> Iterator[Metric]:
+        for histogram in RpcDurations.instances:
+            family = HistogramMetricFamily(
+                histogram.name.replace(".", "_") + "_milliseconds", histogram.description, labels=self.LABELS
+            )
+            for series in histogram.collect():
+                family.add_metric(
+                    ["grpc", series.service, series.method, str(series.code)],
+                    list(zip(self.BOUNDS, series.cumulative, strict=True)),
+                    series.total_ms,
+                )
+            yield family
+
+
 class Metrics:
     """An installed meter provider and its Prometheus endpoint; `port` is the one bound."""
 
@@ -44,6 +71,8 @@ class Metrics:
         self._reader = PrometheusMetricReader()
         self.provider = MeterProvider(resource=resource, metric_readers=[self._reader])
         metrics.set_meter_provider(self.provider)
+        self._rpc = RpcCollector()
+        REGISTRY.register(self._rpc)
         self._server: WSGIServer
         self._server, _ = start_http_server(port, addr=host)
         self.port: int = self._server.server_port
@@ -51,4 +80,5 @@ class Metrics:
     def shutdown(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        REGISTRY.unregister(self._rpc)
         self.provider.shutdown()

@@ -12,7 +12,7 @@ from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from tests.observability.conftest import System
 from tests.observability.test_traces import set_faults
-from tests.support import scrape, value
+from tests.support import scrape, until, value
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +47,32 @@ async def test_the_gateway_serves_resilience_and_view_metrics(system: System) ->
     states = [s for s in samples if s.name == "resilience_breaker_state"]
     assert {s.labels["downstream"] for s in states} == set(topology.downstreams())
     assert all(s.value in (0, 1, 2) for s in states)
+
+
+async def test_every_server_and_client_has_the_standard_rpc_metrics_by_method_and_status(system: System) -> None:
+    """rpc.server.duration on every server and rpc.client.duration on every caller, by the RPC semantic
+    conventions: a view's calls show up per method with status OK, a view of no order with NOT_FOUND."""
+    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+        gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+        await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="2"), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="no-such-order"), timeout=5)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    view = {"rpc_system": "grpc", "rpc_service": "pullgate.gateway.v1.GatewayService", "rpc_method": "GetOrderView"}
+    ok, not_found = str(grpc.StatusCode.OK.value[0]), str(grpc.StatusCode.NOT_FOUND.value[0])
+
+    def counted(service: str, metric: str, code: str, **labels: str) -> bool:
+        return value(scrape(system.metrics_url(service)), metric, rpc_grpc_status_code=code, **labels) >= 1
+
+    # A server sends an abort's status before its interceptors return, so the caller may hear NOT_FOUND a moment
+    # before the server has recorded it: wait for the series rather than read it once.
+    server, client = "rpc_server_duration_milliseconds_count", "rpc_client_duration_milliseconds_count"
+    await until(lambda: counted("gateway", server, not_found, **view))
+    assert counted("gateway", server, ok, **view)
+    assert counted("gateway", client, ok, rpc_system="grpc", rpc_service="pullgate.orders.v1.OrderService",
+                   rpc_method="GetOrder")
+    await until(lambda: counted("orders", server, not_found, rpc_method="GetOrder"))
+    assert counted("orders", server, ok, rpc_method="GetOrder")
 
 
 def test_every_process_has_its_own_metrics_port(system: System) -> None:
