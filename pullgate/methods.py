@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from google.protobuf import descriptor_pool
+
 from pullgate import topology
 from pullgate.catalog.v1 import catalog_pb2 as catalog
 from pullgate.customers.v1 import customers_pb2 as customers
@@ -65,8 +67,12 @@ class Upstreams(Mapping[str, Downstream]):
         if missing:
             raise ValueError(f"{service} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
         interceptors = client_interceptors()  # tracing's client span and propagation, when tracing is on
-        return cls(service, {name: Downstream(name, tuple(addresses[name]), config.for_downstream(name), clock,
-                                              interceptors=interceptors) for name in names})
+        downstreams = {name: Downstream(name, tuple(addresses[name]), config.for_downstream(name), clock,
+                                        interceptors=interceptors) for name in names}
+        for name, downstream in downstreams.items():
+            downstream.expect(descriptor_pool.Default().FindServiceByName(topology.service(name).contract)
+                              .methods_by_name)
+        return cls(service, downstreams)
 
     def __getitem__(self, name: str) -> Downstream:
         try:

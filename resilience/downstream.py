@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -15,6 +15,7 @@ from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.config import DownstreamConfig
 from resilience.context import Call, CallContext
 from resilience.errors import ResilienceError
+from resilience.instruments import zero
 from resilience.method import Method, Req, Resp
 from resilience.result import Result
 from resilience.stack import Stack, build
@@ -51,6 +52,11 @@ class Downstream:
         self.stack: Stack = build(
             name, config, self.addresses, endpoint or self._transport or _unreachable, clock, rng or random.Random()
         )
+
+    def expect(self, methods: Iterable[str]) -> None:
+        """Start this downstream's counters at 0 for each of `methods` (names, e.g. "GetProduct") and each replica,
+        so that dashboards show 0, not "no data", before the first retry, hedge or refusal."""
+        zero(self.name, self.addresses, methods)
 
     async def call(
         self, method: Method[Req, Resp], request: Req, max_staleness: float | None = None

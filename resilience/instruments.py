@@ -192,6 +192,25 @@ def labels(downstream: str, method: str, **extra: str) -> dict[str, AttributeVal
     return {"downstream": downstream, "method": method, **extra}
 
 
+def zero(downstream: str, replicas: Iterable[str], methods: Iterable[str]) -> None:
+    """Start the downstream's counters at 0 for every method and replica it may see, so that a dashboard shows 0
+    rather than "no data" for what has not happened yet, and a rate over a first event is right (Prometheus's
+    instrumentation advice: avoid missing metrics). The cache's series start with the cache's first lookup."""
+    replicas, methods = tuple(replicas), tuple(methods)
+    for method in methods:
+        per_method = labels(downstream, method)
+        for counter in (RETRIES, HEDGES_SENT, HEDGES_WON, BULKHEAD_REJECTIONS, THROTTLE_REJECTIONS, LOCAL_DEADLINES):
+            counter.add(0, per_method)
+        for kind in ("retry", "hedge"):
+            BUDGET_REFUSALS.add(0, labels(downstream, method, kind=kind))
+        for replica in replicas:
+            BREAKER_REJECTIONS.add(0, labels(downstream, method, replica=replica))
+    for replica in replicas:
+        OUTLIER_EJECTIONS.add(0, {"downstream": downstream, "replica": replica})
+        for state in BREAKER_STATES:
+            BREAKER_TRANSITIONS.add(0, {"downstream": downstream, "replica": replica, "state": state})
+
+
 # Server admission control (resilience.server.AdmissionInterceptor). Every instrument is observable: the
 # interceptor keeps plain counts, and the SDK reads them when it exports, so an admitted or refused request
 # costs an integer increment rather than a counter's attribute lookup.
@@ -243,7 +262,9 @@ def _admission_counts(options: CallbackOptions, *, refused: bool) -> Iterable[Ob
             kinds = (("limit", m.refused_limit), ("deadline", m.refused_deadline)) if refused else (("", m.admitted),)
             for reason, counts in kinds:
                 for level, count in enumerate(counts):
-                    if count:
+                    # A refusal series starts at 0 once its level was seen at all, so a rate over the first one
+                    # is right and a dashboard shows 0 rather than "no data".
+                    if count or (refused and m.admitted[level]):
                         attributes = {"server": a.name, "method": m.name, "criticality": Criticality(level).name}
                         if reason:
                             attributes["reason"] = reason

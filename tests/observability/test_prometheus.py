@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
@@ -25,7 +26,8 @@ from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from tests.e2e.test_up import System, pullgate_up
-from tests.support import free_ports, until
+from tests.observability.dashboard import expressions, metric_names
+from tests.support import free_ports, scrape, until
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +67,16 @@ class Prometheus:
         assert answer["status"] == "success", answer
         result: list[dict[str, Any]] = answer["data"]["result"]
         return result
+
+    def error(self, promql: str) -> str | None:
+        """What Prometheus says is wrong with `promql` (parsing, types), or None if it evaluates."""
+        url = f"http://{self.address}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as refused:
+            answer = json.loads(refused.read())
+        return None if answer["status"] == "success" else f"{answer['errorType']}: {answer['error']}"
 
     def ready(self) -> bool:
         return _get(f"http://{self.address}/-/ready")[0] == 200
@@ -121,3 +133,17 @@ async def test_prometheus_sees_calls_by_method_and_status_and_a_killed_owner_in_
     os.kill(system.recorded("catalog")["pid"], signal.SIGKILL)
     await _views(system, 30)
     await until(lambda: any(float(r["value"][1]) > 0 for r in prometheus.query(opened)), within=30)
+
+
+async def test_the_dashboards_promql_evaluates_and_reads_only_metrics_a_live_scrape_has(
+        prometheus_and_system: tuple[Prometheus, System]) -> None:
+    """Every expression of deploy/grafana/dashboards/pullgate.json is valid PromQL to a real Prometheus, and every
+    metric it reads is served by some process of a system that has answered a few views."""
+    prometheus, system = prometheus_and_system
+    await _views(system, 5)
+    served = {sample.name for name in topology.names() for p in system.state["services"][name]
+              for sample in scrape(p["metrics"])}
+    for title, expr in expressions():
+        assert prometheus.error(expr) is None, (title, expr, prometheus.error(expr))
+        assert metric_names(expr) <= served, (title, metric_names(expr) - served)
+    assert prometheus.error("sum by (job) (rate(no_such_metric[1m]") is not None  # the check can fail
