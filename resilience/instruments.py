@@ -264,7 +264,8 @@ def _admission_counts(options: CallbackOptions, *, refused: bool) -> Iterable[Ob
                 for level, count in enumerate(counts):
                     # A refusal series starts at 0 once its level was seen at all, so a rate over the first one
                     # is right and a dashboard shows 0 rather than "no data".
-                    if count or (refused and m.admitted[level]):
+                    if count or (refused and (m.admitted[level] or m.refused_limit[level]
+                                              or m.refused_deadline[level])):
                         attributes = {"server": a.name, "method": m.name, "criticality": Criticality(level).name}
                         if reason:
                             attributes["reason"] = reason

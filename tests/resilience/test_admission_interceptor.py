@@ -268,8 +268,13 @@ async def test_the_metrics_report_the_limit_in_flight_and_each_decision() -> Non
     assert mine(instruments._admission_gauge("in_flight")(options)) == [(2, {"server": "metrics-test"})]
     labels = {"server": "metrics-test", "method": "GetProduct"}
     assert mine(instruments._admission_counts(options, refused=False)) == [(2, {**labels, "criticality": "CRITICAL"})]
-    assert mine(instruments._admission_counts(options, refused=True)) == [
-        (1, {**labels, "criticality": "SHEDDABLE", "reason": "limit"})
+    # Every level seen has both refusal series, at 0 until its first refusal.
+    refused = mine(instruments._admission_counts(options, refused=True))
+    assert sorted(refused, key=lambda r: sorted(r[1].items())) == [
+        (0, {**labels, "criticality": "CRITICAL", "reason": "deadline"}),
+        (0, {**labels, "criticality": "CRITICAL", "reason": "limit"}),
+        (0, {**labels, "criticality": "SHEDDABLE", "reason": "deadline"}),
+        (1, {**labels, "criticality": "SHEDDABLE", "reason": "limit"}),
     ]
     await clock.advance(1.0)
     await asyncio.gather(*busy)
