@@ -6,18 +6,11 @@ under CI=true that skip is a failure (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
-import shutil
 import signal
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -25,85 +18,25 @@ import pytest
 from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
+from pullgate.tools import prometheus
+from pullgate.tools.prometheus import Prometheus
 from tests.e2e.test_up import System, pullgate_up
 from tests.observability.dashboard import expressions, metric_names
 from tests.support import free_ports, scrape, until
 
 pytestmark = pytest.mark.e2e
 
-PROMETHEUS = shutil.which("prometheus")
 STRONG = pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)
-
-
-def _config(system: System) -> str:
-    """Prometheus's config: one job per service, every process of it a target, scraped every second."""
-    jobs = []
-    for service in topology.names():
-        targets = [urllib.parse.urlsplit(p["metrics"]).netloc for p in system.state["services"][service]]
-        jobs.append(f"  - job_name: {service}\n    static_configs:\n      - targets: {json.dumps(targets)}\n")
-    return "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n" + "".join(jobs)
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except OSError:
-        return 0, b""
-
-
-class Prometheus:
-    """A Prometheus server on a free port, queried over its HTTP API."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """The instant vector `promql` evaluates to now (empty when it has no series yet)."""
-        status, body = _get(f"http://{self.address}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
-        if status != 200:
-            return []
-        answer: dict[str, Any] = json.loads(body)
-        assert answer["status"] == "success", answer
-        result: list[dict[str, Any]] = answer["data"]["result"]
-        return result
-
-    def error(self, promql: str) -> str | None:
-        """What Prometheus says is wrong with `promql` (parsing, types), or None if it evaluates."""
-        url = f"http://{self.address}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                answer = json.loads(response.read())
-        except urllib.error.HTTPError as refused:
-            answer = json.loads(refused.read())
-        return None if answer["status"] == "success" else f"{answer['errorType']}: {answer['error']}"
-
-    def ready(self) -> bool:
-        return _get(f"http://{self.address}/-/ready")[0] == 200
 
 
 @pytest.fixture
 async def prometheus_and_system(tmp_path: Path) -> AsyncIterator[tuple[Prometheus, System]]:
-    if PROMETHEUS is None:
+    if prometheus.binary() is None:
         pytest.skip("no `prometheus` binary on PATH (Debian: apt-get install prometheus; .ci/run does)")
     async with pullgate_up(tmp_path / "var") as system:
-        config = tmp_path / "prometheus.yml"
-        config.write_text(_config(system))
         address = f"127.0.0.1:{free_ports(1)[0]}"
-        log = tmp_path / "prometheus.log"
-        with log.open("wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address={address}", stdout=out, stderr=asyncio.subprocess.STDOUT)
-        try:
-            server = Prometheus(address)
-            await until(lambda: process.returncode is not None or server.ready(), within=30)
-            assert process.returncode is None, log.read_text()
+        with prometheus.running(system.data_dir, tmp_path / "prometheus", address) as server:
             yield server, system
-        finally:
-            if process.returncode is None:
-                process.terminate()
-            await asyncio.wait_for(process.wait(), 30)
 
 
 async def _views(system: System, count: int) -> None:
