@@ -1,6 +1,8 @@
-"""Run the benchmarks: `python -m benchmarks [resilience|tracing|instructions|admission|overload|loop] [--quick]`.
+"""Run the benchmarks: `python -m benchmarks [resilience|tracing|instructions|admission|overload|loop|dashboard]
+[--quick]`.
 
-`overload` also takes `--out DIR` (where its pictures go) and `--only spike,gray,tail`.
+`overload` also takes `--out DIR` (where its pictures go) and `--only spike,gray,tail`; `dashboard` (the Grafana
+panels drawn from a real run's Prometheus data) takes `--out DIR` too (default docs/).
 """
 
 from __future__ import annotations
@@ -9,7 +11,15 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from benchmarks import admission_bench, instructions, loop_bench, overload_bench, resilience_bench, tracing_bench
+from benchmarks import (
+    admission_bench,
+    dashboard_bench,
+    instructions,
+    loop_bench,
+    overload_bench,
+    resilience_bench,
+    tracing_bench,
+)
 
 
 def scenarios(text: str) -> tuple[str, ...]:
@@ -26,17 +36,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="resilience",
-                        choices=["resilience", "tracing", "instructions", "admission", "overload", "loop"])
+                        choices=["resilience", "tracing", "instructions", "admission", "overload", "loop", "dashboard"])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, noisier figures)")
-    parser.add_argument("--out", type=Path, default=Path("."), help="overload: where the PNGs go (default: .)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="overload, dashboard: where the PNGs go (default: . for overload, docs/ for dashboard)")
     parser.add_argument("--only", type=scenarios, default=overload_bench.SCENARIOS,
                         help="overload: the scenarios to run, e.g. spike,gray (default: all)")
     args = parser.parse_args()
     if args.which == "loop":
         asyncio.run(loop_bench.run(quick=args.quick))
         return
+    if args.which == "dashboard":
+        asyncio.run(dashboard_bench.run(quick=args.quick, out=args.out or Path("docs")))
+        return
     if args.which == "overload":
-        asyncio.run(overload_bench.run(quick=args.quick, out=args.out, only=args.only))
+        asyncio.run(overload_bench.run(quick=args.quick, out=args.out or Path("."), only=args.only))
         return
     bench = {
         "resilience": resilience_bench, "tracing": tracing_bench, "instructions": instructions,

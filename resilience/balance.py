@@ -15,11 +15,13 @@ timeouts), as long as another is left. An ejected replica is drawn only when no 
 left, not even one this call tried before.
 
 A race lost counts toward ejection only when the replica was overtaken: an attempt sent after its own answered
-first. That is evidence whatever the caller's event loop was doing: answers are read in the order they arrive,
-so a later attempt can only win if this replica's answer had not arrived by the time the later one's had. A
-hedge that loses to an attempt sent before it proves nothing (the first was merely slowish), and is not counted.
-(An earlier rule counted every loser while the loop had kept up; races last milliseconds, so a slightly busy
-loop left real losses uncounted and a frozen replica was never ejected.)
+first. Answers are read in the order they arrive, so a later attempt can only win if this replica's answer had
+not arrived by the time the later one's had. A hedge that loses to an attempt sent before it proves nothing
+(the first was merely slowish), and is not counted. Nor is a race lost while this process's event loop was
+behind for more than half of it: the caller is overloaded, and on a shared machine so are the owners' CPUs; a
+replica starved for a moment must not be ejected for 30 s and its load pushed onto the others. (Losers used to
+be told by the cancellation's message, which grpc.aio drops: no race lost was ever counted, and a frozen
+replica was ejected only once a call to it timed out.)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from resilience.context import Call, CallContext
 from resilience.errors import DeadlineExceeded
 from resilience.ewma import PRIOR, TAU, PeakEwma
 from resilience.instruments import watch_balance
+from resilience.lag import LoopLag
 from resilience.outcome import Outcome, classify
 from resilience.outlier import LOST_RACE, TIMED_OUT, OutlierDetector
 
@@ -56,6 +59,7 @@ class Balance:
         usable: Callable[[str], bool] = lambda replica: True,
         clock: Clock = SYSTEM_CLOCK,
         outliers: OutlierDetector | None = None,
+        lag: LoopLag | None = None,
         answered: Callable[[bool, float], None] | None = None,
         downstream: str = "",
         decay: float = TAU,
@@ -69,6 +73,7 @@ class Balance:
         """Attempts sent to each replica, ever (the `resilience.attempts` counter reads it)."""
         self.latency = {r: PeakEwma(tau=decay) for r in self.replicas}
         self.outliers = outliers
+        self._lag = lag
         self._rng = rng or random.Random()
         self._usable = usable
         self._clock = clock
@@ -172,11 +177,17 @@ class Balance:
             latency.penalize(now)
         elif isinstance(error, asyncio.CancelledError):
             latency.at_least(elapsed, now)
-            if outliers is not None and ctx.stats.won > ctx.attempt:
+            if outliers is not None and ctx.stats.won > ctx.attempt and self._kept_up(start, now, elapsed):
                 # Overtaken: an attempt sent after this one answered first. (Told by the attempts' numbers, not
                 # by the cancellation's message: grpc.aio drops the message when a call is cancelled.)
-                outliers.failed(replica, LOST_RACE)
+                outliers.failed(replica, LOST_RACE, start)
         elif outcome.owner_failed:
             latency.at_least(elapsed, now)
             if outliers is not None and isinstance(error, DeadlineExceeded):
-                outliers.failed(replica, TIMED_OUT)
+                outliers.failed(replica, TIMED_OUT, start)
+
+    def _kept_up(self, start: float, now: float, elapsed: float) -> bool:
+        """Was this process's event loop behind for at most half of [start, now]? If not, the caller was
+        overloaded, and the machine with it: a replica overtaken then is more likely starved of CPU for a moment
+        than sick, and is not blamed (as a deadline that ran out here is not; resilience.timeouts)."""
+        return self._lag is None or self._lag.during(start, now) <= elapsed / 2

@@ -168,17 +168,23 @@ class BalanceConfig(_Checked):
 
 @dataclass(frozen=True, slots=True)
 class OutlierDetectionConfig(_Checked):
-    """Ejects a replica that keeps failing quietly (`consecutive_failures` hedge races lost or timeouts in a row)
-    for `base_ejection_time` times the number of its ejections, at most `max_ejection_time`; never more than
-    `max_ejection_percent` of the replicas at once (gRFC A50 and Envoy names)."""
+    """Ejects a replica that keeps failing quietly (`consecutive_failures` hedge races lost or timeouts in a row,
+    spanning at least `min_silence` with no answer) for `base_ejection_time` times the number of its ejections,
+    at most `max_ejection_time`; never more than `max_ejection_percent` of the replicas at once (gRFC A50 and
+    Envoy names)."""
 
     enabled: bool = True
     consecutive_failures: int = 5
+    min_silence: Seconds = 0.5
+    """The run of failures must also span this long with no answer, from the send of its first failed attempt:
+    a moment's stall (a process starved of CPU on a busy machine) loses several concurrent races at once but is
+    not a hung replica. Five timeouts span at least the attempt timeout by themselves."""
     base_ejection_time: Seconds = 30.0
     max_ejection_time: Seconds = 300.0
     max_ejection_percent: int = 50
     _rules: ClassVar = {
         "consecutive_failures": (lambda v: v >= 1, ">= 1"),
+        "min_silence": (lambda v: v >= 0, ">= 0"),
         "base_ejection_time": (_positive, "> 0"),
         "max_ejection_time": (_positive, "> 0"),
         "max_ejection_percent": (lambda v: 0 <= v <= 100, "in [0, 100]"),

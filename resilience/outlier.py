@@ -35,11 +35,13 @@ TIMED_OUT = "timed out"
 
 
 class _Replica:
-    __slots__ = ("ejections", "failures", "since", "until")
+    __slots__ = ("ejections", "failures", "quiet_since", "since", "until")
 
     def __init__(self) -> None:
         self.failures = 0
         """Quiet failures in a row, with no answer between."""
+        self.quiet_since = 0.0
+        """When the first attempt of the current run of failures was sent (no answer from it since)."""
         self.until = 0.0
         """Ejected until this time; 0.0 when in."""
         self.ejections = 0
@@ -89,12 +91,17 @@ class OutlierDetector:
         if state.failures:
             state.failures = 0
 
-    def failed(self, replica: str, why: str) -> None:
-        """The replica failed quietly (`LOST_RACE` or `TIMED_OUT`): eject it if that makes enough in a row."""
+    def failed(self, replica: str, why: str, since: float | None = None) -> None:
+        """The replica failed quietly (`LOST_RACE` or `TIMED_OUT`) in an attempt sent at `since` (now if None):
+        eject it if that makes enough in a row, silent for at least min_silence (counted from the first's send)."""
         state = self._replicas[replica]
         state.failures += 1
+        if state.failures == 1:
+            state.quiet_since = self._clock.now() if since is None else since
         if state.failures < self.config.consecutive_failures or state.until:
             return
+        if self._clock.now() - state.quiet_since < self.config.min_silence:
+            return  # many at once, within a moment: a stall, not (yet) a hung replica
         if self.out:
             for name, other in self._replicas.items():  # make room: returns that are due
                 if other.until and self._clock.now() >= other.until:
@@ -111,10 +118,11 @@ class OutlierDetector:
         state.ejections = min(state.ejections + 1, math.ceil(config.max_ejection_time / config.base_ejection_time))
         seconds = min(config.max_ejection_time, config.base_ejection_time * state.ejections)
         state.until = now + seconds
-        state.failures = 0
         self.out += 1
-        log.warning("outlier %s/%s ejected for %.1f s: %s %d times in a row (ejection %d)",
-                    self.downstream, replica, seconds, why, config.consecutive_failures, state.ejections)
+        log.warning("outlier %s/%s ejected for %.1f s: %s %d times in a row over %.0f ms (ejection %d)",
+                    self.downstream, replica, seconds, why, state.failures, (now - state.quiet_since) * 1000,
+                    state.ejections)
+        state.failures = 0
         OUTLIER_EJECTIONS.add(1, {"downstream": self.downstream, "replica": replica})
         event("replica ejected", {"resilience.replica": replica, "resilience.outlier.reason": why,
                                   "resilience.outlier.ejection_s": seconds,

@@ -103,7 +103,7 @@ def build(
         if config.outlier_detection.enabled else None
     )
     throttle = Throttle(downstream, config.throttle, clock, rng) if config.throttle.enabled else None
-    balance = Balance(replicas, rng, breaker.usable if breaker else _always, clock, outliers,
+    balance = Balance(replicas, rng, breaker.usable if breaker else _always, clock, outliers, lag,
                       throttle.record if throttle else None, downstream, config.balance.decay)
     retry = Retry(RetryPolicy(config.retry, budget, rng, balance.elsewhere), clock) if config.retry.enabled else None
     hedge = Hedge(config.hedging, budget, clock, balance.elsewhere) if config.hedging.enabled else None

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from pullgate import topology
-from tests.observability.dashboard import DEPLOY, bare_names, dashboard, expressions, metric_names
+from pullgate.tools.dashboard import DEPLOY, bare_names, dashboard, expressions, metric_names
 from tests.observability.test_compose import services, volume_sources
 
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"

@@ -19,9 +19,9 @@ from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.tools import prometheus
+from pullgate.tools.dashboard import expressions, metric_names
 from pullgate.tools.prometheus import Prometheus
 from tests.e2e.test_up import System, pullgate_up
-from tests.observability.dashboard import expressions, metric_names
 from tests.support import free_ports, scrape, until
 
 pytestmark = pytest.mark.e2e

@@ -95,10 +95,16 @@ async def test_a_hung_replica_is_found_through_hedge_losers_ejected_and_probed_b
     downstream = Downstream("catalog", ["a:1", "b:1"], HEDGED, clock, endpoint=owner, rng=random.Random(2))
     balance = downstream.stack.get("balance")
     assert isinstance(balance, Balance) and isinstance(balance.outliers, OutlierDetector)
+    began = clock.now()
     await rounds(downstream, clock, 1)
     assert "a:1" in owner.cancelled  # its attempts lost the race and were cancelled
     assert balance.estimate("a:1") > 3 * balance.estimate("b:1")
-    assert balance.outliers.ejected("a:1")
+    assert not balance.outliers.ejected("a:1")  # lost at once, within a moment: maybe a stall
+    while not balance.outliers.ejected("a:1") and clock.now() - began < 60.0:
+        await clock.advance(0.1)
+        await rounds(downstream, clock, 1)
+    assert balance.outliers.ejected("a:1")  # still not answering after min_silence: out
+    assert clock.now() - began >= OutlierDetectionConfig().min_silence
     assert downstream.breaker_states() == {"a:1": "closed", "b:1": "closed"}  # losers are not failures
     sent = owner.calls.count("a:1")
     await rounds(downstream, clock, 10)
@@ -166,7 +172,7 @@ def test_an_ejected_replica_is_drawn_only_when_nothing_else_is_usable() -> None:
     clock = FakeClock()
     outliers = OutlierDetector("catalog", ["a", "b"], OutlierDetectionConfig(), clock)
     for _ in range(5):
-        outliers.failed("a", "timed out")
+        outliers.failed("a", "timed out", clock.now() - 1.0)  # attempts of a second, unanswered
     usable = {"a": True, "b": True}
     balance = Balance(["a", "b"], random.Random(1), lambda r: usable[r], clock, outliers)
     assert all(balance.pick() == "b" for _ in range(20))
@@ -202,7 +208,7 @@ async def test_only_an_overtaken_attempt_counts_as_a_lost_race(first: float, hed
     balance = downstream.stack.get("balance")
     assert isinstance(balance, Balance) and balance.outliers is not None
     lost: list[tuple[str, str]] = []
-    balance.outliers.failed = lambda replica, why: lost.append((replica, why))  # type: ignore[method-assign]
+    balance.outliers.failed = lambda replica, why, since: lost.append((replica, why))  # type: ignore[method-assign]
     for _ in range(10):  # fewer than the hedge delay's first recomputation (25 samples): every call is hedged
         call = asyncio.create_task(downstream.call(READ, REQUEST))
         while not call.done():

@@ -18,8 +18,17 @@ from resilience.testing import FakeClock
 CONFIG = OutlierDetectionConfig(consecutive_failures=5, base_ejection_time=30.0, max_ejection_time=300.0)
 
 
+SPACING = 0.2
+"""Seconds between the failures `fail` reports: five of them span 0.8 s, more than min_silence (0.5 s)."""
+
+
 def fail(detector: OutlierDetector, replica: str, times: int = 5, why: str = LOST_RACE) -> None:
-    for _ in range(times):
+    """`times` quiet failures of `replica`, SPACING apart on the detector's fake clock."""
+    clock = detector._clock
+    assert isinstance(clock, FakeClock)
+    for k in range(times):
+        if k:
+            clock._now += SPACING
         detector.failed(replica, why)
 
 
@@ -34,6 +43,25 @@ def test_five_quiet_failures_in_a_row_eject_and_an_answer_between_resets() -> No
     detector.failed("a", TIMED_OUT)
     assert detector.ejected("a")
     assert not detector.ejected("b")
+
+
+def test_failures_within_a_moment_are_a_stall_and_eject_only_once_the_silence_lasts() -> None:
+    """Five concurrent races lost at once (a replica starved of CPU for a moment) do not eject; a failure after
+    min_silence of no answers does; an answer between starts the silence over."""
+    clock = FakeClock()
+    detector = OutlierDetector("catalog", ["a", "b"], CONFIG, clock)
+    for _ in range(8):
+        detector.failed("a", LOST_RACE)
+    assert not detector.ejected("a")
+    clock._now += CONFIG.min_silence / 2
+    detector.answered("a")
+    clock._now += CONFIG.min_silence / 2
+    for _ in range(5):
+        detector.failed("a", LOST_RACE)
+    assert not detector.ejected("a")  # the silence began at the first failure after the answer
+    clock._now += CONFIG.min_silence
+    detector.failed("a", LOST_RACE)
+    assert detector.ejected("a")
 
 
 @pytest.mark.parametrize(("replicas", "most"), [(1, 0), (2, 1), (3, 1), (4, 2), (5, 2)])
