@@ -128,6 +128,9 @@ async def run(sut: System, plan: Plan, out: Path) -> list[Target]:
     if run.usage is not None:
         print(run.usage.line())
     print(f"views stopped being slow (every later second's p99 < {SLOW * 1000:.0f} ms): {recovered(run, SLOW)}")
+    for line in (sut.data_dir / "chaos-up.log").read_text().splitlines():
+        if "resilience.outlier" in line:
+            print("gateway log: " + line.split("resilience.outlier: ", 1)[-1])
     path = out / "overload-freeze.png"
     overload_plot.freeze(run.shots, (run.frozen_at, run.thawed_at), run.counted, SLOW, path,
                          f"pullgate gray failure: {victim.name} frozen (SIGSTOP), sequential {CONSISTENCY} order views")

@@ -175,7 +175,7 @@ class OutlierDetectionConfig(_Checked):
 
     enabled: bool = True
     consecutive_failures: int = 5
-    min_silence: Seconds = 0.5
+    min_silence: Seconds = 0.2
     """The run of failures must also span this long with no answer, from the send of its first failed attempt:
     a moment's stall (a process starved of CPU on a busy machine) loses several concurrent races at once but is
     not a hung replica. Five timeouts span at least the attempt timeout by themselves."""

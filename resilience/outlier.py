@@ -35,11 +35,13 @@ TIMED_OUT = "timed out"
 
 
 class _Replica:
-    __slots__ = ("ejections", "failures", "quiet_since", "since", "until")
+    __slots__ = ("ejections", "failures", "last_lost", "quiet_since", "since", "until")
 
     def __init__(self) -> None:
         self.failures = 0
         """Quiet failures in a row, with no answer between."""
+        self.last_lost = -math.inf
+        """When the last lost race that counted was reported."""
         self.quiet_since = 0.0
         """When the first attempt of the current run of failures was sent (no answer from it since)."""
         self.until = 0.0
@@ -93,15 +95,25 @@ class OutlierDetector:
 
     def failed(self, replica: str, why: str, since: float | None = None) -> None:
         """The replica failed quietly (`LOST_RACE` or `TIMED_OUT`) in an attempt sent at `since` (now if None):
-        eject it if that makes enough in a row, silent for at least min_silence (counted from the first's send)."""
+        eject it if that makes `consecutive_failures` in a row spanning `min_silence` from the first one's send.
+
+        Races lost by attempts that were sent before the last counted loss was known are that same observation
+        (a replica stalled for a moment loses every race it is in at once), and do not count again. A timeout
+        always counts: it is a whole attempt timeout of silence by itself."""
         state = self._replicas[replica]
+        now = self._clock.now()
+        sent = now if since is None else since
+        if why == LOST_RACE:
+            if sent < state.last_lost:
+                return
+            state.last_lost = now
         state.failures += 1
         if state.failures == 1:
-            state.quiet_since = self._clock.now() if since is None else since
+            state.quiet_since = sent
         if state.failures < self.config.consecutive_failures or state.until:
             return
-        if self._clock.now() - state.quiet_since < self.config.min_silence:
-            return  # many at once, within a moment: a stall, not (yet) a hung replica
+        if now - state.quiet_since < self.config.min_silence:
+            return  # within a moment: a stall, not (yet) a hung replica
         if self.out:
             for name, other in self._replicas.items():  # make room: returns that are due
                 if other.until and self._clock.now() >= other.until:

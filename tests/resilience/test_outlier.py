@@ -19,7 +19,7 @@ CONFIG = OutlierDetectionConfig(consecutive_failures=5, base_ejection_time=30.0,
 
 
 SPACING = 0.2
-"""Seconds between the failures `fail` reports: five of them span 0.8 s, more than min_silence (0.5 s)."""
+"""Seconds between the failures `fail` reports: five of them span 0.8 s, more than min_silence (0.2 s)."""
 
 
 def fail(detector: OutlierDetector, replica: str, times: int = 5, why: str = LOST_RACE) -> None:
@@ -62,6 +62,29 @@ def test_failures_within_a_moment_are_a_stall_and_eject_only_once_the_silence_la
     clock._now += CONFIG.min_silence
     detector.failed("a", LOST_RACE)
     assert detector.ejected("a")
+
+
+def test_races_lost_by_attempts_sent_before_the_last_counted_loss_are_one_observation() -> None:
+    """Twenty attempts in flight when the replica stalls all lose at once: one failure. Attempts sent after that
+    loss was known, and lost too, are new evidence; five such eject (a timeout always counts)."""
+    clock = FakeClock()
+    detector = OutlierDetector("catalog", ["a", "b"], CONFIG, clock)
+    sent = clock.now()
+    clock._now += 0.015
+    for _ in range(20):
+        detector.failed("a", LOST_RACE, sent)
+    assert detector._replicas["a"].failures == 1
+    for _ in range(4):
+        sent = clock.now()
+        clock._now += 0.1
+        detector.failed("a", LOST_RACE, sent)
+        detector.failed("a", LOST_RACE, sent - 0.05)  # sent before the last counted loss: the same stall
+    assert detector.ejected("a")
+    detector._replicas["b"].last_lost = clock.now()
+    for _ in range(5):
+        detector.failed("b", TIMED_OUT, clock.now() - 1.0)
+    assert not detector.ejected("b")  # at most half of two: b waits its turn, but its timeouts all counted
+    assert detector._replicas["b"].failures == 5
 
 
 @pytest.mark.parametrize(("replicas", "most"), [(1, 0), (2, 1), (3, 1), (4, 2), (5, 2)])
