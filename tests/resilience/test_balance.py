@@ -95,13 +95,15 @@ async def test_a_hung_replica_is_found_through_hedge_losers_ejected_and_probed_b
     downstream = Downstream("catalog", ["a:1", "b:1"], HEDGED, clock, endpoint=owner, rng=random.Random(2))
     balance = downstream.stack.get("balance")
     assert isinstance(balance, Balance) and isinstance(balance.outliers, OutlierDetector)
+    outliers = balance.outliers
+
     async def until_ejected() -> float:
         """Rounds, a tenth of a second apart, until a:1 is ejected; how long that took."""
         began = clock.now()
-        while not balance.outliers.ejected("a:1") and clock.now() - began < 60.0:
+        while not outliers.ejected("a:1") and clock.now() - began < 60.0:
             await rounds(downstream, clock, 1)
             await clock.advance(0.1)
-        assert balance.outliers.ejected("a:1")
+        assert outliers.ejected("a:1")
         return clock.now() - began
 
     await rounds(downstream, clock, 1)
@@ -213,7 +215,11 @@ async def test_only_an_overtaken_attempt_counts_as_a_lost_race(first: float, hed
     balance = downstream.stack.get("balance")
     assert isinstance(balance, Balance) and balance.outliers is not None
     lost: list[tuple[str, str]] = []
-    balance.outliers.failed = lambda replica, why, since: lost.append((replica, why))  # type: ignore[method-assign]
+
+    def failed(replica: str, why: str, since: float | None = None) -> None:
+        lost.append((replica, why))
+
+    balance.outliers.failed = failed  # type: ignore[method-assign]
     for _ in range(10):  # fewer than the hedge delay's first recomputation (25 samples): every call is hedged
         call = asyncio.create_task(downstream.call(READ, REQUEST))
         while not call.done():
