@@ -96,7 +96,8 @@ async def run(quick: bool = False, out: Path = Path("docs")) -> None:
                         print(line)
                 # Let the last second be scraped (every 1 s) before asking for it.
                 await asyncio.sleep(2.5)
-                path = dashboard.render(server, start - 2, end + 2, shaded, out / "dashboard.png",
+                path = out / "dashboard.png"
+                drawn = dashboard.render(server, start - 2, end + 2, shaded, path,
                                         "pullgate dashboard (deploy/grafana): a real run's Prometheus data, "
                                         "pullgate up --replicas 2")
-    print(f"wrote {path}")
+    print(f"wrote {path}: " + ", ".join(f"{title}: {n} series" for title, n in drawn.items()))

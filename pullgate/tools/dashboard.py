@@ -61,9 +61,10 @@ def _legend(template: str, labels: dict[str, str]) -> str:
 
 
 def render(server: Prometheus, start: float, end: float, shaded: list[tuple[float, float, str]], out: Path,
-           title: str) -> Path:
+           title: str) -> dict[str, int]:
     """Draw every panel of the dashboard from `server`'s data over [start, end] (Unix seconds), one small chart
-    each in the dashboard's own order, with `shaded` spans ((from, to, label), Unix seconds) marked on all."""
+    each in the dashboard's own order, with `shaded` spans ((from, to, label), Unix seconds) marked on all, to
+    `out`; how many series each panel drew, by title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,6 +74,7 @@ def render(server: Prometheus, start: float, end: float, shaded: list[tuple[floa
     rows = (len(panels) + 1) // 2
     figure, axes = plt.subplots(rows, 2, figsize=(15, 3.1 * rows), sharex=True, squeeze=False)
     variables = {**VARIABLES, "$__rate_interval": "5s"}
+    drawn: dict[str, int] = {}
     for panel, ax in zip(panels, axes.flat, strict=False):
         for target in panel["targets"]:
             for series in server.query_range(fill(target["expr"], variables), start, end, 1.0):
@@ -84,6 +86,7 @@ def render(server: Prometheus, start: float, end: float, shaded: list[tuple[floa
             ax.axvspan(begin - start, finish - start, color="#d62728", alpha=0.08)
             ax.text(begin - start, 0.02, f" {label}", transform=ax.get_xaxis_transform(), fontsize=7,
                     va="bottom", color="#d62728")
+        drawn[panel["title"]] = len(ax.lines)
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
         ax.set_title(panel["title"], fontsize=9, loc="left")
         ax.set_ylabel({"reqps": "per second", "ops": "per second", "ms": "ms"}.get(unit, ""), fontsize=8)
@@ -100,4 +103,4 @@ def render(server: Prometheus, start: float, end: float, shaded: list[tuple[floa
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=90)
     plt.close(figure)
-    return out
+    return drawn

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
-from pullgate.tools import prometheus
+from pullgate.tools import dashboard, prometheus
 from pullgate.tools.dashboard import expressions, metric_names
 from pullgate.tools.prometheus import Prometheus
 from tests.e2e.test_up import System, pullgate_up
@@ -80,3 +81,21 @@ async def test_the_dashboards_promql_evaluates_and_reads_only_metrics_a_live_scr
         assert prometheus.error(expr) is None, (title, expr, prometheus.error(expr))
         assert metric_names(expr) <= served, (title, metric_names(expr) - served)
     assert prometheus.error("sum by (job) (rate(no_such_metric[1m]") is not None  # the check can fail
+
+
+async def test_the_dashboard_picture_is_drawn_from_prometheus(
+        prometheus_and_system: tuple[Prometheus, System], tmp_path: Path) -> None:
+    """`./dev bench dashboard`'s renderer over a few seconds of views: a PNG, with the traffic panels drawn."""
+    prometheus, system = prometheus_and_system
+    start = time.time()
+    await _views(system, 20)
+    # A rate needs two scrapes of the series (one a second): wait until the range the picture asks for has them.
+    parts = 'rate(pullgate_gateway_parts_total{job="gateway"}[5s])'
+    await until(lambda: bool(prometheus.query_range(parts, start - 5, time.time(), 1.0)), within=30)
+    end = time.time()
+    out = tmp_path / "dashboard.png"
+    drawn = dashboard.render(prometheus, start - 5, end, [(start, end, "views")], out, "test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn["View parts per second by source"] >= 1
+    assert drawn["Breaker states"] >= 4  # one per owner the gateway calls, at least
+    assert set(drawn) == {p["title"] for p in dashboard.dashboard()["panels"]}
