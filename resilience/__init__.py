@@ -44,10 +44,10 @@ from resilience.errors import (
     Throttled,
 )
 from resilience.hedge import LOSER as HEDGE_LOSER
+from resilience.histograms import RPC_CLIENT_DURATION, Histogram, RpcDurations, Series
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
-from resilience.rpc_durations import RPC_CLIENT_DURATION, RpcDurations, Series
 from resilience.server import AdmissionInterceptor, Behavior, DeadlineInterceptor, HandlerMemo, UnaryInterceptor
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "DurationError",
     "HandlerMemo",
     "HedgingConfig",
+    "Histogram",
     "Idempotency",
     "LocalDeadline",
     "Method",

@@ -1,7 +1,8 @@
 """The layer's metrics and span events, through the OpenTelemetry API only: free when no SDK is installed.
 
-The instruments are created once, at import, on the API's global meter. Until a process installs an SDK
-MeterProvider (pullgate.telemetry does), each `add()`/`record()` is a no-op of about 0.1 µs; after, the
+The instruments are created once, at import, on the API's global meter, except the per-call histogram
+(`CALL_DURATION`, resilience.histograms: the SDK's record costs too much for every call). Until a process
+installs an SDK MeterProvider (pullgate.telemetry does), each `add()`/`record()` is a no-op of about 0.1 µs; after, the
 numbers flow to whatever reader that provider has. Events go to the current span only when it is recording,
 so without tracing an event costs one context lookup, and events are rare (a retry, a hedge, a breaker
 decision). The per-call work (the logical call's span and latency) is in resilience.traced.
@@ -24,21 +25,11 @@ from resilience.criticality import Criticality
 
 SCOPE = "resilience"
 
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)
-"""Histogram boundaries in seconds: from a cache hit (sub-millisecond) to a call that used a whole deadline."""
-
 BREAKER_STATES: Mapping[str, int] = {"closed": 0, "half-open": 1, "open": 2}
 """The breaker-state gauge's values."""
 
 _meter = metrics.get_meter(SCOPE)
 
-CALL_DURATION = _meter.create_histogram(
-    "resilience.call.duration", unit="s",
-    description="Logical calls through the layer (all attempts, cache included), by downstream, method and outcome",
-    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-)
 CACHE_REQUESTS = _meter.create_counter(
     "resilience.cache.requests", unit="{request}",
     description="Cache lookups of cacheable calls by result: hit, miss, coalesced (joined a call in flight), stale",

@@ -23,7 +23,8 @@ from opentelemetry.util.types import AttributeValue
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import Call, CallContext, CallStats
 from resilience.errors import ResilienceError
-from resilience.instruments import CALL_DURATION, SCOPE, labels
+from resilience.histograms import CALL_DURATION
+from resilience.instruments import SCOPE
 from resilience.outcome import Outcome, classify
 
 
@@ -37,16 +38,10 @@ class Traced:
         self._breaker_state = breaker_state
         self._clock = clock
         self._tracer = trace.get_tracer(SCOPE)
-        self._labels: dict[tuple[str, Outcome], dict[str, AttributeValue]] = {}
         self._names: dict[str, str] = {}
 
     def _measure(self, ctx: CallContext, outcome: Outcome, start: float) -> None:
-        key = (ctx.method.path, outcome)
-        attributes = self._labels.get(key)
-        if attributes is None:
-            attributes = self._labels[key] = labels(self._downstream, ctx.method.descriptor.name,
-                                                    outcome=outcome.value)
-        CALL_DURATION.record(self._clock.now() - start, attributes)
+        CALL_DURATION.record((self._downstream, ctx.method.descriptor.name, outcome.value), self._clock.now() - start)
 
     async def __call__(self, request: Any, ctx: CallContext, inner: Call) -> Any:
         start = self._clock.now()

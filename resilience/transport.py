@@ -32,7 +32,7 @@ from resilience.errors import (
     ResilienceError,
     StatusError,
 )
-from resilience.rpc_durations import RPC_CLIENT_DURATION
+from resilience.histograms import RPC_CLIENT_DURATION
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Our retries and hedges own the extra load; grpc's would multiply with them (and ignore our budget).
@@ -109,7 +109,7 @@ class Transport:
             code = error.code().value[0]
             raise translate(error, self.downstream, replica) from None
         finally:
-            RPC_CLIENT_DURATION.record(path, code, now() - start)
+            RPC_CLIENT_DURATION.record((path, code), now() - start)
 
     async def _intercepted(
         self,

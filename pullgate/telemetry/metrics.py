@@ -1,8 +1,8 @@
 """Metrics for Prometheus: the OpenTelemetry SDK's meter provider, read by a Prometheus endpoint on its own port.
 
-The standard per-method gRPC histograms (`rpc.server.duration`, `rpc.client.duration`) are kept by hand for
-their cost (resilience/rpc_durations.py); `RpcCollector` hands them to the same endpoint when it is scraped,
-named and labelled as the SDK's Prometheus exporter would name them.
+The histograms recorded on every call (`rpc.server.duration`, `rpc.client.duration`, `resilience.call.duration`)
+are kept by hand for their cost (resilience/histograms.py); `HistogramCollector` hands them to the same endpoint
+when it is scraped, named and labelled as the SDK's Prometheus exporter would name them.
 
 `PULLGATE_METRICS_PORT` chooses the port (0 = any free one; unset = no endpoint); the launcher sets it for
 each process it starts and reads the bound port back from `<run dir>/<name>.metrics-port`. The resilience
@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.core import HistogramMetricFamily, Metric
 
-from resilience import RpcDurations
+from resilience import Histogram
 
 PORT_VARIABLE = "PULLGATE_METRICS_PORT"
 
@@ -44,23 +44,16 @@ def port_file(grpc_port_file: Path) -> Path:
     return grpc_port_file.with_suffix(".metrics-port")
 
 
-class RpcCollector:
-    """A prometheus_client collector of every RpcDurations histogram: `rpc_<side>_duration_milliseconds`."""
-
-    LABELS = ("rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code")
-    BOUNDS = (*(f"{bound:g}" for bound in RpcDurations.bounds), "+Inf")
+class HistogramCollector:
+    """A prometheus_client collector of every hand-kept histogram (resilience.Histogram)."""
 
     def collect(self) -> Iterator[Metric]:
-        for histogram in RpcDurations.instances:
-            family = HistogramMetricFamily(
-                histogram.name.replace(".", "_") + "_milliseconds", histogram.description, labels=self.LABELS
-            )
+        for histogram in Histogram.instances:
+            family = HistogramMetricFamily(histogram.name, histogram.description, labels=histogram.label_names)
+            bounds = [*(repr(float(bound)) for bound in histogram.bounds), "+Inf"]
             for series in histogram.collect():
-                family.add_metric(
-                    ["grpc", series.service, series.method, str(series.code)],
-                    list(zip(self.BOUNDS, series.cumulative, strict=True)),
-                    series.total_ms,
-                )
+                family.add_metric(list(series.labels), list(zip(bounds, series.cumulative, strict=True)),
+                                  series.total)
             yield family
 
 
@@ -71,8 +64,8 @@ class Metrics:
         self._reader = PrometheusMetricReader()
         self.provider = MeterProvider(resource=resource, metric_readers=[self._reader])
         metrics.set_meter_provider(self.provider)
-        self._rpc = RpcCollector()
-        REGISTRY.register(self._rpc)
+        self._histograms = HistogramCollector()
+        REGISTRY.register(self._histograms)
         self._server: WSGIServer
         self._server, _ = start_http_server(port, addr=host)
         self.port: int = self._server.server_port
@@ -80,5 +73,5 @@ class Metrics:
     def shutdown(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        REGISTRY.unregister(self._rpc)
+        REGISTRY.unregister(self._histograms)
         self.provider.shutdown()

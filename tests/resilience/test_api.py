@@ -41,6 +41,7 @@ DOCUMENTED = {
     "OVERLOADED_METADATA",
     "RPC_CLIENT_DURATION",
     "RpcDurations",
+    "Histogram",
     "Series",
     "Outcome",
     "OutlierDetectionConfig",
