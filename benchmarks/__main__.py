@@ -1,8 +1,9 @@
-"""Run the benchmarks: `python -m benchmarks [resilience|tracing|instructions|admission|overload|loop|dashboard]
-[--quick]`.
+"""Run the benchmarks: `python -m benchmarks [NAME] [--quick]`, NAME one of resilience (the default), tracing,
+instructions, admission, overload, loop, dashboard, gateway.
 
 `overload` also takes `--out DIR` (where its pictures go) and `--only spike,gray,tail`; `dashboard` (the Grafana
-panels drawn from a real run's Prometheus data) takes `--out DIR` too (default docs/).
+panels drawn from a real run's Prometheus data) takes `--out DIR` too (default docs/), and so does `gateway`
+(pullgate's gateway against a hand-written one; its bar chart).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from benchmarks import (
     admission_bench,
     dashboard_bench,
+    gateway_bench,
     instructions,
     loop_bench,
     overload_bench,
@@ -36,7 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="resilience",
-                        choices=["resilience", "tracing", "instructions", "admission", "overload", "loop", "dashboard"])
+                        choices=["resilience", "tracing", "instructions", "admission", "overload", "loop", "dashboard",
+                                 "gateway"])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, noisier figures)")
     parser.add_argument("--out", type=Path, default=None,
                         help="overload, dashboard: where the PNGs go (default: . for overload, docs/ for dashboard)")
@@ -45,6 +48,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.which == "loop":
         asyncio.run(loop_bench.run(quick=args.quick))
+        return
+    if args.which == "gateway":
+        asyncio.run(gateway_bench.run(quick=args.quick, out=args.out or Path(".")))
         return
     if args.which == "dashboard":
         asyncio.run(dashboard_bench.run(quick=args.quick, out=args.out or Path("docs")))

@@ -44,7 +44,7 @@ from resilience.errors import (
     Throttled,
 )
 from resilience.hedge import LOSER as HEDGE_LOSER
-from resilience.histograms import RPC_CLIENT_DURATION, Histogram, RpcDurations, Series
+from resilience.hotpath import RPC_CLIENT_DURATION, Counter, Histogram, RpcDurations, Series
 from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
@@ -68,6 +68,7 @@ __all__ = [
     "CircuitOpen",
     "Clock",
     "ConfigError",
+    "Counter",
     "Criticality",
     "Deadline",
     "DeadlineExceeded",

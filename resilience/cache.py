@@ -31,7 +31,7 @@ from resilience.config import CacheConfig
 from resilience.context import Call, CallContext, CallStats
 from resilience.deadline import Deadline
 from resilience.errors import DeadlineExceeded, ResilienceError
-from resilience.instruments import CACHE_REQUESTS, labels
+from resilience.hotpath import CACHE_REQUESTS
 from resilience.outcome import Outcome, classify
 from resilience.result import Source
 from resilience.timeouts import TotalTimeout
@@ -65,7 +65,6 @@ class Cached:
         self._total = total
         self._clock = clock
         self.methods: dict[str, MethodCache] = {}
-        self._labels: dict[tuple[str, str], Any] = {}
 
     def cache(self, path: str) -> MethodCache:
         found = self.methods.get(path)
@@ -119,11 +118,7 @@ class Cached:
     def _count(self, ctx: CallContext, result: str) -> None:
         """Count a lookup's result and note it on the call (the span reads it)."""
         ctx.stats.cache = result
-        key = (ctx.method.path, result)
-        attributes = self._labels.get(key)
-        if attributes is None:
-            attributes = self._labels[key] = labels(ctx.downstream, ctx.method.descriptor.name, result=result)
-        CACHE_REQUESTS.add(1, attributes)
+        CACHE_REQUESTS.add((ctx.downstream, ctx.method.descriptor.name, result))
 
     async def _shared(self, key: bytes, request: Any, ctx: CallContext, inner: Call, cache: MethodCache) -> Any:
         mine = self._total.deadline_for(ctx)

@@ -1,7 +1,7 @@
 """The layer's metrics and span events, through the OpenTelemetry API only: free when no SDK is installed.
 
 The instruments are created once, at import, on the API's global meter, except the per-call histogram
-(`CALL_DURATION`, resilience.histograms: the SDK's record costs too much for every call). Until a process
+(`CALL_DURATION`, resilience.hotpath: the SDK's record costs too much for every call). Until a process
 installs an SDK MeterProvider (pullgate.telemetry does), each `add()`/`record()` is a no-op of about 0.1 µs; after, the
 numbers flow to whatever reader that provider has. Events go to the current span only when it is recording,
 so without tracing an event costs one context lookup, and events are rare (a retry, a hedge, a breaker
@@ -30,10 +30,6 @@ BREAKER_STATES: Mapping[str, int] = {"closed": 0, "half-open": 1, "open": 2}
 
 _meter = metrics.get_meter(SCOPE)
 
-CACHE_REQUESTS = _meter.create_counter(
-    "resilience.cache.requests", unit="{request}",
-    description="Cache lookups of cacheable calls by result: hit, miss, coalesced (joined a call in flight), stale",
-)
 RETRIES = _meter.create_counter(
     "resilience.retries", unit="{attempt}", description="Attempts sent again after a retryable failure",
 )

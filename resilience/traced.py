@@ -23,7 +23,7 @@ from opentelemetry.util.types import AttributeValue
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import Call, CallContext, CallStats
 from resilience.errors import ResilienceError
-from resilience.histograms import CALL_DURATION
+from resilience.hotpath import CALL_DURATION
 from resilience.instruments import SCOPE
 from resilience.outcome import Outcome, classify
 

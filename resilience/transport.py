@@ -32,7 +32,7 @@ from resilience.errors import (
     ResilienceError,
     StatusError,
 )
-from resilience.histograms import RPC_CLIENT_DURATION
+from resilience.hotpath import RPC_CLIENT_DURATION
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Our retries and hedges own the extra load; grpc's would multiply with them (and ignore our budget).

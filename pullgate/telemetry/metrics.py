@@ -1,8 +1,9 @@
 """Metrics for Prometheus: the OpenTelemetry SDK's meter provider, read by a Prometheus endpoint on its own port.
 
-The histograms recorded on every call (`rpc.server.duration`, `rpc.client.duration`, `resilience.call.duration`)
-are kept by hand for their cost (resilience/histograms.py); `HistogramCollector` hands them to the same endpoint
-when it is scraped, named and labelled as the SDK's Prometheus exporter would name them.
+The metrics recorded on every call (`rpc.server.duration`, `rpc.client.duration`, `resilience.call.duration`,
+the cache's lookups, the gateway's parts) are kept by hand for their cost (resilience/hotpath.py);
+`HotPathCollector` hands them to the same endpoint when it is scraped, named and labelled as the SDK's
+Prometheus exporter would name them.
 
 `PULLGATE_METRICS_PORT` chooses the port (0 = any free one; unset = no endpoint); the launcher sets it for
 each process it starts and reads the bound port back from `<run dir>/<name>.metrics-port`. The resilience
@@ -22,9 +23,9 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import REGISTRY, start_http_server
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from resilience import Histogram
+from resilience import Counter, Histogram
 
 PORT_VARIABLE = "PULLGATE_METRICS_PORT"
 
@@ -44,10 +45,15 @@ def port_file(grpc_port_file: Path) -> Path:
     return grpc_port_file.with_suffix(".metrics-port")
 
 
-class HistogramCollector:
-    """A prometheus_client collector of every hand-kept histogram (resilience.Histogram)."""
+class HotPathCollector:
+    """A prometheus_client collector of every hand-kept histogram and counter (resilience.Histogram, Counter)."""
 
     def collect(self) -> Iterator[Metric]:
+        for counter in Counter.instances:
+            counted = CounterMetricFamily(counter.name, counter.description, labels=counter.label_names)
+            for key, value in counter.collect():
+                counted.add_metric(list(key), value)
+            yield counted
         for histogram in Histogram.instances:
             family = HistogramMetricFamily(histogram.name, histogram.description, labels=histogram.label_names)
             bounds = [*(repr(float(bound)) for bound in histogram.bounds), "+Inf"]
@@ -64,8 +70,8 @@ class Metrics:
         self._reader = PrometheusMetricReader()
         self.provider = MeterProvider(resource=resource, metric_readers=[self._reader])
         metrics.set_meter_provider(self.provider)
-        self._histograms = HistogramCollector()
-        REGISTRY.register(self._histograms)
+        self._hot = HotPathCollector()
+        REGISTRY.register(self._hot)
         self._server: WSGIServer
         self._server, _ = start_http_server(port, addr=host)
         self.port: int = self._server.server_port
@@ -73,5 +79,5 @@ class Metrics:
     def shutdown(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        REGISTRY.unregister(self._histograms)
+        REGISTRY.unregister(self._hot)
         self.provider.shutdown()

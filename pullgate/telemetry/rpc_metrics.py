@@ -1,10 +1,10 @@
 """The standard server-side gRPC metric, `rpc.server.duration` by method and status code, for every call a
-pullgate server answers (refusals included); the client side is resilience.histograms' RPC_CLIENT_DURATION, per attempt.
+pullgate server answers (refusals included); the client side is resilience.hotpath' RPC_CLIENT_DURATION, per attempt.
 
 The OpenTelemetry RPC semantic conventions name it and its attributes (rpc.system, rpc.service, rpc.method,
 rpc.grpc.status_code), so standard gRPC dashboards read it: in Prometheus `rpc_server_duration_milliseconds`.
 Why it is recorded by hand rather than through the OpenTelemetry SDK or gRPC's own plugin: see
-resilience/histograms.py (cost per call; the plugin reports grpc.aio methods as "other").
+resilience/hotpath.py (cost per call; the plugin reports grpc.aio methods as "other").
 """
 
 from __future__ import annotations

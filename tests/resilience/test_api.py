@@ -42,6 +42,7 @@ DOCUMENTED = {
     "RPC_CLIENT_DURATION",
     "RpcDurations",
     "Histogram",
+    "Counter",
     "Series",
     "Outcome",
     "OutlierDetectionConfig",

@@ -1,10 +1,10 @@
-"""The hand-kept histograms: buckets as Prometheus reads them, a series per key, labels made at collection."""
+"""The hand-kept hot-path metrics: buckets as Prometheus reads them, a series per key, labels made at collection."""
 
 from __future__ import annotations
 
 import pytest
 
-from resilience import Histogram, RpcDurations
+from resilience import Counter, Histogram, RpcDurations
 
 PATH = "/pullgate.catalog.v1.CatalogService/GetProduct"
 
@@ -41,3 +41,15 @@ def test_each_key_is_its_own_series_labelled_at_collection() -> None:
     finally:
         histogram.forget()
     assert histogram not in Histogram.instances
+
+
+def test_a_counter_counts_per_key() -> None:
+    counter = Counter("test_lookups", "test", ("downstream", "result"))
+    try:
+        counter.add(("catalog", "hit"))
+        counter.add(("catalog", "hit"))
+        counter.add(("catalog", "miss"), 3)
+        assert dict(counter.collect()) == {("catalog", "hit"): 2, ("catalog", "miss"): 3}
+    finally:
+        counter.forget()
+    assert counter not in Counter.instances
