@@ -60,9 +60,18 @@ class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
     only the propagation: no waiting for the status to set it on a span that records nothing.
     """
 
+    unsampled_is_final = False
+    """Set when the sampler drops every child of an unsampled parent (pullgate.telemetry.tracing): then, under
+    such a parent, no span is made at all; the parent's own context is injected as it is (same trace, sampled
+    flag off), which is all the owner needs to drop its spans too."""
+
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         if self.tracing_skipped(client_call_details):  # type: ignore[no-untyped-call]
             return await continuation(client_call_details, request)
+        if self.unsampled_is_final:
+            parent = trace.get_current_span().get_span_context()
+            if parent.is_valid and not parent.trace_flags.sampled:
+                return await continuation(self.propagate_trace_in_details(client_call_details), request)
         method = client_call_details.method
         if isinstance(method, bytes):
             method = method.decode()

@@ -80,14 +80,28 @@ class LeanServerInterceptor(OpenTelemetryAioServerInterceptor):
             wrapped, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer))
 
+    unsampled_is_final = False
+    """Set when the sampler drops every child of an unsampled parent (pullgate.telemetry.tracing): then a call
+    whose caller's trace was not sampled makes no span; the caller's context is made current as it came, so
+    the handler's own calls carry it on (same trace, sampled flag off)."""
+
     def _intercept_aio_server_unary(self, behavior: Behavior, handler_call_details: Any) -> Behavior:
         method: str = handler_call_details.method
         base = rpc_attributes(method)
         tracer = self._tracer
+        final = self.unsampled_is_final
 
         async def unary(request: Any, servicer_context: Any) -> Any:
             metadata = servicer_context.invocation_metadata()
             parent = extract({md.key: md.value for md in metadata}) if metadata else None
+            if final and parent is not None:
+                caller = trace.get_current_span(parent).get_span_context()
+                if caller.is_valid and not caller.trace_flags.sampled:
+                    token = context.attach(parent)
+                    try:
+                        return await behavior(request, servicer_context)
+                    finally:
+                        context.detach(token)
             span = tracer.start_span(method, context=parent, kind=SpanKind.SERVER, set_status_on_exception=False)
             recording = span.is_recording()
             if recording:  # attributes only for a span that keeps them (the library builds them always)

@@ -18,6 +18,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
 from pullgate.telemetry.grpc_client import CancellingUnaryUnary, client_interceptor
 from pullgate.telemetry.grpc_server import server_interceptor
@@ -79,6 +80,18 @@ def resource(service: str, env: Mapping[str, str] = os.environ) -> Resource:
     return _Resource(created.attributes, created.schema_url)
 
 
+def drops_unsampled_parents(sampler: Sampler) -> bool:
+    """Does `sampler` drop every span whose parent was not sampled? True for the SDK's parent-based samplers as
+    OTEL_TRACES_SAMPLER makes them (`parentbased_*`: their not-sampled delegates are ALWAYS_OFF), and for
+    ALWAYS_OFF itself; False for anything else, which then gets the SDK's full path."""
+    if sampler is ALWAYS_OFF:
+        return True
+    if not isinstance(sampler, ParentBased):
+        return False
+    return (getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+            and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF)
+
+
 installed: Tracing | None = None
 """This process's tracing, once set up (None while tracing is off)."""
 
@@ -90,15 +103,20 @@ class Tracing:
         self.provider = TracerProvider(resource=resource(service))
         self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(self.provider)
+        self.final = drops_unsampled_parents(self.provider.sampler)
+        """An unsampled parent means an unsampled child, whatever else: the interceptors then make no span."""
         self.client: CancellingUnaryUnary = client_interceptor(tracer_provider=self.provider)
         """The client span and propagation, run by the resilience layer's transports around every attempt."""
+        self.client.unsampled_is_final = self.final
         global installed
         installed = self
 
     def server_interceptors(self) -> list[Any]:
         """The library's grpc.aio server interceptor, with its cheaper unary path (grpc_server.py): the server
         span, in the caller's trace context taken from the metadata."""
-        return [server_interceptor(tracer_provider=self.provider, filter_=traced_method)]
+        interceptor = server_interceptor(tracer_provider=self.provider, filter_=traced_method)
+        interceptor.unsampled_is_final = self.final
+        return [interceptor]
 
     def shutdown(self) -> None:
         global installed

@@ -21,7 +21,7 @@ from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.methods import GET_PRODUCT
 from pullgate.telemetry.grpc_client import client_interceptor
 from pullgate.telemetry.grpc_server import Behavior, LeanServerInterceptor, server_interceptor
-from pullgate.telemetry.tracing import traced_method
+from pullgate.telemetry.tracing import drops_unsampled_parents, traced_method
 from resilience import CacheConfig, Downstream, DownstreamConfig, HedgingConfig, StatusError
 
 PLAIN = DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(enabled=False))
@@ -76,20 +76,22 @@ class Traced:
 
 
 @contextlib.asynccontextmanager
-async def traced(sampler: Sampler = ALWAYS_ON) -> AsyncIterator[Traced]:
+async def traced(sampler: Sampler = ALWAYS_ON, shortcut: bool = False) -> AsyncIterator[Traced]:
     """A server with the lean server interceptor, and a Downstream whose transport runs the client interceptor;
-    both on one tracer provider that keeps its spans in memory."""
+    both on one tracer provider that keeps its spans in memory. `shortcut`: the interceptors make no span
+    under an unsampled parent, as pullgate.telemetry.tracing sets them for a parent-based sampler."""
     spans = InMemorySpanExporter()
     provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(spans))
     interceptor = server_interceptor(tracer_provider=provider, filter_=traced_method)
+    client = client_interceptor(tracer_provider=provider)
+    interceptor.unsampled_is_final = client.unsampled_is_final = shortcut
     seen = Seen()
     server = grpc.aio.server(interceptors=[interceptor])
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(_Servicer(seen), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    downstream = Downstream("catalog", [f"127.0.0.1:{port}"], PLAIN,
-                            interceptors=[client_interceptor(tracer_provider=provider)])
+    downstream = Downstream("catalog", [f"127.0.0.1:{port}"], PLAIN, interceptors=[client])
     try:
         yield Traced(provider, spans, interceptor, downstream, seen)
     finally:
@@ -142,9 +144,11 @@ async def test_status_rules_a_callers_mistake_is_not_a_server_error_an_internal_
         assert internal.status.description == "StatusCode.INTERNAL:scripted"
 
 
-async def test_a_dropped_trace_is_still_propagated_unsampled_and_records_nothing() -> None:
-    """The owner runs in the caller's trace, flagged not sampled, so a parent-based sampler there drops it too."""
-    async with traced(ParentBased(ALWAYS_OFF)) as t:
+@pytest.mark.parametrize("shortcut", [False, True])
+async def test_a_dropped_trace_is_still_propagated_unsampled_and_records_nothing(shortcut: bool) -> None:
+    """The owner runs in the caller's trace, flagged not sampled, so a parent-based sampler there drops it too.
+    With the shortcut no span object is made on the way: the owner's handler runs in the root's own context."""
+    async with traced(ParentBased(ALWAYS_OFF), shortcut) as t:
         root = t.provider.get_tracer("test").start_span("request")
         assert not root.is_recording()
         with inside(root):
@@ -153,6 +157,30 @@ async def test_a_dropped_trace_is_still_propagated_unsampled_and_records_nothing
         assert "traceparent" in t.seen.metadata[0]
         assert t.seen.contexts[0].trace_id == root.get_span_context().trace_id
         assert not t.seen.contexts[0].trace_flags.sampled
+        assert (t.seen.contexts[0].span_id == root.get_span_context().span_id) is shortcut
+
+
+async def test_the_shortcut_keeps_every_span_of_a_sampled_trace() -> None:
+    """Under a sampled parent the shortcut changes nothing: the client and server spans are made as before."""
+    async with traced(ParentBased(ALWAYS_ON), shortcut=True) as t:
+        root = t.provider.get_tracer("test").start_span("request")
+        with inside(root):
+            await t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="a"))
+        root.end()
+        (client,) = t.finished(SpanKind.CLIENT)
+        (server,) = t.finished(SpanKind.SERVER)
+        assert server.parent is not None and server.parent.span_id == client.context.span_id
+
+
+@pytest.mark.parametrize(("name", "argument", "final"), [
+    ("parentbased_traceidratio", "0.01", True), ("parentbased_always_on", "", True), ("always_off", "", True),
+    ("always_on", "", False), ("traceidratio", "0.5", False),
+])
+def test_the_shortcut_is_taken_only_for_samplers_that_drop_unsampled_parents_children(
+        name: str, argument: str, final: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
+    assert drops_unsampled_parents(TracerProvider().sampler) is final
 
 
 async def test_a_methods_handler_is_wrapped_once_not_per_call() -> None:
