@@ -33,6 +33,7 @@ import grpc
 
 from benchmarks.resilience_bench import machine
 from benchmarks.tracing_bench import process_cpu
+from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.tools.openloop import ORDER_IDS, REFUSED_PAUSE
@@ -40,7 +41,8 @@ from pullgate.tools.stats import percentile
 
 STRONG = pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)
 DEFAULT = pb.ReadOptions()
-OWNERS = ("customers", "catalog", "inventory", "orders")
+OWNERS = topology.service(topology.ENTRY).upstreams
+"""The owners the gateway calls, as the topology says."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from pullgate import topology
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.customers.v1 import customers_pb2, customers_pb2_grpc
 from pullgate.gateway.v1 import gateway_pb2 as pb
@@ -26,7 +27,8 @@ from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from pullgate.orders.v1 import orders_pb2, orders_pb2_grpc
 
-OWNERS = ("customers", "catalog", "inventory", "orders")
+OWNERS = topology.service(topology.ENTRY).upstreams
+"""The owners the gateway calls, as the topology says."""
 
 
 class HandwrittenGateway(gateway_pb2_grpc.GatewayServiceServicer):
