@@ -68,6 +68,10 @@ class Gateway:
         self.latencies, self.ok, self.refused, self.seconds, self.cpu = [], 0, 0, 0.0, 0.0
 
 
+def _uniform(rng: random.Random) -> str:
+    return ORDER_IDS[rng.randrange(len(ORDER_IDS))]
+
+
 def _zipf(names: Sequence[str], s: float = 1.1) -> Callable[[random.Random], str]:
     weights = [1 / (k ** s) for k in range(1, len(names) + 1)]
     return lambda rng: rng.choices(names, weights)[0]
@@ -177,7 +181,6 @@ def _ratio(a: float, b: float) -> str:
 async def run(quick: bool = False, out: Path = Path(".")) -> None:
     rounds = 3 if quick else 8
     sequential, block = (100, 1.5) if quick else (200, 3.0)
-    cyclic = lambda rng: ORDER_IDS[rng.randrange(len(ORDER_IDS))]  # noqa: E731
     zipf = _zipf(ORDER_IDS)
     print(f"gateway comparison on {machine()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="pullgate-gateway-bench-") as tmp:
@@ -205,7 +208,7 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
                 gw.reset()
             for r in range(rounds):
                 for gw in flipped(r, [pull, hand]):
-                    await _closed(gw, 16, block, STRONG, cyclic)
+                    await _closed(gw, 16, block, STRONG, _uniform)
             results["N=16 throughput, strong, cache off (views/s)"] = (pull.throughput(), hand.throughput())
             refusals = {"strong, cache off": (pull.refused, hand.refused)}
             results["gateway CPU per view, strong, cache off (ms)"] = (pull.cpu_per_view() * 1e3,
