@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from pullgate import topology
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.config import load
+from pullgate.decoding import RequestDecoding
 from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
 from pullgate.telemetry import Telemetry
@@ -151,6 +152,12 @@ async def running(
         # refusals stay visible in the caller's span, in the trailers and in the refused counter. It also puts
         # the request's criticality in force for everything below, the handler's own calls included.
         ServerMetrics(),
+        # Between the two, the request's decoding (pullgate.decoding), taken over from grpc: a body that is not
+        # the method's request message is refused with INVALID_ARGUMENT (grpc says UNKNOWN) and nothing below
+        # runs for it, admission included. Inside ServerMetrics, so that refusal is counted with its code
+        # (grpc decodes before every interceptor's behavior: its UNKNOWNs were counted nowhere). In front of
+        # admission it adds nothing to a refusal's cost: grpc decoded every request before admission anyway.
+        RequestDecoding(),
         AdmissionInterceptor(names, admission, criticality=own, name=name, clock=clock),
         # Then the server span, with the caller's trace context from the metadata, so the handler, the
         # faults and the error translation below all happen inside it (an injected delay shows in the span).
