@@ -49,9 +49,11 @@ from resilience.method import Idempotency, Method
 from resilience.outcome import Outcome, classify
 from resilience.result import Provenance, Result, Source
 from resilience.server import AdmissionInterceptor, Behavior, DeadlineInterceptor, HandlerMemo, UnaryInterceptor
+from resilience.transport import INSECURE, ChannelFactory, InsecureChannels
 
 __all__ = [
     "HEDGE_LOSER",
+    "INSECURE",
     "OVERLOADED_METADATA",
     "RPC_CLIENT_DURATION",
     "SYSTEM_CLOCK",
@@ -65,6 +67,7 @@ __all__ = [
     "BulkheadFull",
     "CacheConfig",
     "Cause",
+    "ChannelFactory",
     "CircuitOpen",
     "Clock",
     "ConfigError",
@@ -80,6 +83,7 @@ __all__ = [
     "HedgingConfig",
     "Histogram",
     "Idempotency",
+    "InsecureChannels",
     "LocalDeadline",
     "Method",
     "Outcome",

@@ -19,7 +19,7 @@ from resilience.instruments import zero
 from resilience.method import Method, Req, Resp
 from resilience.result import Result
 from resilience.stack import Stack, build
-from resilience.transport import Transport
+from resilience.transport import INSECURE, ChannelFactory, Transport
 
 
 class Downstream:
@@ -40,15 +40,17 @@ class Downstream:
         endpoint: Call | None = None,
         rng: random.Random | None = None,
         interceptors: Sequence[grpc.aio.UnaryUnaryClientInterceptor[Any, Any]] = (),
+        channels: ChannelFactory = INSECURE,
     ) -> None:
         """`endpoint` replaces the grpc transport (tests script calls with it); `rng` drives every random
         choice (replica picks, backoff jitter), so tests can seed it; `interceptors` (grpc.aio client
-        interceptors, e.g. OpenTelemetry's) wrap every attempt, run by the transport itself."""
+        interceptors, e.g. OpenTelemetry's) wrap every attempt, run by the transport itself; `channels` makes the
+        transport's channels (plaintext by default; pullgate.security.tls.TlsChannels for mutual TLS)."""
         self.name = name
         self.addresses = tuple(addresses)
         self.config = config
         self._clock = clock
-        self._transport = Transport(name, list(addresses), clock, interceptors) if endpoint is None else None
+        self._transport = Transport(name, list(addresses), clock, interceptors, channels) if endpoint is None else None
         self.stack: Stack = build(
             name, config, self.addresses, endpoint or self._transport or _unreachable, clock, rng or random.Random()
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -47,6 +47,35 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
+class ChannelFactory(Protocol):
+    """Makes the channels a transport sends on: how it reaches a replica (plaintext, TLS with which identity).
+
+    `version()` is asked before every attempt and must be cheap; when it changes (rotated credentials), the
+    transport makes new channels and closes the old ones gracefully.
+    """
+
+    def version(self) -> int: ...
+
+    def channel(self, authority: str, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+        """A channel to `address`, a replica of the downstream called `authority`."""
+        ...
+
+
+class InsecureChannels:
+    """Plaintext channels: for tests and for an explicitly insecure deployment."""
+
+    def version(self) -> int:
+        return 0
+
+    def channel(self, authority: str, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(address, options=options)
+
+
+INSECURE = InsecureChannels()
+
+CLOSE_GRACE = 5.0
+"""Seconds that calls in flight on a replaced channel get to finish before it closes."""
+
 _OK = grpc.StatusCode.OK.value[0]
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
@@ -60,17 +89,36 @@ class Transport:
         addresses: list[str],
         clock: Clock = SYSTEM_CLOCK,
         interceptors: Sequence[grpc.aio.UnaryUnaryClientInterceptor[Any, Any]] = (),
+        channels: ChannelFactory = INSECURE,
     ) -> None:
-        """`interceptors` wrap every attempt, the first outermost, as they would on a channel."""
+        """`interceptors` wrap every attempt, the first outermost, as they would on a channel; `channels` makes
+        the channels (plaintext unless told otherwise)."""
         if not addresses:
             raise ValueError(f"{downstream}: no addresses")
         self.downstream = downstream
         self._clock = clock
         self._interceptors = tuple(interceptors)
-        self._channels = {a: grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addresses}
+        self._factory = channels
+        self._version = channels.version()
+        self._channels = {a: channels.channel(downstream, a, CHANNEL_OPTIONS) for a in addresses}
         self._callables: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _renew(self, version: int) -> None:
+        """New channels for every replica (the factory's credentials changed); the old ones close once the calls
+        in flight on them have had `CLOSE_GRACE` to finish."""
+        old = self._channels
+        self._version = version
+        self._channels = {a: self._factory.channel(self.downstream, a, CHANNEL_OPTIONS) for a in old}
+        self._callables.clear()
+        for channel in old.values():
+            task = asyncio.get_running_loop().create_task(channel.close(CLOSE_GRACE))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def __call__(self, request: Any, ctx: CallContext) -> Any:
+        if (version := self._factory.version()) != self._version:
+            self._renew(version)
         replica = ctx.replica or next(iter(self._channels))
         bound = ctx.attempt_deadline or ctx.deadline
         timeout = None
@@ -144,7 +192,7 @@ class Transport:
             raise
 
     async def close(self) -> None:
-        await asyncio.gather(*(channel.close(None) for channel in self._channels.values()))
+        await asyncio.gather(*(channel.close(None) for channel in self._channels.values()), *self._closing)
 
 
 def translate(error: grpc.aio.AioRpcError, downstream: str, replica: str) -> ResilienceError:
