@@ -31,7 +31,8 @@ def criticality(service: ServiceDescriptor) -> dict[str, Criticality]:
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """The gateway's servicer with a resilient client per owner, closed when the server stops."""
     config = load(options.config_file)
-    owners = Upstreams.connect(options.name, options.upstreams, config.resilience)
+    owners = Upstreams.connect(options.name, options.upstreams, config.resilience,
+                               channels=options.security.channels)
     try:
         yield [Binding(SERVICE.full_name, gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
                        GatewayServicer(owners, config.gateway), criticality(SERVICE))]

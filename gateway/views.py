@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from gateway.parts import Provenance, each, fetch
@@ -51,11 +51,14 @@ def _unique(skus: list[str]) -> list[str]:
 
 
 async def order_view(
-    owners: Upstreams, order_id: str, mode: ReadMode, margin: float
+    owners: Upstreams, order_id: str, mode: ReadMode, margin: float,
+    visible: Callable[[str], bool] = lambda _customer_id: True,
 ) -> tuple[pb.OrderView, Provenance]:
     """An order with its customer, and each line with its product and stock: four owner calls in two rounds.
 
-    Without its order (only an available read gets this far without one) the view is empty and says so."""
+    Without its order (only an available read gets this far without one) the view is empty and says so. An order
+    of a customer that is not `visible` to the caller stops the view there: it holds the order alone, for the
+    caller to refuse, and nothing more is fetched for it."""
     provenance = Provenance()
     with _leave_time_to_answer(margin):
         order_part = await fetch(owners["orders"], methods.GET_ORDER, orders_pb2.GetOrderRequest(order_id=order_id),
@@ -64,6 +67,8 @@ async def order_view(
         if order_part.value is None:
             return pb.OrderView(), provenance
         order = order_part.value.order
+        if not visible(order.customer_id):
+            return pb.OrderView(order=order), provenance
         skus = _unique([line.sku for line in order.lines])
         customer, products, stock = await _all(
             fetch(owners["customers"], methods.GET_CUSTOMER,

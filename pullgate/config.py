@@ -18,6 +18,9 @@
     [admission.gateway]          # one server's; keys not given come from [admission.default]
     min_limit = 20
 
+    [security]                   # TLS files, the policy, callers' tokens (pullgate.security.setup)
+    tls_cert = "/certs/{service}.pem"
+
 A duration is a number of seconds or a duration string (docs/resilience.md#durations). Every key is checked
 when the file is loaded; a wrong one raises ConfigError naming the key and the file, before anything starts.
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pullgate import topology
+from pullgate.security.setup import SecurityConfig
 from resilience import AdmissionConfig, ConfigError, DurationError, ResilienceConfig, Seconds, parse_seconds
 
 
@@ -85,6 +89,7 @@ class Config:
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 SectionT = TypeVar("SectionT", GatewayConfig, InventoryConfig)
@@ -140,11 +145,12 @@ def _table(data: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]
     return table
 
 
-SECTIONS = ("gateway", "inventory", "resilience", "admission")
+SECTIONS = ("gateway", "inventory", "resilience", "admission", "security")
 
 
-def from_mapping(data: Mapping[str, Any], source: str) -> Config:
-    """Build and check a Config from parsed TOML; `source` names the file in errors."""
+def from_mapping(data: Mapping[str, Any], source: str, base_dir: Path = Path()) -> Config:
+    """Build and check a Config from parsed TOML; `source` names the file in errors, and relative paths in it
+    are taken from `base_dir` (the file's directory)."""
     unknown = set(data) - set(SECTIONS)
     if unknown:
         raise ConfigError(sorted(unknown)[0], f"unknown section (known: {', '.join(SECTIONS)})", source)
@@ -154,6 +160,7 @@ def from_mapping(data: Mapping[str, Any], source: str) -> Config:
         inventory=_section(InventoryConfig, "inventory", data.get("inventory", {}), source),
         resilience=ResilienceConfig.from_mapping(data.get("resilience", {}), source=source,
                                                  known_downstreams=topology.downstreams()),
+        security=SecurityConfig.from_mapping(data.get("security", {}), source, base_dir),
     )
 
 
@@ -169,7 +176,7 @@ def load(path: Path | None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("(file)", f"not valid TOML: {error}", str(path)) from None
-    return from_mapping(data, str(path))
+    return from_mapping(data, str(path), Path(path).parent)
 
 
 __all__ = ["AdmissionSettings", "Config", "ConfigError", "GatewayConfig", "InventoryConfig", "from_mapping", "load"]

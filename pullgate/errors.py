@@ -4,7 +4,8 @@ ServiceError            code: grpc.StatusCode
  ├── InvalidArgument    a field breaks a rule:        "customer_id: must not be empty"
  ├── NotFound           an entity does not exist:     "customer '42' not found"
  ├── AlreadyExists      a key is taken by something else
- └── FailedPrecondition the request is valid but the state forbids it
+ ├── FailedPrecondition the request is valid but the state forbids it
+ └── PermissionDenied   the caller is known, and may not do this
 """
 
 from __future__ import annotations
@@ -46,3 +47,7 @@ class AlreadyExists(ServiceError):
 
 class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PermissionDenied(ServiceError):
+    code = grpc.StatusCode.PERMISSION_DENIED

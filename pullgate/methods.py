@@ -13,7 +13,7 @@ from pullgate.customers.v1 import customers_pb2 as customers
 from pullgate.inventory.v1 import inventory_pb2 as inventory
 from pullgate.orders.v1 import orders_pb2 as orders
 from pullgate.telemetry import client_interceptors
-from resilience import SYSTEM_CLOCK, Clock, Downstream, Method, ResilienceConfig
+from resilience import INSECURE, SYSTEM_CLOCK, ChannelFactory, Clock, Downstream, Method, ResilienceConfig
 
 
 def _method(module: Any, name: str) -> Any:
@@ -57,18 +57,19 @@ class Upstreams(Mapping[str, Downstream]):
     @classmethod
     def connect(
         cls, service: str, addresses: Mapping[str, Sequence[str]], config: ResilienceConfig,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock = SYSTEM_CLOCK, *, channels: ChannelFactory = INSECURE,
     ) -> Upstreams:
         """A Downstream for each upstream the topology gives `service`; ValueError naming any without an address.
 
-        Every Downstream runs its policies on `clock` (tests pass a FakeClock to drive their time)."""
+        Every Downstream runs its policies on `clock` (tests pass a FakeClock to drive their time) and reaches its
+        replicas over `channels` (plaintext unless given the service's TLS, pullgate.security.tls.TlsChannels)."""
         names = topology.service(service).upstreams
         missing = [name for name in names if not addresses.get(name)]
         if missing:
             raise ValueError(f"{service} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
         interceptors = client_interceptors()  # tracing's client span and propagation, when tracing is on
         downstreams = {name: Downstream(name, tuple(addresses[name]), config.for_downstream(name), clock,
-                                        interceptors=interceptors) for name in names}
+                                        interceptors=interceptors, channels=channels) for name in names}
         for name, downstream in downstreams.items():
             downstream.expect(descriptor_pool.Default().FindServiceByName(topology.service(name).contract)
                               .methods_by_name)

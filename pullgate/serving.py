@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from pullgate.config import load
 from pullgate.decoding import RequestDecoding
 from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
+from pullgate.security.setup import INSECURE_SECURITY, Security, SecurityFlags, resolve
 from pullgate.telemetry import Telemetry
 from pullgate.telemetry.metrics import port_file as metrics_port_file
 from pullgate.telemetry.rpc_metrics import ServerMetrics
@@ -75,6 +76,11 @@ class ServeOptions:
     faults: str = ""
     allow_fault_injection: bool = False
     metrics_port: int | None = None  # None = $PULLGATE_METRICS_PORT (what the launcher sets), else no endpoint
+    flags: SecurityFlags = field(default_factory=SecurityFlags)
+    """The security flags (--tls-cert ..., --insecure); `run()` resolves them with the config's [security]."""
+    security: Security = INSECURE_SECURITY
+    """The resolved security: what the app's clients use (`security.channels`). Plaintext by default, for a
+    server made in-process by a test; `pullgate serve` never starts without TLS unless told `--insecure`."""
 
     @property
     def database(self) -> Path:
@@ -126,6 +132,7 @@ async def running(
     admission: AdmissionConfig = NO_ADMISSION,
     name: str = "",
     clock: Clock = SYSTEM_CLOCK,
+    security: Security = INSECURE_SECURITY,
 ) -> AsyncIterator[tuple[grpc.aio.Server, int, HealthServicer]]:
     """A started server with the bindings, health and reflection; yields (server, bound port, health).
 
@@ -139,7 +146,8 @@ async def running(
     request's criticality (the caller's, never above its method's own in `Binding.criticality`) still travels
     on to the calls its handler makes. `name` labels the admission metrics. `clock`
     is the one the caller's deadline is carried on: the clock of the Downstreams the handlers call through
-    (a test that drives their time passes its FakeClock here too).
+    (a test that drives their time passes its FakeClock here too). `security` says how it listens (TLS or
+    plaintext) and whom it lets in (pullgate.security); plaintext and open by default, for tests.
     """
     names = [b.full_name for b in bindings]
     injector = faults if faults is not None else FaultInjector("")
@@ -162,6 +170,9 @@ async def running(
         # Then the server span, with the caller's trace context from the metadata, so the handler, the
         # faults and the error translation below all happen inside it (an injected delay shows in the span).
         *tracing,
+        # Then who is calling (pullgate.security.authz): inside the span, so a refused call shows in a trace with
+        # the caller's identity; nothing below runs for a caller the policy does not let in.
+        *security.interceptors(),
         # Then the caller's deadline becomes the current one before anything else runs, so an injected
         # delay spends the caller's time like a slow handler would, and what the handler calls after it gets
         # only what is left.
@@ -191,7 +202,7 @@ async def running(
         [*names, *admin, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = security.listen(server, f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()
@@ -217,6 +228,8 @@ async def run(options: ServeOptions, app: App) -> None:
     A bad `options.faults` raises FaultSpecError (naming the clause) before the app or the server starts.
     """
     faults = FaultInjector(options.name, parse_faults(options.faults))
+    # Before anything starts: a missing certificate or a wrong policy is an error naming the flag, key or file.
+    options = replace(options, security=resolve(options.name, options.flags, load(options.config_file).security))
     # Before the app, so the transports it makes to its owners get the client span and propagation.
     telemetry = Telemetry.setup(options.name, options.host, options.metrics_port)
     try:
@@ -237,9 +250,10 @@ async def _serve(options: ServeOptions, app: App, faults: FaultInjector, telemet
     async with app(options) as bindings, running(
         bindings, options.host, options.port, faults=faults, allow_fault_injection=options.allow_fault_injection,
         tracing=telemetry.server_interceptors(), name=options.name,
-        admission=load(options.config_file).admission.for_service(options.name),
+        admission=load(options.config_file).admission.for_service(options.name), security=options.security,
     ) as (_, port, _h):
-        log.info("%s serving on %s:%d", options.name, options.host, port)
+        how = "plaintext, INSECURE" if options.security.insecure else "TLS"
+        log.info("%s serving on %s:%d (%s)", options.name, options.host, port, how)
         if telemetry.metrics_port is not None:
             log.info("%s metrics on http://%s:%d/metrics", options.name, options.host, telemetry.metrics_port)
         if options.port_file is not None:

@@ -76,7 +76,7 @@ NOT_A_DURATION = "is not a duration: use a number with a unit, like 500ms, 2s or
         ("[inventory]\nreservation_hold = '0ms'\n", "inventory.reservation_hold", "must be more than 0"),
         ("[inventory]\nreservation_hold = 'long'\n", "inventory.reservation_hold", f"'long' {NOT_A_DURATION}"),
         ("[inventory]\nreservation_hodl = 1\n", "inventory.reservation_hodl", "unknown key"),
-        ("[gatway]\n", "gatway", "unknown section (known: gateway, inventory, resilience, admission)"),
+        ("[gatway]\n", "gatway", "unknown section (known: gateway, inventory, resilience, admission, security)"),
         ("[resilience.catalgo.cache]\nttl = 1\n", "resilience.catalgo", "unknown downstream"),
         ("[resilience.catalog.cache]\nttl = '1 s'\n", "resilience.catalog.cache.ttl", f"'1 s' {NOT_A_DURATION}"),
         ("[resilience.catalog.cache]\nttl = 0\n", "resilience.catalog.cache.ttl", "must be > 0, got 0.0"),

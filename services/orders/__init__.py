@@ -30,7 +30,8 @@ async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """Open (create, migrate, seed) the database, connect to the owners, start recovery, yield the binding."""
     config = load(options.config_file).resilience
     async with contextlib.AsyncExitStack() as stack:
-        owners = Upstreams.connect(options.name, options.upstreams, config)
+        owners = Upstreams.connect(options.name, options.upstreams, config,
+                                   channels=options.security.channels)
         stack.push_async_callback(owners.close)
         store = await OrderStore.open(options.database)
         stack.push_async_callback(store.close)
