@@ -25,6 +25,8 @@ from pullgate.faults import parse_faults
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
+from pullgate.security.access import Access
+from pullgate.security.setup import SecurityFlags
 from pullgate.serving import ServeOptions, run
 from pullgate.tools import launcher, render
 from pullgate.tools.apps import load_app
@@ -85,6 +87,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, host=args.host, ports=ports, replicas=args.replicas, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection,
         metrics=not args.no_metrics, metrics_ports=metrics_ports, loop=args.loop,
+        insecure=args.insecure, policy=args.policy,
     )
     return loops.run(launcher.up(settings), args.loop)
 
@@ -105,6 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         name=args.service, host=args.host, port=args.port, data_dir=args.data_dir,
         upstreams=dict(args.upstream or []), port_file=args.port_file, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection, metrics_port=args.metrics_port,
+        flags=SecurityFlags(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, policy=args.policy,
+                            token_secret=args.token_secret, insecure=args.insecure),
     )
     if topology.service(args.service).owns_data:
         args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -115,16 +120,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ---- calling the gateway --------------------------------------------------------------------------------
 
 
+def _state(args: argparse.Namespace) -> dict[str, Any]:
+    """What the running `pullgate up` recorded under --data-dir (nothing when none runs there)."""
+    path = args.data_dir / launcher.STATE_FILE
+    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    return state
+
+
 def _target(args: argparse.Namespace) -> str:
     """--target, else $PULLGATE_TARGET, else the gateway that `pullgate up` recorded, else the default port."""
     if args.target:
         return str(args.target)
     if os.environ.get("PULLGATE_TARGET"):
         return os.environ["PULLGATE_TARGET"]
-    state = args.data_dir / launcher.STATE_FILE
-    if state.exists():
-        return str(json.loads(state.read_text())["services"][topology.ENTRY][0]["address"])
+    state = _state(args)
+    if state:
+        return str(state["services"][topology.ENTRY][0]["address"])
     return f"127.0.0.1:{topology.service(topology.ENTRY).port}"
+
+
+def _access(args: argparse.Namespace) -> Access:
+    """How to reach the gateway: what `pullgate up` recorded, else the
+    development PKI under --data-dir when it exists; plaintext only with --insecure."""
+    if args.insecure:
+        return Access()
+    state = _state(args)
+    if state:
+        return Access.from_state(state)
+    pki = args.data_dir / "pki"
+    if (pki / "ca.pem").exists():
+        return Access(pki)
+    raise UsageError(f"no running `pullgate up` under {args.data_dir} and no certificates in {pki}: give --data-dir, "
+                     "or --insecure for a gateway that serves plaintext")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get("PULLGATE_TOKEN") or None
 
 
 def _read_options(args: argparse.Namespace) -> pb.ReadOptions:
@@ -136,8 +167,10 @@ def _read_options(args: argparse.Namespace) -> pb.ReadOptions:
 
 def _call(args: argparse.Namespace, invoke: Callable[[gateway_pb2_grpc.GatewayServiceStub], Any],
           show: Callable[[Any], str]) -> int:
+    access, token = _access(args), _token(args)
+
     async def go() -> Message:
-        async with grpc.aio.insecure_channel(_target(args)) as channel:
+        async with access.channel(topology.ENTRY, _target(args), token=token) as channel:
             response: Message = await invoke(gateway_pb2_grpc.GatewayServiceStub(channel))
             return response
 
@@ -145,6 +178,9 @@ def _call(args: argparse.Namespace, invoke: Callable[[gateway_pb2_grpc.GatewaySe
         response = asyncio.run(go())
     except grpc.aio.AioRpcError as error:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        if error.code() is grpc.StatusCode.UNAUTHENTICATED and token is None:
+            print("hint: the gateway wants a token; export PULLGATE_TOKEN=$(pullgate token --customer 1), "
+                  "or pass --token", file=sys.stderr)
         return 1
     if args.json:
         print(json_format.MessageToJson(response, preserving_proto_field_name=True))
@@ -172,6 +208,17 @@ def cmd_place_order(args: argparse.Namespace) -> int:
                  lambda response: render.placed_order(response, key))
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a development token signed with the local key (`<data-dir>/pki/token.key`)."""
+    access = Access(args.data_dir / "pki")
+    if args.customer is None and not args.admin and not args.scope:
+        raise UsageError("--customer ID, --admin or --scope: say what the token is for")
+    scopes = [*args.scope, *(["admin"] if args.admin else [])]
+    subject = args.subject or (f"customer:{args.customer}" if args.customer is not None else "admin")
+    print(access.mint(subject=subject, customer_id=args.customer, scopes=scopes, lifetime=args.lifetime))
+    return 0
+
+
 # ---- the parser -----------------------------------------------------------------------------------------
 
 
@@ -185,6 +232,10 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
                         help="serve the admin FaultService so faults can be changed at run time")
     parser.add_argument("--loop", choices=loops.LOOPS, default=loops.DEFAULT,
                         help="event loop of every process (default asyncio; uvloop needs pullgate[uvloop])")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plaintext, and every caller may call every method (local experiments only)")
+    parser.add_argument("--policy", type=Path, help="who may call what (default: the shipped least-privilege "
+                                                     "policy; see docs/security.md)")
 
 
 def _client_flags(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +243,8 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("var"), help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=_seconds, default=5.0, help="deadline for the call (default 5s)")
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
+    parser.add_argument("--token", help="bearer token for the gateway (default $PULLGATE_TOKEN; `pullgate token`)")
+    parser.add_argument("--insecure", action="store_true", help="call a gateway that serves plaintext")
 
 
 def _read_flags(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0 = any free one)")
     serve.add_argument("--upstream", type=_upstream, action="append", metavar="NAME=HOST:PORT[,HOST:PORT]",
                        help="where an owner this server calls listens (repeat per owner)")
+    serve.add_argument("--tls-cert", type=Path, help="this server's certificate (PEM; its identity a SPIFFE URI SAN)")
+    serve.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    serve.add_argument("--tls-ca", type=Path, help="the CA bundle its peers' certificates must chain to (PEM)")
+    serve.add_argument("--token-secret", type=Path, help="the gateway: the HS256 key its callers' tokens are "
+                                                          "signed with (or [security.tokens] in the config)")
     serve.set_defaults(func=cmd_serve)
 
     view = sub.add_parser("order-view", help="an order with its customer, products and stock")
@@ -245,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     place.add_argument("--key", help="idempotency key (default: a new one; repeat it to retry safely)")
     _client_flags(place)
     place.set_defaults(func=cmd_place_order)
+
+    token = sub.add_parser("token", help="mint a development token for the gateway, from the local key")
+    token.add_argument("--customer", help="the customer the token acts for (reads its data, places its orders)")
+    token.add_argument("--admin", action="store_true", help="may read any customer's data")
+    token.add_argument("--scope", action="append", default=[], help="another scope (repeat)")
+    token.add_argument("--subject", help="the token's subject (default customer:ID, or admin)")
+    token.add_argument("--lifetime", type=_seconds, default=12 * 3600.0, help="how long it is valid (default 12h)")
+    token.add_argument("--data-dir", type=Path, default=Path("var"), help="where `pullgate up` keeps its data")
+    token.set_defaults(func=cmd_token)
 
     # Larger commands live in their own modules: each has add_arguments(parser) and run(args) -> exit code.
     for name, module, summary in (

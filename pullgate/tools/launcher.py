@@ -31,6 +31,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pullgate import topology
+from pullgate.security import policy as policies
+from pullgate.security.access import OPERATOR, TOKEN_FILE, Access
+from pullgate.security.pki import Pki, ensure_dev_pki
+from pullgate.security.tokens import ensure_secret
 from pullgate.telemetry import logs
 from pullgate.telemetry import metrics as telemetry_metrics
 
@@ -64,6 +68,11 @@ class UpSettings:
     metrics_ports: Mapping[str, int] | None = None
     """Each service's metrics port (0 = any free one); None = the defaults, or any free one for a service whose
     gRPC port is 0 (`--any-ports`). $PULLGATE_METRICS_PORTS overrides: `gateway=9100,orders=0` or `off`."""
+    insecure: bool = False
+    """Plaintext and nobody checked (`--insecure`). Otherwise every hop is mutual TLS with the development PKI
+    under `<data-dir>/pki` (made on first start), the owners check `policy`, and the gateway checks tokens."""
+    policy: Path | None = None
+    """The authorization policy (None: the shipped one, pullgate/security/policy.toml)."""
 
 
 def metrics_ports(settings: UpSettings, env: Mapping[str, str] = os.environ) -> dict[str, int] | None:
@@ -294,6 +303,9 @@ class Launcher:
                 self.children.append(child)
         self._stopping = False
         self._supervisors: list[asyncio.Task[None]] = []
+        self.pki = None if settings.insecure else Pki(settings.data_dir / "pki")
+        self.access = Access(None if self.pki is None else self.pki.directory)
+        self.policy = policies.load(settings.policy)  # ConfigError naming the key and the file, before anything
 
     def addresses(self, service: str) -> list[str]:
         return [f"{self.settings.host}:{c.port}" for c in self.children if c.service == service]
@@ -312,6 +324,15 @@ class Launcher:
             cmd.append("--allow-fault-injection")
         if s.loop != "asyncio":
             cmd += ["--loop", s.loop]
+        if self.pki is None:
+            cmd.append("--insecure")
+        else:
+            cmd += ["--tls-cert", str(self.pki.cert(child.service)), "--tls-key", str(self.pki.key(child.service)),
+                    "--tls-ca", str(self.pki.ca)]
+            if child.service == topology.ENTRY:
+                cmd += ["--token-secret", str(self.pki.directory / TOKEN_FILE)]
+            if s.policy is not None:
+                cmd += ["--policy", str(s.policy)]
         return cmd
 
     def _port_file(self, child: Child) -> Path:
@@ -343,7 +364,7 @@ class Launcher:
 
     async def _wait_serving(self, child: Child, deadline: float) -> None:
         address = f"{self.settings.host}:{child.port}"
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with self.access.channel(child.service, address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -359,6 +380,10 @@ class Launcher:
         """Start every stage; a service's first replica starts (and seeds its database) before the others."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.pki is not None:
+            # Every service's certificate and the tools' (the operator's), made or renewed; the gateway's token key.
+            ensure_dev_pki(self.pki.directory, [*topology.names(), OPERATOR])
+            ensure_secret(self.pki.directory / TOKEN_FILE)
         check_ports_free(self.settings.host, {c.name: c.port for c in self.children},
                          {c.name: c.metrics_port for c in self.children if c.metrics_port is not None})
         for stage in topology.stages():
@@ -398,6 +423,9 @@ class Launcher:
         state = {
             "launcher_pid": os.getpid(),
             "data_dir": str(self.settings.data_dir.resolve()),
+            "security": {"mode": "insecure"} if self.pki is None else
+            {"mode": "mtls", "pki": str(self.pki.directory.resolve()),
+             "policy": str((self.settings.policy or policies.SHIPPED).resolve())},
             "services": {
                 service: [{"name": c.name, "address": f"{self.settings.host}:{c.port}",
                            "pid": c.process.pid if c.process else None, "restarts": c.restarts,
@@ -474,18 +502,40 @@ class Launcher:
         entry = topology.service(topology.ENTRY)
         gateway = self.addresses(entry.name)[0]
         target = "" if gateway == f"127.0.0.1:{entry.port}" else f" --target {gateway}"
+        if self.pki is None:
+            security = ["Security: NONE (--insecure): plaintext, and every caller may call every method.", "",
+                        "Try, in another terminal:"]
+        else:
+            security = [f"Security: mutual TLS on every hop (certificates in {self.pki.directory}); "
+                        f"who may call what ({self.policy.source}):",
+                        *(f"  {line}" for line in self.policy.describe()),
+                        "  health and reflection: anyone with a certificate from the CA; the gateway: a token",
+                        "", "Try, in another terminal (a token for customer 1 first):",
+                        f"  export PULLGATE_TOKEN=$(pullgate token --customer 1{_data_dir_flag(s.data_dir)})"]
         return "\n".join([
             f"pullgate is up: {len(self.children)} processes, data in {s.data_dir}",
             *rows,
             "",
-            "Try, in another terminal:",
+            *security,
             f"  pullgate order-view 1{target}",
             f"  pullgate customer 1{target}",
             f"  pullgate place-order --customer 1 --line SKU-001:2 --line SKU-002:1{target}",
-            f"  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"order_id\": \"1\"}}' "
-            f"http://{gateway}/{entry.contract}/GetOrderView",
+            *self._curl(gateway, entry.contract),
             "Ctrl-C stops everything.",
         ])
+
+
+    def _curl(self, gateway: str, contract: str) -> list[str]:
+        """How to call the gateway with buf curl, through TLS and with the token when the system is secure."""
+        body = "-d '{\"order_id\": \"1\"}'"
+        if self.pki is None:
+            return [f"  buf curl --protocol grpc --http2-prior-knowledge {body} http://{gateway}/{contract}/GetOrderView"]
+        return [f"  buf curl --protocol grpc --cacert {self.pki.ca} --servername {topology.ENTRY} "
+                f"-H \"Authorization: Bearer $PULLGATE_TOKEN\" {body} https://{gateway}/{contract}/GetOrderView"]
+
+
+def _data_dir_flag(data_dir: Path) -> str:
+    return "" if data_dir == Path("var") else f" --data-dir {data_dir}"
 
 
 async def up(settings: UpSettings) -> int:
