@@ -19,6 +19,8 @@ from prometheus_client.samples import Sample
 
 from pullgate import topology
 from pullgate.faults import FaultInjector
+from pullgate.security.access import Access
+from pullgate.security.setup import INSECURE_SECURITY, Security
 from pullgate.serving import ServeOptions, running
 from pullgate.tools.apps import load_app
 from pullgate.tools.launcher import REPLICA_PORT_STEP
@@ -27,21 +29,25 @@ from pullgate.tools.launcher import REPLICA_PORT_STEP
 @contextlib.asynccontextmanager
 async def start_service(
     name: str, data_dir: Path, upstreams: Mapping[str, Sequence[str]] | None = None,
-    faults: FaultInjector | None = None,
+    faults: FaultInjector | None = None, security: Security = INSECURE_SECURITY,
 ) -> AsyncIterator[str]:
     """Run service `name` on 127.0.0.1, port 0, over `data_dir`; yields its address ("127.0.0.1:PORT").
 
     `upstreams` maps each service it calls to its addresses, as the launcher passes them. With `faults`, that
-    injector's faults are in force and can be changed at run time. The server and its database close on exit.
+    injector's faults are in force and can be changed at run time. `security` is how it listens and whom it lets
+    in (plaintext and open by default), and how it reaches its upstreams. The server and its database close on
+    exit.
     """
     options = ServeOptions(
         name=name,
         data_dir=data_dir,
         upstreams={owner: tuple(addresses) for owner, addresses in (upstreams or {}).items()},
+        security=security,
     )
     async with (
         load_app(name)(options) as bindings,
-        running(bindings, "127.0.0.1", 0, faults=faults, allow_fault_injection=faults is not None) as (_, port, _h),
+        running(bindings, "127.0.0.1", 0, faults=faults, allow_fault_injection=faults is not None,
+                security=security) as (_, port, _h),
     ):
         yield f"127.0.0.1:{port}"
 
@@ -131,6 +137,21 @@ class Recorded:
 
     def address(self, service: str) -> str:
         return str(self.state["services"][service][0]["address"])
+
+    @property
+    def access(self) -> Access:
+        """How pullgate's tools reach this system (TLS with the operator's certificate, or plaintext)."""
+        return Access.from_state(self.state)
+
+    def channel(self, service: str, *, customer: str | None = None, address: str | None = None) -> grpc.aio.Channel:
+        """A channel to `service` (its first replica, or `address`) as pullgate's tools reach it. To the gateway it
+        carries a token with the admin and operator scopes (it reads any customer's data and may set the gateway's
+        faults) acting for `customer` (whose orders it may place)."""
+        token = None
+        if service == topology.ENTRY:
+            token = self.access.mint(subject="tests" if customer is None else f"customer:{customer}",
+                                     customer_id=customer, scopes=["admin", "operator"])
+        return self.access.channel(service, address or self.address(service), token=token)
 
     def recorded(self, name: str) -> dict[str, Any]:
         """The record of process `name` (`catalog`, `catalog-1`, ...): its address, pid and metrics URL."""

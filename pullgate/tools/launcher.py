@@ -380,12 +380,12 @@ class Launcher:
         """Start every stage; a service's first replica starts (and seeds its database) before the others."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_ports_free(self.settings.host, {c.name: c.port for c in self.children},
+                         {c.name: c.metrics_port for c in self.children if c.metrics_port is not None})
         if self.pki is not None:
             # Every service's certificate and the tools' (the operator's), made or renewed; the gateway's token key.
             ensure_dev_pki(self.pki.directory, [*topology.names(), OPERATOR])
             ensure_secret(self.pki.directory / TOKEN_FILE)
-        check_ports_free(self.settings.host, {c.name: c.port for c in self.children},
-                         {c.name: c.metrics_port for c in self.children if c.metrics_port is not None})
         for stage in topology.stages():
             firsts = [c for c in self.children if c.service in stage and c.replica == 0]
             await asyncio.gather(*(self._spawn(c) for c in firsts))

@@ -7,7 +7,6 @@ import asyncio
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
 
 from pullgate import loops, topology
@@ -27,7 +26,7 @@ async def test_up_on_uvloop_runs_every_process_on_it_and_serves_views(tmp_path: 
         names = [p["name"] for service in topology.names() for p in system.state["services"][service]]
         pids = [system.recorded(name)["pid"] for name in names] + [system.process.pid]
         assert all("uvloop/loop" in _maps(pid) for pid in pids)
-        async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+        async with system.channel("gateway") as channel:
             view = await gateway_pb2_grpc.GatewayServiceStub(channel).GetOrderView(
                 pb.GetOrderViewRequest(order_id="1", read=pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)),
                 timeout=10)

@@ -57,7 +57,7 @@ async def test_a_spike_is_refused_at_once_and_opens_no_breaker(tmp_path: Path) -
     # Every owner answers after 300 ms, so an admitted view holds its place that long; the gateway admits 4.
     config = _config(tmp_path, "[admission.gateway]\ninitial_limit = 4\nmin_limit = 4\nmax_limit = 4\n")
     async with pullgate_up(tmp_path, "--config", config, "--faults", "orders=delay:300ms") as system:
-        async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+        async with system.channel("gateway") as channel:
             gateway: GatewayStub = gateway_pb2_grpc.GatewayServiceStub(channel)
             finished: list[grpc.StatusCode] = []
 
@@ -91,8 +91,8 @@ async def test_an_available_read_under_an_overloaded_owner_is_stale_and_says_ove
                                "[resilience.default.cache]\nttl = 0.000001\n")
     async with (
         pullgate_up(tmp_path, "--config", config, "--faults", "catalog.GetProduct=delay:20s") as system,
-        grpc.aio.insecure_channel(system.address("gateway")) as to_gateway,
-        grpc.aio.insecure_channel(system.address("catalog")) as to_catalog,
+        system.channel("gateway") as to_gateway,
+        system.channel("catalog") as to_catalog,
     ):
         gateway: GatewayStub = gateway_pb2_grpc.GatewayServiceStub(to_gateway)
         request = pb.GetOrderViewRequest(order_id="1", read=AVAILABLE)
@@ -126,7 +126,7 @@ async def test_a_frozen_replica_stops_getting_attempts_and_is_taken_back(tmp_pat
                                "[resilience.default.outlier_detection]\nbase_ejection_time = \"10s\"\n")
     async with (
         pullgate_up(tmp_path, "--config", config, "--replicas", "2") as system,
-        grpc.aio.insecure_channel(system.address("gateway")) as channel,
+        system.channel("gateway") as channel,
     ):
         gateway: GatewayStub = gateway_pb2_grpc.GatewayServiceStub(channel)
         replicas = {p["address"]: p for p in system.state["services"]["catalog"]}

@@ -49,8 +49,8 @@ async def system_up(data_dir: Path, config: Path) -> AsyncIterator[System]:
         yield system
 
 
-async def set_faults(address: str, spec: str) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def set_faults(system: System, service: str, spec: str) -> None:
+    async with system.channel(service) as channel:
         await admin_pb2_grpc.FaultServiceStub(channel).SetFaults(admin_pb2.SetFaultsRequest(spec=spec), timeout=5)
 
 
@@ -84,7 +84,7 @@ def place(key: str) -> pb.PlaceOrderRequest:
 @contextlib.asynccontextmanager
 async def placing(system: System, key: str) -> AsyncIterator[None]:
     """PlaceOrder through the gateway in the background (its answer does not matter: processes will die)."""
-    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+    async with system.channel("gateway", customer="2") as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
 
         async def call_gateway() -> None:
@@ -118,7 +118,7 @@ async def settled(system: System, key: str) -> int:
 
 async def replay(system: System, key: str) -> pb.PlaceOrderResponse | grpc.StatusCode:
     """PlaceOrder with `key` again, as a client retries, until the gateway reaches the restarted orders."""
-    async with grpc.aio.insecure_channel(system.address("gateway")) as channel, asyncio.timeout(SETTLE_TIMEOUT):
+    async with system.channel("gateway", customer="2") as channel, asyncio.timeout(SETTLE_TIMEOUT):
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         while True:
             try:
@@ -132,11 +132,11 @@ async def replay(system: System, key: str) -> pb.PlaceOrderResponse | grpc.Statu
 async def test_orders_killed_between_reservation_and_confirmation(tmp_path: Path, config: Path) -> None:
     """orders dies holding a reservation; restarted, it settles the order, and a replay of the key agrees."""
     async with system_up(tmp_path, config) as system:
-        await set_faults(system.address("inventory"), STALL_COMMIT)
+        await set_faults(system, "inventory", STALL_COMMIT)
         key = str(uuid.uuid4())
         async with placing(system, key):
             await until(lambda: held(tmp_path, key), SETTLE_TIMEOUT)
-            await set_faults(system.address("inventory"), "")
+            await set_faults(system, "inventory", "")
             await kill(system, "orders")
             status = await settled(system, key)
         replayed = await replay(system, key)
@@ -150,7 +150,7 @@ async def test_orders_killed_between_reservation_and_confirmation(tmp_path: Path
 async def test_inventory_killed_during_placement_leaks_no_reservation(tmp_path: Path, config: Path) -> None:
     """inventory dies while an order's stock is held; once it is back the hold is committed or gone."""
     async with system_up(tmp_path, config) as system:
-        await set_faults(system.address("inventory"), STALL_COMMIT)
+        await set_faults(system, "inventory", STALL_COMMIT)
         key = str(uuid.uuid4())
         async with placing(system, key):
             await until(lambda: held(tmp_path, key), SETTLE_TIMEOUT)
@@ -161,9 +161,9 @@ async def test_inventory_killed_during_placement_leaks_no_reservation(tmp_path: 
 async def test_customers_down_refuses_the_order_and_reserves_nothing(tmp_path: Path, config: Path) -> None:
     """With customers failing, PlaceOrder is UNAVAILABLE and no stock is held for the order."""
     async with system_up(tmp_path, config) as system:
-        await set_faults(system.address("customers"), "customers=error:UNAVAILABLE")
+        await set_faults(system, "customers", "customers=error:UNAVAILABLE")
         key = str(uuid.uuid4())
-        async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+        async with system.channel("gateway", customer="2") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await gateway_pb2_grpc.GatewayServiceStub(channel).PlaceOrder(place(key), timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -92,7 +92,7 @@ async def test_read_modes_with_owners_frozen_killed_and_hanging(tmp_path: Path) 
     config.write_text(CONFIG)
     data_dir = tmp_path / "var"
     async with pullgate_up(data_dir, "--allow-fault-injection", "--config", str(config)) as up, \
-            grpc.aio.insecure_channel(up.address("gateway")) as channel:
+            up.channel("gateway") as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         view = gateway.GetOrderView
         first = await view(_request(pb.CONSISTENCY_BOUNDED_STALENESS), timeout=10)
@@ -127,7 +127,7 @@ async def test_read_modes_with_owners_frozen_killed_and_hanging(tmp_path: Path) 
         await _until_live(gateway)
 
         # Hanging: customers keeps running but never answers (fault injected at run time).
-        async with grpc.aio.insecure_channel(up.address("customers")) as admin_channel:
+        async with up.channel("customers") as admin_channel:
             admin = admin_pb2_grpc.FaultServiceStub(admin_channel)
             await admin.SetFaults(admin_pb2.SetFaultsRequest(spec="customers=hang"), timeout=5)
             try:

@@ -102,7 +102,7 @@ async def test_up_starts_again_at_once_after_an_owner_was_killed_under_traffic(t
     data_dir = tmp_path / "var"
     async with pullgate_up(data_dir, *flags) as first:
         gateway_address = first.address("gateway")
-        async with grpc.aio.insecure_channel(gateway_address) as channel:
+        async with first.channel("gateway") as channel:
             outcomes: list[bool] = []
             done = asyncio.Event()
             load = [asyncio.create_task(_traffic(gateway_pb2_grpc.GatewayServiceStub(channel), outcomes, done))
@@ -112,7 +112,7 @@ async def test_up_starts_again_at_once_after_an_owner_was_killed_under_traffic(t
                 # A caller of customers that is idle when it dies: with nothing unread on that connection the dead
                 # server's side sends FIN (not RST) and is left in TIME_WAIT, which the loaded connections only
                 # sometimes are.
-                async with grpc.aio.insecure_channel(first.address("customers")) as idle:
+                async with first.channel("customers") as idle:
                     await health_pb2_grpc.HealthStub(idle).Check(health_pb2.HealthCheckRequest(), timeout=5)
                     os.kill(first.state["services"]["customers"][0]["pid"], signal.SIGKILL)
                     await asyncio.wait_for(_read_until(first.process, "customers is back", first.output),
@@ -137,7 +137,7 @@ async def test_up_starts_again_at_once_after_an_owner_was_killed_under_traffic(t
     assert _in_time_wait(ports), "no TIME_WAIT on the fixed ports; the restart below would prove nothing"
     async with pullgate_up(data_dir, *flags) as again:
         assert again.address("gateway") == gateway_address
-        async with grpc.aio.insecure_channel(gateway_address) as channel:
+        async with again.channel("gateway") as channel:
             view = await gateway_pb2_grpc.GatewayServiceStub(channel).GetOrderView(STRONG, timeout=10)
         assert view.view.order.order_id == "1"
         again.process.send_signal(signal.SIGTERM)

@@ -87,10 +87,10 @@ async def test_up_serves_views_joined_from_the_owners_and_stops_cleanly(tmp_path
         addresses = {name: system.address(name) for name in system.state["services"]}
         pids = [entry["pid"] for entries in system.state["services"].values() for entry in entries]
         async with (
-            grpc.aio.insecure_channel(addresses["gateway"]) as gw,
-            grpc.aio.insecure_channel(addresses["customers"]) as cu,
-            grpc.aio.insecure_channel(addresses["catalog"]) as ca,
-            grpc.aio.insecure_channel(addresses["inventory"]) as inv,
+            system.channel("gateway", customer="1") as gw,
+            system.channel("customers") as cu,
+            system.channel("catalog") as ca,
+            system.channel("inventory") as inv,
         ):
             gateway = gateway_pb2_grpc.GatewayServiceStub(gw)
             view = (await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="1"), timeout=10)).view
@@ -153,7 +153,7 @@ async def test_up_restarts_a_killed_service(tmp_path: Path) -> None:
         restarted = system.state["services"]["customers"][0]
         assert restarted["address"] == customers["address"]
         assert restarted["pid"] != customers["pid"] and restarted["restarts"] == 1
-        async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+        async with system.channel("gateway") as channel:
             view = await gateway_pb2_grpc.GatewayServiceStub(channel).GetOrderView(
                 pb.GetOrderViewRequest(order_id="1", read=pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)),
                 timeout=10)

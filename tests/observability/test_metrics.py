@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 async def test_the_gateway_serves_resilience_and_view_metrics(system: System) -> None:
     """After a miss, a hit and a degraded view, the gateway's endpoint has the series with those counts."""
-    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+    async with system.channel("gateway", customer="1") as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="3"), timeout=5)
         await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="3"), timeout=5)
@@ -52,7 +52,7 @@ async def test_the_gateway_serves_resilience_and_view_metrics(system: System) ->
 async def test_every_server_and_client_has_the_standard_rpc_metrics_by_method_and_status(system: System) -> None:
     """rpc.server.duration on every server and rpc.client.duration on every caller, by the RPC semantic
     conventions: a view's calls show up per method with status OK, a view of no order with NOT_FOUND."""
-    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+    async with system.channel("gateway", customer="1") as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="2"), timeout=5)
         with pytest.raises(grpc.aio.AioRpcError) as missing:
@@ -85,7 +85,7 @@ def test_every_process_has_its_own_metrics_port(system: System) -> None:
 
 async def test_criticality_travels_from_the_gateway_to_the_owners(system: System) -> None:
     """A view reaches catalog as SHEDDABLE, a placement's checks reach it as CRITICAL; each server counts them."""
-    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+    async with system.channel("gateway", customer="1") as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         strong = pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)
         await gateway.GetOrderView(pb.GetOrderViewRequest(order_id="2", read=strong), timeout=5)

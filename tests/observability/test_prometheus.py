@@ -41,7 +41,7 @@ async def prometheus_and_system(tmp_path: Path) -> AsyncIterator[tuple[Prometheu
 
 
 async def _views(system: System, count: int) -> None:
-    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+    async with system.channel("gateway") as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         for k in range(count):
             # With an owner down, strong views fail: that is what the breaker is to see.

@@ -27,12 +27,12 @@ OWNERS = topology.service("gateway").upstreams
 
 @pytest.fixture
 async def gateway(system: System) -> AsyncIterator[gateway_pb2_grpc.GatewayServiceStub]:
-    async with grpc.aio.insecure_channel(system.address("gateway")) as channel:
+    async with system.channel("gateway", customer="1") as channel:
         yield gateway_pb2_grpc.GatewayServiceStub(channel)
 
 
 async def set_faults(system: System, service: str, spec: str) -> None:
-    async with grpc.aio.insecure_channel(system.address(service)) as channel:
+    async with system.channel(service) as channel:
         await admin_pb2_grpc.FaultServiceStub(channel).SetFaults(admin_pb2.SetFaultsRequest(spec=spec), timeout=5)
 
 
@@ -109,6 +109,20 @@ async def test_order_view_is_one_trace_across_every_owner(system: System, gatewa
     assert call.attributes["resilience.attempts"] >= 1
     assert call.attributes["resilience.breaker_state"] == "closed"
     assert call.attributes["resilience.replica"] == system.address("customers")
+
+
+async def test_every_server_span_names_its_caller(system: System, gateway: Gateway) -> None:
+    """Who called is on every server span: the token's subject at the gateway, the caller's certificate identity
+    (its SPIFFE id) at each owner: the gateway's, or orders' for what orders asks during a placement."""
+    request = pb.PlaceOrderRequest(idempotency_key=str(uuid.uuid4()), customer_id="1",
+                                   lines=[orders_pb2.OrderLine(sku="SKU-001", quantity=1)])
+    spans = await traced_call(system, "PlaceOrder", gateway.PlaceOrder(request, timeout=5), ("gateway", *OWNERS))
+    servers = {s.service.removeprefix("pullgate-"): s for s in spans if s.is_server}
+    assert servers["gateway"].attributes["pullgate.caller"] == "customer:1"
+    assert servers["gateway"].attributes["enduser.id"] == "customer:1"
+    assert servers["orders"].attributes["pullgate.caller"] == "spiffe://pullgate.local/gateway"
+    for owner in ("customers", "inventory"):
+        assert servers[owner].attributes["pullgate.caller"] == "spiffe://pullgate.local/orders"
 
 
 async def test_a_cache_hit_shows_as_a_hit_with_its_age(system: System, gateway: Gateway) -> None:
@@ -201,7 +215,8 @@ async def test_a_recovered_placement_is_a_trace_of_its_own(system: System, gatew
     await set_faults(system, "customers", "customers.GetCustomer=error:UNAVAILABLE")
     try:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await gateway.PlaceOrder(request, timeout=5)  # type: ignore[misc]
+            async with system.channel("gateway", customer="4") as channel:
+                await Gateway(channel).PlaceOrder(request, timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await set_faults(system, "customers", "")
@@ -213,7 +228,8 @@ async def test_a_recovered_placement_is_a_trace_of_its_own(system: System, gatew
     recovered = next(s for s in spans if confirmed(s))
     assert recovered.parent_id == ""
     assert recovered.service == "pullgate-orders"
-    order = (await gateway.PlaceOrder(request, timeout=5)).order  # type: ignore[misc]
+    async with system.channel("gateway", customer="4") as channel:
+        order = (await Gateway(channel).PlaceOrder(request, timeout=5)).order
     assert recovered.attributes["pullgate.order_id"] == order.order_id
     assert order.status == orders_pb2.ORDER_STATUS_CONFIRMED
     beneath = [s for s in spans if s.trace_id == recovered.trace_id and s.parent_id == recovered.span_id]
