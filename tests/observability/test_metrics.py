@@ -9,6 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
+from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from tests.observability.conftest import System
 from tests.observability.test_traces import set_faults
@@ -101,3 +102,25 @@ async def test_criticality_travels_from_the_gateway_to_the_owners(system: System
     reserve = {"server": "inventory", "method": "ReserveStock"}
     assert value(inventory, admitted, criticality="CRITICAL", **reserve) >= 1
     assert value(inventory, admitted, criticality="SHEDDABLE", **reserve) == 0
+
+
+async def test_refused_callers_are_counted_by_reason(system: System) -> None:
+    """A call without a token is counted at the gateway as unauthenticated; the operator's certificate asking
+    inventory for a write is counted there as not permitted."""
+    refused = "pullgate_security_refused_total"
+    view = {"rpc_method": "/pullgate.gateway.v1.GatewayService/GetOrderView"}
+    release = {"rpc_method": "/pullgate.inventory.v1.InventoryService/ReleaseReservation"}
+    before = (value(scrape(system.metrics_url("gateway")), refused, reason="unauthenticated", **view),
+              value(scrape(system.metrics_url("inventory")), refused, reason="not_permitted", **release))
+    async with system.access.channel("gateway", system.address("gateway")) as channel:  # no token
+        with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+            await gateway_pb2_grpc.GatewayServiceStub(channel).GetOrderView(
+                pb.GetOrderViewRequest(order_id="1"), timeout=5)
+    assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with system.channel("inventory") as channel:  # the operator's certificate: reads only
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await inventory_pb2_grpc.InventoryServiceStub(channel).ReleaseReservation(
+                inventory_pb2.ReleaseReservationRequest(reservation_id="1"), timeout=5)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert value(scrape(system.metrics_url("gateway")), refused, reason="unauthenticated", **view) == before[0] + 1
+    assert value(scrape(system.metrics_url("inventory")), refused, reason="not_permitted", **release) == before[1] + 1
