@@ -58,14 +58,17 @@ async def test_method_without_idempotency_is_never_retried() -> None:
     assert len(script.calls) == 1
 
 
-async def test_caller_errors_are_not_retried() -> None:
-    """NOT_FOUND is an answer: one attempt, raised as is."""
+@pytest.mark.parametrize("code", [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED,
+                                  grpc.StatusCode.PERMISSION_DENIED])
+async def test_caller_errors_are_not_retried(code: grpc.StatusCode) -> None:
+    """NOT_FOUND is an answer, and so is a refusal of who the caller is: one attempt, raised as is (another replica
+    checks the same certificate against the same policy)."""
     clock = FakeClock()
-    script = Scripted(clock, fails(grpc.StatusCode.NOT_FOUND))
+    script = Scripted(clock, fails(code))
     downstream = Downstream("inventory", REPLICAS, NO_HEDGE, clock, endpoint=script)
     with pytest.raises(StatusError) as raised:
         await run(downstream, downstream.call(KEYED_WRITE, inventory_pb2.ReserveStockRequest()), clock)
-    assert raised.value.code is grpc.StatusCode.NOT_FOUND
+    assert raised.value.code is code
     assert len(script.calls) == 1
 
 
