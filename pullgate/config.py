@@ -27,7 +27,6 @@ when the file is loaded; a wrong one raises ConfigError naming the key and the f
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, TypeVar
 from pullgate import topology
 from pullgate.security.setup import SecurityConfig
 from resilience import AdmissionConfig, ConfigError, DurationError, ResilienceConfig, Seconds, parse_seconds
+from resilience.config import read_toml
 
 
 class _Seconds:
@@ -168,15 +168,7 @@ def load(path: Path | None) -> Config:
     """The config in `path`, or the defaults when there is no file."""
     if path is None:
         return Config()
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError("(file)", f"cannot read: {error.strerror}", str(path)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("(file)", f"not valid TOML: {error}", str(path)) from None
-    return from_mapping(data, str(path), Path(path).parent)
+    return from_mapping(read_toml(path), str(path), Path(path).parent)
 
 
 __all__ = ["AdmissionSettings", "Config", "ConfigError", "GatewayConfig", "InventoryConfig", "from_mapping", "load"]

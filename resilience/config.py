@@ -42,6 +42,17 @@ class ConfigError(ValueError):
         self.source = source
 
 
+def read_toml(path: str | Path, key: str = "(file)") -> dict[str, Any]:
+    """The parsed TOML file at `path`; ConfigError under `key` naming the file when it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(key, f"not valid TOML: {error}", str(path)) from None
+    except OSError as error:
+        raise ConfigError(key, f"cannot read: {error.strerror}", str(path)) from None
+
+
 class _Checked:
     """Validation shared by the policy configs: each field's rule is `_rules[name] = (predicate, text)`."""
 
@@ -270,14 +281,7 @@ class ResilienceConfig:
     @classmethod
     def load(cls, path: str | Path, known_downstreams: Collection[str] | None = None) -> ResilienceConfig:
         """Read the `[resilience]` table of a TOML file (other tables are left to their owners)."""
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError("resilience", f"not valid TOML: {error}", str(path)) from None
-        except OSError as error:
-            raise ConfigError("resilience", f"cannot read: {error.strerror}", str(path)) from None
-        table = data.get("resilience", {})
+        table = read_toml(path, "resilience").get("resilience", {})
         return cls.from_mapping(table, source=str(path), known_downstreams=known_downstreams)
 
     @classmethod

@@ -12,7 +12,6 @@ denial. The shipped policy is `pullgate/security/policy.toml`.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pullgate.inventory.v1 import inventory_pb2  # noqa: F401
 from pullgate.orders.v1 import orders_pb2  # noqa: F401
 from pullgate.security.pki import TRUST_DOMAIN, check_name, spiffe_id
 from resilience import ConfigError
+from resilience.config import read_toml
 
 SHIPPED = Path(__file__).with_name("policy.toml")
 """The least-privilege policy `pullgate up` and `pullgate serve` use unless given another."""
@@ -169,15 +169,7 @@ def _compact(parts: list[str]) -> list[str]:
 def load(path: Path | None = None) -> Policy:
     """The policy in `path` (the shipped one by default); ConfigError names the key and the file."""
     path = SHIPPED if path is None else path
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError("(file)", f"cannot read: {error.strerror}", str(path)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("(file)", f"not valid TOML: {error}", str(path)) from None
-    return Policy.from_mapping(data, str(path))
+    return Policy.from_mapping(read_toml(path), str(path))
 
 
 __all__ = ["FAULT_SERVICE", "OPEN_SERVICES", "SHIPPED", "Grant", "Policy", "load"]
