@@ -22,11 +22,8 @@ import grpc
 from opentelemetry import metrics, trace
 
 from pullgate.security.policy import FAULT_SERVICE, OPEN_SERVICES, Policy
-from pullgate.security.tokens import Caller, TokenVerifier, Unauthenticated
+from pullgate.security.tokens import OPERATOR_SCOPE, Caller, TokenVerifier, Unauthenticated
 from resilience import Behavior, UnaryInterceptor
-
-OPERATOR_SCOPE = "operator"
-"""The token scope that may use the gateway's own admin service (faults at run time, where allowed)."""
 
 CALLER_ATTRIBUTE = "pullgate.caller"
 """The span attribute that names who called: a SPIFFE id, or a token's subject."""

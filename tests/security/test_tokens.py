@@ -105,10 +105,13 @@ def test_an_admin_token_may_see_every_customer_but_acts_for_none(verifier: Token
         assert not caller.acts_for("2")
 
 
-def test_a_token_with_neither_customer_nor_admin_is_refused(verifier: TokenVerifier, secret: bytes) -> None:
-    """A caller must be a customer or an admin."""
+def test_a_token_that_grants_nothing_is_refused(verifier: TokenVerifier, secret: bytes) -> None:
+    """A caller must be a customer, an admin or an operator."""
     token = mint(secret, subject="nobody", scopes=["orders:read"])
-    assert refused(verifier.verify, token) == "token has no customer_id claim and no admin scope"
+    assert refused(verifier.verify, token) == ("token has no customer_id claim and no admin or operator scope: "
+                                               "it grants nothing")
+    operator = verifier.verify(mint(secret, subject="chaos", scopes=["operator"]))
+    assert not operator.is_admin and not operator.may_see_customer("1")
 
 
 def test_malformed_claims_are_refused(verifier: TokenVerifier, secret: bytes) -> None:
