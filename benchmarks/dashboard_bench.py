@@ -17,13 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-
 from benchmarks import overload_system
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.tools import dashboard, prometheus
 from pullgate.tools.chaos import system
-from pullgate.tools.gateway_channel import CHANNEL_OPTIONS
+from pullgate.tools.gateway_channel import Metadata
 from pullgate.tools.openloop import ORDER_IDS, view
 
 STEADY = {"bounded": 30.0, "strong": 10.0}
@@ -40,14 +38,15 @@ def _free_port() -> int:
         return port
 
 
-async def _paced(stub: gateway_pb2_grpc.GatewayServiceStub, rate: float, seconds: float, consistency: str,
-                 deadline: float) -> None:
-    """`rate` views a second for `seconds`, each started on schedule whether or not the last has answered."""
+async def _paced(stub: gateway_pb2_grpc.GatewayServiceStub, metadata: Metadata, rate: float, seconds: float,
+                 consistency: str, deadline: float) -> None:
+    """`rate` views a second for `seconds`, each carrying `metadata` and started on schedule whether or not the
+    last has answered."""
     loop = asyncio.get_running_loop()
     origin, pending, k = loop.time(), set(), 0
     while (due := k / rate) < seconds:
         await asyncio.sleep(max(0.0, origin + due - loop.time()))
-        task = asyncio.create_task(view(stub, consistency, ORDER_IDS[k % len(ORDER_IDS)], deadline))
+        task = asyncio.create_task(view(stub, consistency, ORDER_IDS[k % len(ORDER_IDS)], deadline, metadata))
         pending.add(task)
         task.add_done_callback(pending.discard)
         k += 1
@@ -60,10 +59,11 @@ async def scenario(sut: overload_system.System, quick: bool) -> list[tuple[float
     scale = 0.5 if quick else 1.0
     victim = next(p for p in system.read_state(sut.data_dir).procs if p.service == "catalog")
     shaded = []
-    async with grpc.aio.insecure_channel(sut.gateway, options=CHANNEL_OPTIONS) as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+    async with sut.gateway.channel() as channel:
+        stub, metadata = gateway_pb2_grpc.GatewayServiceStub(channel), sut.gateway.metadata
         await asyncio.wait_for(channel.channel_ready(), 30.0)
-        steady = [asyncio.create_task(_paced(stub, rate, 55 * scale, mode, 2.0)) for mode, rate in STEADY.items()]
+        steady = [asyncio.create_task(_paced(stub, metadata, rate, 55 * scale, mode, 2.0))
+                  for mode, rate in STEADY.items()]
         await asyncio.sleep(15 * scale)
         frozen = time.time()
         system.send(victim.pid, signal.SIGSTOP)
@@ -74,7 +74,7 @@ async def scenario(sut: overload_system.System, quick: bool) -> list[tuple[float
         shaded.append((frozen, time.time(), f"{victim.name} frozen"))
         await asyncio.sleep(5 * scale)
         spiked = time.time()
-        await _paced(stub, SPIKE, 5 * scale, "strong", 1.0)
+        await _paced(stub, metadata, SPIKE, 5 * scale, "strong", 1.0)
         shaded.append((spiked, time.time(), "spike"))
         await asyncio.gather(*steady)
     return shaded

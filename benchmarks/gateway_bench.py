@@ -1,10 +1,13 @@
 """`./dev bench gateway`: pullgate's gateway against a hand-written one over the same owners, in one run, taking
 turns (issue 17's honest comparison).
 
-One `pullgate up --any-ports` supplies the owners and a gateway with the default config (cache on). Beside it:
-a second pullgate gateway (`pullgate serve gateway`, cache off, metrics on as a user runs it) and the hand-written
-gateway (benchmarks/handwritten_gateway.py: plain stubs and gather), both calling the same owners. Then, with the
-gateways taking turns block by block so that all see the same machine:
+One `pullgate up --any-ports` supplies the owners and a gateway with the default config (cache on), secure as by
+default. Beside it: a second pullgate gateway (`pullgate serve gateway`, cache off, metrics on as a user runs it)
+and the hand-written gateway (benchmarks/handwritten_gateway.py: plain stubs and gather), both calling the same
+owners with the first gateway's certificate, so all three are alike on the wire: TLS from the benchmark, mutual TLS
+to the owners. Every view carries a token that may read every order (pullgate's gateways check it; the
+hand-written one, which checks nothing, ignores it). Then, with the gateways taking turns block by block so that
+all see the same machine:
 
 1. N=1: sequential strong order views; p50 of pullgate (cache off) over hand-written.
 2. N=16: 16 closed-loop callers of strong views; OK views a second, and each gateway process's CPU per view
@@ -36,6 +39,10 @@ from benchmarks.tracing_bench import process_cpu
 from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
+from pullgate.security.access import Access
+from pullgate.security.pki import Pki
+from pullgate.tools import openloop
+from pullgate.tools.gateway_channel import Metadata
 from pullgate.tools.openloop import ORDER_IDS, REFUSED_PAUSE
 from pullgate.tools.stats import percentile
 
@@ -47,10 +54,11 @@ OWNERS = topology.service(topology.ENTRY).upstreams
 
 @dataclass
 class Gateway:
-    """One gateway under test: its stub, its pid, and what it was measured at."""
+    """One gateway under test: its stub, the metadata its calls carry, its pid, and what it was measured at."""
 
     label: str
     stub: gateway_pb2_grpc.GatewayServiceStub
+    metadata: Metadata
     pid: int
     latencies: list[float] = field(default_factory=list)
     ok: int = 0
@@ -110,28 +118,40 @@ async def _process(command: list[str], port_file: Path, what: str) -> AsyncItera
         process.wait(30)
 
 
+def _tls(access: Access) -> list[str]:
+    """The TLS flags that give another gateway the identity of `access`'s system's gateway: its certificate (the
+    owners' policy lets it call them; callers check a gateway's certificate names `gateway`) and key, and the CA."""
+    assert access.pki is not None, "the gateway benchmark starts a secure system"
+    pki = Pki(access.pki)
+    return ["--tls-cert", str(pki.cert(topology.ENTRY)), "--tls-key", str(pki.key(topology.ENTRY)),
+            "--tls-ca", str(pki.ca)]
+
+
 @contextlib.asynccontextmanager
-async def systems(root: Path) -> AsyncIterator[dict[str, tuple[str, int]]]:
-    """(address, pid) of: pullgate's gateway with the cache on and off, and the hand-written one."""
+async def systems(root: Path) -> AsyncIterator[tuple[Access, dict[str, tuple[str, int]]]]:
+    """How to reach the system, and (address, pid) of: pullgate's gateway with the cache on and off, and the
+    hand-written one."""
     data = root / "up"
     up = subprocess.Popen(  # noqa: ASYNC220 (started once, before anything is measured)
         [sys.executable, "-m", "pullgate", "up", "--any-ports", "--data-dir", str(data)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        services = json.loads(await _wait_for_file(data / "pullgate-up.json", up, "pullgate up"))["services"]
+        state = json.loads(await _wait_for_file(data / "pullgate-up.json", up, "pullgate up"))
+        services, access = state["services"], Access.from_state(state)
         upstreams = [f"{name}={services[name][0]['address']}" for name in OWNERS]
-        flags = [arg for u in upstreams for arg in ("--upstream", u)]
+        flags = [arg for u in upstreams for arg in ("--upstream", u)] + _tls(access)
         config = _write(root / "cache-off.toml", "[resilience.default.cache]\nenabled = false\n")
         async with (
             _process([sys.executable, "-m", "pullgate", "serve", "gateway", "--port", "0", "--metrics-port", "0",
-                      "--config", str(config), "--port-file", str(root / "nocache.port"), *flags],
+                      "--config", str(config), "--port-file", str(root / "nocache.port"), *flags,
+                      "--token-secret", str(access.token_file)],
                      root / "nocache.port", "pullgate serve gateway") as nocache,
             _process([sys.executable, "-m", "benchmarks.handwritten_gateway", "--port-file", str(root / "hand.port"),
                       *flags], root / "hand.port", "the hand-written gateway") as hand,
         ):
             gateway = services["gateway"][0]
-            yield {"pullgate": (gateway["address"], int(gateway["pid"])), "pullgate, cache off": nocache,
-                   "hand-written": hand}
+            yield access, {"pullgate": (gateway["address"], int(gateway["pid"])), "pullgate, cache off": nocache,
+                           "hand-written": hand}
     finally:
         up.terminate()
         up.wait(30)
@@ -141,7 +161,7 @@ async def _sequential(gw: Gateway, n: int, read: pb.ReadOptions) -> None:
     for k in range(n):
         request = pb.GetOrderViewRequest(order_id=ORDER_IDS[k % len(ORDER_IDS)], read=read)
         start = time.perf_counter()
-        await gw.stub.GetOrderView(request, timeout=5)
+        await gw.stub.GetOrderView(request, timeout=5, metadata=gw.metadata)
         gw.latencies.append(time.perf_counter() - start)
         gw.ok += 1
 
@@ -159,7 +179,8 @@ async def _closed(gw: Gateway, callers: int, seconds: float, read: pb.ReadOption
         while loop.time() < end:
             start = time.perf_counter()
             try:
-                await gw.stub.GetOrderView(pb.GetOrderViewRequest(order_id=pick(rng), read=read), timeout=5)
+                await gw.stub.GetOrderView(pb.GetOrderViewRequest(order_id=pick(rng), read=read), timeout=5,
+                                           metadata=gw.metadata)
             except grpc.aio.AioRpcError:
                 # Refused (the gateway's admission or grpc core's short queue): back off as a client that
                 # honours "overloaded" does, rather than spin (the overload benchmark's capacity callers too).
@@ -184,11 +205,12 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
     zipf = _zipf(ORDER_IDS)
     print(f"gateway comparison on {machine()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="pullgate-gateway-bench-") as tmp:
-        async with systems(Path(tmp)) as found, contextlib.AsyncExitStack() as stack:
+        async with systems(Path(tmp)) as (access, found), contextlib.AsyncExitStack() as stack:
             gateways = {}
             for label, (address, pid) in found.items():
-                channel = await stack.enter_async_context(grpc.aio.insecure_channel(address))
-                gateways[label] = Gateway(label, gateway_pb2_grpc.GatewayServiceStub(channel), pid)
+                target = openloop.Gateway.of(address, access)
+                channel = await stack.enter_async_context(target.channel(()))
+                gateways[label] = Gateway(label, gateway_pb2_grpc.GatewayServiceStub(channel), target.metadata, pid)
             for gw in gateways.values():  # warm up: connections, handles, trackers
                 await _sequential(gw, 50, STRONG)
             pull, hand, cached = gateways["pullgate, cache off"], gateways["hand-written"], gateways["pullgate"]

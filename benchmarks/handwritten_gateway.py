@@ -1,10 +1,16 @@
 """The gateway a team would write by hand, for `./dev bench gateway` to hold pullgate's against: plain grpc.aio
-stubs and asyncio.gather, no resilience, no cache, no tracing, no metrics, no admission.
+stubs and asyncio.gather, no resilience, no cache, no tracing, no metrics, no admission, no token check.
 
 It serves GetOrderView as pullgate's gateway does (the order; then its customer, its products and their stock
 at once) and answers the same message, every part labelled live. Run as a process of its own:
 
-    python -m benchmarks.handwritten_gateway --port 0 --port-file F --upstream orders=HOST:PORT ...
+    python -m benchmarks.handwritten_gateway --port 0 --port-file F --upstream orders=HOST:PORT ... \
+        [--tls-cert gateway.pem --tls-key gateway.key --tls-ca ca.pem]
+
+With the TLS files it is on the wire what pullgate's gateway is: it serves TLS with that certificate (asking its
+callers for none) and calls the owners over mutual TLS presenting it, checking each owner's certificate names
+the owner; given the gateway's certificate, the owners' policy lets it make the calls pullgate's gateway makes.
+Without them, plaintext both ways (owners started `--insecure`).
 
 It writes the port it bound to `--port-file` and serves until SIGTERM.
 """
@@ -66,11 +72,20 @@ class HandwrittenGateway(gateway_pb2_grpc.GatewayServiceServicer):
         return pb.GetOrderViewResponse(view=view, parts=parts, degraded=False)
 
 
-async def serve(port: int, port_file: Path, upstreams: dict[str, str]) -> None:
-    channels = {name: grpc.aio.insecure_channel(upstreams[name]) for name in OWNERS}
+async def serve(port: int, port_file: Path, upstreams: dict[str, str], tls: tuple[Path, Path, Path] | None) -> None:
+    """Serve on `port` until SIGTERM; `tls`: (certificate, key, CA) files, or None for plaintext."""
     server = grpc.aio.server()
+    if tls is None:
+        channels = {name: grpc.aio.insecure_channel(upstreams[name]) for name in OWNERS}
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    else:
+        cert, key, ca = (path.read_bytes() for path in tls)
+        credentials = grpc.ssl_channel_credentials(ca, key, cert)
+        channels = {name: grpc.aio.secure_channel(upstreams[name], credentials,
+                                                  options=[("grpc.ssl_target_name_override", name)])
+                    for name in OWNERS}
+        bound = server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(HandwrittenGateway(channels), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await asyncio.to_thread(port_file.write_text, str(bound))
     stop = asyncio.Event()
@@ -88,12 +103,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--upstream", action="append", default=[], metavar="NAME=HOST:PORT")
+    parser.add_argument("--tls-cert", type=Path, help="its certificate (PEM): serve TLS and call the owners with it")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    parser.add_argument("--tls-ca", type=Path, help="the CA the owners' certificates chain to (PEM)")
     args = parser.parse_args()
     upstreams = dict(item.split("=", 1) for item in args.upstream)
     missing = [name for name in OWNERS if name not in upstreams]
     if missing:
         parser.error(f"--upstream needed for {', '.join(missing)}")
-    asyncio.run(serve(args.port, args.port_file, upstreams))
+    files = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(files) and not all(files):
+        parser.error("--tls-cert, --tls-key and --tls-ca go together")
+    asyncio.run(serve(args.port, args.port_file, upstreams, files if all(files) else None))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
 from benchmarks import cpu, overload_plot
 from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
 from benchmarks.overload_system import System
@@ -28,7 +26,6 @@ from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.tools import scrape
 from pullgate.tools.chaos import system
-from pullgate.tools.gateway_channel import CHANNEL_OPTIONS
 from pullgate.tools.openloop import ORDER_IDS, Shot, collector_paused, view
 
 CONSISTENCY = "strong"
@@ -60,8 +57,8 @@ async def freeze_run(sut: System, victim: system.Proc, plan: Plan) -> GrayRun:
     run = GrayRun()
     gateway_metrics = sut.metrics[topology.ENTRY]
     loop = asyncio.get_running_loop()
-    async with grpc.aio.insecure_channel(sut.gateway, options=CHANNEL_OPTIONS) as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+    async with sut.gateway.channel() as channel:
+        stub, metadata = gateway_pb2_grpc.GatewayServiceStub(channel), sut.gateway.metadata
         await asyncio.wait_for(channel.channel_ready(), 30.0)
         origin = loop.time()
         k = 0
@@ -71,7 +68,8 @@ async def freeze_run(sut: System, victim: system.Proc, plan: Plan) -> GrayRun:
             made = 0
             while loop.time() - origin < until and (not count or made < count):
                 sent = loop.time()
-                code, overloaded, degraded = await view(stub, CONSISTENCY, ORDER_IDS[k % len(ORDER_IDS)], DEADLINE)
+                code, overloaded, degraded = await view(stub, CONSISTENCY, ORDER_IDS[k % len(ORDER_IDS)], DEADLINE,
+                                                        metadata)
                 run.shots.append(Shot(phase, 0, sent - origin, 0.0, loop.time() - sent, code, overloaded, degraded))
                 k += 1
                 made += 1

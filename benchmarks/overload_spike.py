@@ -24,7 +24,7 @@ from benchmarks import cpu, overload_plot
 from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
 from benchmarks.overload_system import System
 from pullgate.tools import scrape
-from pullgate.tools.openloop import Phase, Result, Shot, Workers
+from pullgate.tools.openloop import Gateway, Phase, Result, Shot, Workers
 
 CALLERS = 32
 """Closed-loop callers that measure capacity."""
@@ -91,7 +91,7 @@ def recovered_after(seconds: Sequence[Second], share: float) -> int | None:
     return None
 
 
-async def capacity(pool: Workers, target: str, plan: Plan) -> tuple[float, Result]:
+async def capacity(pool: Workers, target: Gateway, plan: Plan) -> tuple[float, Result]:
     """OK answers per second with CALLERS closed-loop callers, after `plan.warm` seconds not counted; and every
     answer counted. A caller pauses after a refusal (openloop.REFUSED_PAUSE), as a client that honours
     "overloaded" does: one that re-sent at once would measure how fast the gateway refuses, not what it serves."""

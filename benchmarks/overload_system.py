@@ -2,7 +2,9 @@
 own, where its gateway and its metrics endpoints are, and faults set on it at run time.
 
 Started through the chaos tool's `system.start()` (`--any-ports --allow-fault-injection`), so every signal the
-benchmark sends goes through `system.send()`, which checks the pid still runs `pullgate serve`.
+benchmark sends goes through `system.send()`, which checks the pid still runs `pullgate serve`. Secure, as
+`pullgate up` is by default (unless `flags` say `--insecure`): the gateway is reached with its system's CA and a
+token that may read every order (`openloop.Gateway`), FaultService as the operator (the chaos tool's FaultClient).
 """
 
 from __future__ import annotations
@@ -13,21 +15,21 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from pullgate import topology
-from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.tools import scrape
 from pullgate.tools.chaos import system
+from pullgate.tools.chaos.actions import FaultClient
+from pullgate.tools.openloop import Gateway
 
 
 @dataclass(frozen=True)
 class System:
-    """A `pullgate up` this benchmark started: where its gateway listens and each process's metrics."""
+    """A `pullgate up` this benchmark started: its gateway (where it listens, and how to reach it) and each
+    process's metrics."""
 
     label: str
     data_dir: Path
-    gateway: str
+    gateway: Gateway
     metrics: Mapping[str, str]
     faults: str = ""
 
@@ -55,17 +57,10 @@ async def up(data_dir: Path, label: str, replicas: int, config: str = "", faults
     started = await asyncio.to_thread(_start, data_dir, replicas, config, faults, flags)
     try:
         state = system.read_state(data_dir)
-        yield System(label, data_dir, state.addresses(topology.ENTRY)[0], scrape.endpoints(data_dir), faults)
+        gateway = Gateway.of(state.addresses(topology.ENTRY)[0], state.access)
+        yield System(label, data_dir, gateway, scrape.endpoints(data_dir), faults)
     finally:
         await asyncio.to_thread(started.stop)
-
-
-async def set_faults(address: str, spec: str) -> str:
-    """Replace the faults of the server at `address` through its FaultService; the spec it had before."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        reply = await admin_pb2_grpc.FaultServiceStub(channel).SetFaults(admin_pb2.SetFaultsRequest(spec=spec),
-                                                                          timeout=5)
-    return reply.previous.spec
 
 
 @contextlib.asynccontextmanager
@@ -75,13 +70,15 @@ async def faults(sut: System, service: str, spec: str) -> AsyncIterator[None]:
     if sut.faults == spec:
         yield
         return
-    addresses = system.read_state(sut.data_dir).addresses(service)
-    previous = [await set_faults(a, spec) for a in addresses]
+    state = system.read_state(sut.data_dir)
+    client = FaultClient(state.access)
+    procs = [p for p in state.procs if p.service == service]
+    previous = [await client.set(p, spec) for p in procs]
     try:
         yield
     finally:
-        for address, spec_before in zip(addresses, previous, strict=True):
-            await set_faults(address, spec_before)
+        for proc, spec_before in zip(procs, previous, strict=True):
+            await client.set(proc, spec_before)
 
 
-__all__ = ["System", "faults", "set_faults", "up"]
+__all__ = ["System", "faults", "up"]

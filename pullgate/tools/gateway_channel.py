@@ -16,4 +16,7 @@ CHANNEL_OPTIONS = (
 MODES = {"strong": pb.CONSISTENCY_STRONG, "bounded": pb.CONSISTENCY_BOUNDED_STALENESS,
          "available": pb.CONSISTENCY_AVAILABLE}
 
-__all__ = ["CHANNEL_OPTIONS", "MODES"]
+Metadata = tuple[tuple[str, str], ...]
+"""What a call carries besides its message: the caller's token (`Access.metadata`), or nothing."""
+
+__all__ = ["CHANNEL_OPTIONS", "MODES", "Metadata"]

@@ -20,6 +20,11 @@ Arrivals are evenly spaced (a constant rate per phase, as wrk2 does) rather than
 exactly its rate, so per-second goodput compares with per-second offered load without sampling noise.
 Times are `time.monotonic()` seconds, one clock for every process on the machine, so the workers and the
 benchmark agree on the schedule's origin without exchanging anything but a number.
+
+A gateway is given as a `Gateway`: its address and how to reach it, made in the benchmark's process from the
+system's `Access` (pullgate.security.access): through TLS trusting the system's CA, every view carrying a token
+that may read any customer's orders (scope `admin`), as per-call metadata (a call-credentials plugin would cost a
+trip through a Python thread per call); plaintext for an `--insecure` system. It travels in the job's JSON.
 """
 
 from __future__ import annotations
@@ -33,13 +38,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
-from pullgate.tools.gateway_channel import CHANNEL_OPTIONS, MODES
+from pullgate.security.access import Access
+from pullgate.security.tokens import ADMIN_SCOPE
+from pullgate.tools.gateway_channel import CHANNEL_OPTIONS, MODES, Metadata
 from pullgate.tools.stats import percentile
 from services import demo
 
@@ -62,6 +71,38 @@ requests a second, each refused, and the refusals' cost, not the views', set wha
 
 ORDER_IDS = tuple(o.order_id for o in demo.ORDERS)
 """Order views go round the demo orders, so every view reads real data with one to four lines."""
+
+LOAD_SUBJECT = "pullgate-load"
+"""The subject of the load's token, as the gateway's spans name the caller."""
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """A gateway to send views to, and how: through TLS trusting the CA of the development PKI in `pki`, each call
+    with `token`; plaintext where `pki` is None (a system started `--insecure`). Plain strings, for a job's JSON."""
+
+    address: str
+    pki: str | None = None
+    token: str | None = None
+
+    @classmethod
+    def of(cls, address: str, access: Access) -> Gateway:
+        """The gateway at `address` of the system `access` reaches, with a token that may read every customer's
+        orders (scope `admin`): these loads send order views of every customer, and nothing else."""
+        token = access.mint(subject=LOAD_SUBJECT, scopes=[ADMIN_SCOPE])
+        return cls(address, None if access.pki is None else str(access.pki), token)
+
+    @property
+    def access(self) -> Access:
+        return Access(None if self.pki is None else Path(self.pki))
+
+    def channel(self, options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS) -> grpc.aio.Channel:
+        """A new channel to the gateway (the token is not on it: send `metadata` with each call)."""
+        return self.access.channel(topology.ENTRY, self.address, options)
+
+    @property
+    def metadata(self) -> Metadata:
+        """What each call carries: the token, if any."""
+        return self.access.metadata(self.token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +148,7 @@ class Shot:
 class Job:
     """What one worker does: open loop over `phases` (its share of the slots), or a closed loop of `callers`."""
 
-    targets: tuple[str, ...]
+    targets: tuple[Gateway, ...]
     consistency: str
     """strong, bounded or available (pullgate.tools.chaos.load.MODES)."""
     deadline: float
@@ -127,7 +168,7 @@ class Job:
     @classmethod
     def from_json(cls, text: str) -> Job:
         data = json.loads(text)
-        return cls(**{**data, "targets": tuple(data["targets"]),
+        return cls(**{**data, "targets": tuple(Gateway(**t) for t in data["targets"]),
                       "phases": tuple(Phase(**p) for p in data["phases"])})
 
 
@@ -167,19 +208,20 @@ def slots(phases: Sequence[Phase]) -> list[tuple[float, str]]:
     return out
 
 
-async def view(stub: GatewayServiceAsyncStub, consistency: str, order_id: str, deadline: float) -> tuple[
-        str, bool, bool]:
-    """One order view given `deadline` seconds: (code, overloaded trailer, degraded)."""
+async def view(stub: GatewayServiceAsyncStub, consistency: str, order_id: str, deadline: float,
+               metadata: Metadata = ()) -> tuple[str, bool, bool]:
+    """One order view given `deadline` seconds, carrying `metadata` (`Gateway.metadata`): (code, overloaded
+    trailer, degraded)."""
     request = pb.GetOrderViewRequest(order_id=order_id, read=pb.ReadOptions(consistency=MODES[consistency]))
     try:
-        answer = await stub.GetOrderView(request, timeout=deadline)
+        answer = await stub.GetOrderView(request, timeout=deadline, metadata=metadata)
     except grpc.aio.AioRpcError as error:
         trailers: Any = error.trailing_metadata() or ()  # (key, value) pairs; grpc-stubs types them otherwise
         return error.code().name, any(tuple(pair) == OVERLOADED for pair in trailers), False
     return "OK", False, answer.degraded
 
 
-async def _open(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Shot]:
+async def _open(job: Job, stubs: Sequence[tuple[GatewayServiceAsyncStub, Metadata]]) -> list[Shot]:
     """Send this worker's share of the slots, each when it is due; wait for the last answer."""
     loop = asyncio.get_running_loop()
     shots: list[Shot] = []
@@ -189,8 +231,9 @@ async def _open(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Shot
         sent = loop.time()
         lag = sent - (job.origin + due)
         target = (k // job.workers) % len(stubs)
-        code, overloaded, degraded = await view(stubs[target], job.consistency, ORDER_IDS[k % len(ORDER_IDS)],
-                                                max(0.001, job.deadline - lag))
+        stub, metadata = stubs[target]
+        code, overloaded, degraded = await view(stub, job.consistency, ORDER_IDS[k % len(ORDER_IDS)],
+                                                max(0.001, job.deadline - lag), metadata)
         shots.append(Shot(phase, target, due, lag, loop.time() - job.origin - due, code, overloaded, degraded))
 
     for k, (due, phase) in enumerate(slots(job.phases)):
@@ -206,7 +249,7 @@ async def _open(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Shot
     return shots
 
 
-async def _closed(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Shot]:
+async def _closed(job: Job, stubs: Sequence[tuple[GatewayServiceAsyncStub, Metadata]]) -> list[Shot]:
     """`job.callers` loops, each sending its next view as soon as its last one answered (REFUSED_PAUSE after a
     refusal), for `job.seconds`."""
     loop = asyncio.get_running_loop()
@@ -218,8 +261,9 @@ async def _closed(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Sh
         while (sent := loop.time()) < end:
             k = next(counter)
             target = k % len(stubs)
-            code, overloaded, degraded = await view(stubs[target], job.consistency, ORDER_IDS[k % len(ORDER_IDS)],
-                                                    job.deadline)
+            stub, metadata = stubs[target]
+            code, overloaded, degraded = await view(stub, job.consistency, ORDER_IDS[k % len(ORDER_IDS)],
+                                                    job.deadline, metadata)
             shots.append(Shot("closed", target, sent - job.origin, 0.0, loop.time() - sent, code, overloaded,
                               degraded))
             if code in REFUSALS:
@@ -232,11 +276,12 @@ async def _closed(job: Job, stubs: Sequence[GatewayServiceAsyncStub]) -> list[Sh
 
 async def work(job: Job, ready: Callable[[], Awaitable[float]]) -> tuple[list[Shot], float]:
     """Connect to every target, learn the origin from `ready()`, run the job; (its shots, the CPU it took)."""
-    channels = [grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for t in job.targets]
+    channels = [t.channel() for t in job.targets]
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), 30.0)
-        stubs = [gateway_pb2_grpc.GatewayServiceStub(c) for c in channels]
+        stubs = [(gateway_pb2_grpc.GatewayServiceStub(c), t.metadata)
+                 for c, t in zip(channels, job.targets, strict=True)]
         job = replace(job, origin=await ready())
         cpu = time.process_time()
         with collector_paused():
@@ -336,7 +381,7 @@ class Workers:
         shots = sorted((s for part, _ in parts for s in part), key=lambda s: s.due)
         return Result(shots, sum(cpu for _, cpu in parts)), origin
 
-    async def open_loop(self, targets: Sequence[str], phases: Sequence[Phase], consistency: str,
+    async def open_loop(self, targets: Sequence[Gateway], phases: Sequence[Phase], consistency: str,
                         deadline: float) -> tuple[Result, float]:
         """Run `phases` open loop, the slots dealt out to every worker in turn; (the shots, the origin as
         `time.monotonic()`). Request k goes to `targets[(k // workers) % len(targets)]`: the targets take turns
@@ -345,7 +390,7 @@ class Workers:
         return await self._run([Job(tuple(targets), consistency, deadline, 0.0, tuple(phases), worker=w,
                                     workers=count) for w in range(count)])
 
-    async def closed_loop(self, targets: Sequence[str], callers: int, seconds: float, consistency: str,
+    async def closed_loop(self, targets: Sequence[Gateway], callers: int, seconds: float, consistency: str,
                           deadline: float) -> Result:
         """`callers` closed-loop callers for `seconds`, in one worker process."""
         result, _ = await self._run([Job(tuple(targets), consistency, deadline, 0.0, callers=callers,

@@ -1,7 +1,8 @@
-"""docker-compose.yml validates, and wires every process to Jaeger and to its own metrics port."""
+"""docker-compose.yml validates, wires every process to Jaeger and to its own metrics port, and serves TLS."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -102,3 +103,31 @@ def test_every_service_exports_traces_to_jaeger_and_serves_metrics() -> None:
         assert "healthcheck" in service, name
         if name != "gateway":
             assert f"{name}-data" in volume_sources(service), name
+
+
+def read_only_mounts(service: dict[str, Any]) -> dict[str, bool]:
+    """Where a service mounts something, and whether read-only, from either of the short and the long forms."""
+    found: dict[str, bool] = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            found[str(volume["target"])] = bool(volume.get("read_only"))
+        else:
+            parts = str(volume).split(":")
+            found[parts[1]] = len(parts) > 2 and "ro" in parts[2].split(",")
+    return found
+
+
+def test_every_service_serves_tls_and_its_health_check_calls_through_it() -> None:
+    """No service runs --insecure: each takes its certificate from the read-only /certs mount (the gateway its
+    token key too), and its health check presents that certificate and checks the server names the service."""
+    found = services()
+    for name in SERVICES:
+        service = found[name]
+        command = [str(arg) for arg in service["command"]]
+        flags, env = dict(itertools.pairwise(command)), environment(service)
+        assert "--insecure" not in command, name
+        assert read_only_mounts(service).get("/certs") is True, name
+        assert all(flags[flag].startswith("/certs/") for flag in ("--tls-cert", "--tls-key", "--tls-ca")), name
+        assert ("--token-secret" in flags) == (name == topology.ENTRY), name
+        assert (env.get("TLS_CERT"), env.get("TLS_KEY"), env.get("TLS_CA"), env.get("SERVICE")) == (
+            flags["--tls-cert"], flags["--tls-key"], flags["--tls-ca"], name), name

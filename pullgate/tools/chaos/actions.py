@@ -4,6 +4,9 @@ replica of several), FaultService for slow, fail and hang, and a second process 
 Every fault is undone however the run ends (a frozen process is thawed, injected faults are put back as they
 were), because a chaos tool that leaves a system broken teaches nothing. A kill ends when the launcher has the
 process back (a new pid recorded in pullgate-up.json), which is the moment healing can start.
+
+FaultService is called as pullgate's operator (`FaultClient`): the owners let the operator's certificate call it
+(pullgate/security/policy.toml), the gateway a token with the `operator` scope.
 """
 
 from __future__ import annotations
@@ -12,55 +15,79 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
+from pullgate import topology
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
+from pullgate.security.access import OPERATOR, Access
+from pullgate.security.tokens import OPERATOR_SCOPE
 from pullgate.tools.chaos.overload import Overload
 from pullgate.tools.chaos.record import FaultRun, Record
 from pullgate.tools.chaos.schedule import Fault
-from pullgate.tools.chaos.system import State, SystemUnusable, alive, read_state, send
+from pullgate.tools.chaos.system import Proc, State, SystemUnusable, alive, read_state, send
+from pullgate.tools.gateway_channel import Metadata
+
+if TYPE_CHECKING:
+    from pullgate.admin.v1.admin_pb2_grpc import FaultServiceAsyncStub
 
 
 class InjectionUnavailable(Exception):
     """A process has no FaultService: it was started without --allow-fault-injection."""
 
 
-async def injection_available(address: str) -> bool:
-    """True if the server at `address` serves pullgate.admin.v1.FaultService."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            await admin_pb2_grpc.FaultServiceStub(channel).GetFaults(admin_pb2.GetFaultsRequest(), timeout=5)
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return False
-            raise
-    return True
+class FaultClient:
+    """The admin FaultService of a system's processes, called as pullgate's operator: with the operator's
+    certificate, which the owners' policy lets call it, and at the gateway, which checks tokens rather than
+    certificates, with a token of scope `operator` (sent to the gateway alone). Plaintext for an insecure system."""
 
+    def __init__(self, access: Access) -> None:
+        self._access = access
+        self._token = access.mint(subject=OPERATOR, scopes=[OPERATOR_SCOPE])
 
-async def _set_faults(address: str, spec: str) -> str:
-    """Replace the faults of the server at `address`; the spec it had before."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        reply = await admin_pb2_grpc.FaultServiceStub(channel).SetFaults(admin_pb2.SetFaultsRequest(spec=spec),
-                                                                          timeout=5)
-    return reply.previous.spec
+    @contextlib.asynccontextmanager
+    async def _stub(self, proc: Proc) -> AsyncIterator[tuple[FaultServiceAsyncStub, Metadata]]:
+        """A stub for `proc`'s FaultService, and the metadata each call carries."""
+        metadata = self._access.metadata(self._token if proc.service == topology.ENTRY else None)
+        async with self._access.channel(proc.service, proc.address) as channel:
+            yield admin_pb2_grpc.FaultServiceStub(channel), metadata
+
+    async def available(self, proc: Proc) -> bool:
+        """True if `proc` serves pullgate.admin.v1.FaultService."""
+        async with self._stub(proc) as (stub, metadata):
+            try:
+                await stub.GetFaults(admin_pb2.GetFaultsRequest(), timeout=5, metadata=metadata)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    return False
+                raise
+        return True
+
+    async def set(self, proc: Proc, spec: str) -> str:
+        """Replace `proc`'s faults with `spec`; the spec it had before."""
+        async with self._stub(proc) as (stub, metadata):
+            reply = await stub.SetFaults(admin_pb2.SetFaultsRequest(spec=spec), timeout=5, metadata=metadata)
+        return reply.previous.spec
 
 
 class Actions:
-    """Runs one schedule against the processes recorded in `data_dir`, logging each fault into `record`."""
+    """Runs one schedule against the processes recorded in `data_dir`, logging each fault into `record`; their
+    FaultService through `faults`."""
 
-    def __init__(self, data_dir: Path, record: Record, restart_timeout: float = 60.0,
+    def __init__(self, data_dir: Path, record: Record, faults: FaultClient, restart_timeout: float = 60.0,
                  overload: Overload | None = None) -> None:
         self._data_dir = data_dir
         self._record = record
+        self._faults = faults
         self.overload = overload
         """The spike's worker processes, for a schedule with an overload fault (set before `run`)."""
         self._restart_timeout = restart_timeout
         self._frozen: set[int] = set()
-        self._injected: dict[str, str] = {}
-        """address -> the spec to put back."""
+        self._injected: dict[str, tuple[Proc, str]] = {}
+        """address -> its process and the spec to put back."""
         self.current: list[str] = []
         """Labels of the faults in force, for the progress line."""
 
@@ -118,12 +145,12 @@ class Actions:
                             "before the run")
             else:
                 try:
-                    previous = await _set_faults(proc.address, fault.server_spec(proc.service))
+                    previous = await self._faults.set(proc, fault.server_spec(proc.service))
                 except grpc.aio.AioRpcError as error:
                     run.note = f"SetFaults failed: {error.code().name}: {error.details()}"
                     run.end = time.time()
                     return
-                self._injected.setdefault(proc.address, previous)
+                self._injected.setdefault(proc.address, (proc, previous))
                 try:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), fault.duration)
@@ -153,10 +180,10 @@ class Actions:
             send(pid, signal.SIGCONT)
 
     async def _restore(self, address: str) -> None:
-        previous = self._injected.pop(address, None)
-        if previous is not None:
+        injected = self._injected.pop(address, None)
+        if injected is not None:
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await _set_faults(address, previous)
+                await self._faults.set(*injected)
 
     async def undo(self) -> None:
         """Thaw every frozen process and put back every server's faults as they were before the run."""
@@ -166,4 +193,4 @@ class Actions:
             await self._restore(address)
 
 
-__all__ = ["Actions", "InjectionUnavailable", "injection_available"]
+__all__ = ["Actions", "FaultClient", "InjectionUnavailable"]

@@ -7,6 +7,10 @@ requests in flight (beyond it a request is counted as shed, not queued).
 
 The mix is what a shop sees: order views and customer overviews in all three read modes, and placements, some
 with a fresh idempotency key and some replaying an earlier key with the same request (a client retrying).
+
+Each call carries a token (where the system checks them): the reads one that may read every customer's data
+(scope `admin`), a placement one that acts for the customer it places for, minted on first use and kept. They go
+as per-call metadata, which costs less than a call-credentials plugin on the channel.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from pullgate import topology
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
+from pullgate.security.access import Access
+from pullgate.security.tokens import ADMIN_SCOPE
 from pullgate.tools.chaos.owners import CUSTOMER_IDS, SKUS
 from pullgate.tools.chaos.record import Call, Record, order_view_parts, overview_parts
-from pullgate.tools.gateway_channel import CHANNEL_OPTIONS, MODES
+from pullgate.tools.gateway_channel import CHANNEL_OPTIONS, MODES, Metadata
 from services import demo
 
 if TYPE_CHECKING:
@@ -40,6 +47,9 @@ DEFAULT_MIX: Mapping[str, float] = {
 """Relative weights of each kind of request."""
 
 PLACEABLE = tuple(s for s in SKUS if dict((x.sku, x.initial) for x in demo.STOCK)[s] > 0)
+
+READER = "chaos-load"
+"""The subject of the token the load reads with."""
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -62,7 +72,8 @@ def parse_mix(text: str) -> dict[str, float]:
 
 @dataclass
 class Load:
-    """Sends requests to the gateway at `rate` per second until stopped, recording each into `record`."""
+    """Sends requests to the gateway at `rate` per second until stopped, recording each into `record`; reaches it
+    through `access` (TLS and tokens from the system's key, or plaintext)."""
 
     target: str
     rate: float
@@ -72,7 +83,12 @@ class Load:
     mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     max_in_flight: int = 200
     on_call: Callable[[Call], None] | None = None
+    access: Access = field(kw_only=True)
     _rng: random.Random = field(init=False)
+    _reads: Metadata = field(init=False)
+    """The metadata of every read: a token with the admin scope."""
+    _placers: dict[str, Metadata] = field(init=False, default_factory=dict)
+    """Customer id -> the metadata of a placement for them: a token that acts for that customer."""
     _run: str = field(init=False)
     _keys: list[tuple[str, pb.PlaceOrderRequest]] = field(init=False, default_factory=list)
     _orders: list[str] = field(init=False, default_factory=lambda: [o.order_id for o in demo.ORDERS])
@@ -81,12 +97,22 @@ class Load:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._run = uuid.uuid4().hex[:8]  # keys differ between runs with one seed: a replay is a replay of this run
+        self._reads = self.access.metadata(self.access.mint(subject=READER, scopes=[ADMIN_SCOPE]))
+
+    def _placing(self, customer_id: str) -> Metadata:
+        """The metadata of a placement for `customer_id`: the admin scope reads anyone's data but places for
+        nobody, so each customer's own token, minted once."""
+        metadata = self._placers.get(customer_id)
+        if metadata is None:
+            token = self.access.mint(subject=f"customer:{customer_id}", customer_id=customer_id)
+            metadata = self._placers[customer_id] = self.access.metadata(token)
+        return metadata
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start requests on a Poisson clock until `stop`; then wait for those in flight (each ends by its deadline)."""
         kinds, weights = list(self.mix), list(self.mix.values())
         loop = asyncio.get_running_loop()
-        async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+        async with self.access.channel(topology.ENTRY, self.target, options=CHANNEL_OPTIONS) as channel:
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
             next_at = loop.time()
             while not stop.is_set():
@@ -125,7 +151,7 @@ class Load:
             op = "order_view"
             try:
                 view = await stub.GetOrderView(pb.GetOrderViewRequest(order_id=target, read=read),
-                                               timeout=self.deadline)
+                                               timeout=self.deadline, metadata=self._reads)
             except grpc.aio.AioRpcError as error:
                 return _failed(op, mode, target, sent, time.perf_counter() - start, self.deadline, error)
             return Call(op, mode, target, sent, time.perf_counter() - start, self.deadline, "OK",
@@ -134,7 +160,8 @@ class Load:
         op = "customer_overview"
         try:
             overview = await stub.GetCustomerOverview(
-                pb.GetCustomerOverviewRequest(customer_id=target, page_size=5, read=read), timeout=self.deadline)
+                pb.GetCustomerOverviewRequest(customer_id=target, page_size=5, read=read), timeout=self.deadline,
+                metadata=self._reads)
         except grpc.aio.AioRpcError as error:
             return _failed(op, mode, target, sent, time.perf_counter() - start, self.deadline, error)
         return Call(op, mode, target, sent, time.perf_counter() - start, self.deadline, "OK",
@@ -152,7 +179,8 @@ class Load:
             self._keys.append((key, request))
         sent, start = time.time(), time.perf_counter()
         try:
-            placed = await stub.PlaceOrder(request, timeout=self.deadline)
+            placed = await stub.PlaceOrder(request, timeout=self.deadline,
+                                           metadata=self._placing(request.customer_id))
         except grpc.aio.AioRpcError as error:
             return _failed("place_order", how, key, sent, time.perf_counter() - start, self.deadline, error)
         order_id = placed.order.order_id

@@ -21,7 +21,7 @@ from pathlib import Path
 from pullgate.tools import scrape
 from pullgate.tools.chaos.schedule import Fault
 from pullgate.tools.chaos.spike import Answer, Opens, Spike
-from pullgate.tools.openloop import Phase, Workers
+from pullgate.tools.openloop import Gateway, Phase, Workers
 
 CALLERS = 32
 """Closed-loop callers that measure capacity (the benchmark's number)."""
@@ -57,7 +57,7 @@ async def read_opens(data_dir: Path) -> tuple[Opens, list[str]]:
 class Overload:
     """The spike's worker processes for one run, the capacity they measured, and the spikes they send."""
 
-    def __init__(self, pool: Workers, gateway: str, data_dir: Path, deadline: float) -> None:
+    def __init__(self, pool: Workers, gateway: Gateway, data_dir: Path, deadline: float) -> None:
         self._pool = pool
         self._gateway = gateway
         self._data_dir = data_dir
@@ -96,8 +96,9 @@ class Overload:
 
 
 @contextlib.asynccontextmanager
-async def overload(gateway: str, data_dir: Path, deadline: float) -> AsyncIterator[Overload]:
-    """The worker processes started (Python takes seconds to start here), stopped on exit."""
+async def overload(gateway: Gateway, data_dir: Path, deadline: float) -> AsyncIterator[Overload]:
+    """The worker processes started (Python takes seconds to start here), stopped on exit; they send to `gateway`
+    (its address, with the system's CA and a token that may read every order: `Gateway.of`)."""
     pool = await Workers.start(WORKERS)
     try:
         yield Overload(pool, gateway, data_dir, deadline)

@@ -28,6 +28,7 @@ from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.customers.v1 import customers_pb2, customers_pb2_grpc
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
+from pullgate.security.access import Access
 from pullgate.tools.chaos.history import History, Sample
 from pullgate.tools.chaos.record import Value, customer_value, product_value, stock_value
 from services import demo
@@ -171,11 +172,13 @@ def stretch_over(history: History, kind: str, frozen: Sequence[tuple[float, floa
 
 
 class Sampler:
-    """Reads customers, products and stock from their owners at a steady pace while the load runs."""
+    """Reads customers, products and stock from their owners at a steady pace while the load runs, at the addresses
+    given and reached through `access` (as the operator, whom the owners' policy lets read)."""
 
-    def __init__(self, customers: str, catalog: str, inventory: str, every: float = 1.0,
+    def __init__(self, customers: str, catalog: str, inventory: str, *, access: Access, every: float = 1.0,
                  stock_every: float = 0.25) -> None:
-        self._addresses = (customers, catalog, inventory)
+        self._customers, self._catalog, self._inventory = customers, catalog, inventory
+        self._access = access
         self._every = every
         self._stock_every = stock_every
         self.samples: dict[tuple[str, str], list[Sample]] = defaultdict(list)
@@ -185,7 +188,9 @@ class Sampler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample until `stop` is set; then once more, so every history ends after the run."""
-        customers, catalog, inventory = (grpc.aio.insecure_channel(a) for a in self._addresses)
+        customers = self._access.channel("customers", self._customers)
+        catalog = self._access.channel("catalog", self._catalog)
+        inventory = self._access.channel("inventory", self._inventory)
         try:
             stubs = (customers_pb2_grpc.CustomerServiceStub(customers), catalog_pb2_grpc.CatalogServiceStub(catalog),
                      inventory_pb2_grpc.InventoryServiceStub(inventory))

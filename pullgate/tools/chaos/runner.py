@@ -1,7 +1,8 @@
 """One chaos run from start to verdict: load and faults together, then healing, recovery, and the invariants.
 
 The phases, and why in this order:
-1. read the system (pullgate-up.json) and what it allows (FaultService or not), and fix the schedule;
+1. read the system (pullgate-up.json: its processes, and how they are secured) and what it allows (FaultService
+   or not), and fix the schedule;
 2. sample the owners and memory first, so every history starts before the first request; for a schedule with
    an overload, start the spike's worker processes and measure capacity, before the chaos load adds its own;
 3. load and faults together for `duration` seconds; if the system has not healed by then, the load goes on
@@ -23,9 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import grpc
+
 from pullgate import topology
 from pullgate.tools.chaos import invariants, timeline
-from pullgate.tools.chaos.actions import Actions, InjectionUnavailable, injection_available
+from pullgate.tools.chaos.actions import Actions, FaultClient, InjectionUnavailable
 from pullgate.tools.chaos.load import DEFAULT_MIX, Load
 from pullgate.tools.chaos.memory import MemoryWatch
 from pullgate.tools.chaos.overload import CALLERS, Overload, overload
@@ -35,7 +38,11 @@ from pullgate.tools.chaos.record import Call, Record
 from pullgate.tools.chaos.report import Report
 from pullgate.tools.chaos.schedule import DEFAULT_KINDS, INJECTED, Fault, ScheduleError, parse_schedule, random_schedule
 from pullgate.tools.chaos.system import State, SystemUnusable, alive, read_state
+from pullgate.tools.openloop import Gateway
 from services.invariants import check_placement
+
+REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+"""How a server answers a caller it does not let in: the chaos tool's credentials do not fit the system."""
 
 REPORT_FILE = "pullgate-chaos.json"
 PICTURE_FILE = "pullgate-chaos.png"
@@ -165,8 +172,13 @@ async def _pending_settled(data_dir: Path, since: float, within: float) -> bool:
 async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
     """Run chaos against the system recorded in `settings.data_dir`; the report (also written to `settings.out`)."""
     before = read_state(settings.data_dir)
-    data_dir = before.data_dir
-    checks = await asyncio.gather(*(injection_available(p.address) for p in before.procs), return_exceptions=True)
+    data_dir, access = before.data_dir, before.access
+    faults = FaultClient(access)
+    checks = await asyncio.gather(*(faults.available(p) for p in before.procs), return_exceptions=True)
+    for proc, answer in zip(before.procs, checks, strict=True):
+        if isinstance(answer, grpc.aio.AioRpcError) and answer.code() in REFUSED:
+            raise SystemUnusable(f"{proc.name} refused the chaos tool's FaultService call as the operator: "
+                                 f"{answer.code().name}: {answer.details()}")
     injectable = all(c is True for c in checks)
     schedule, notes = plan(settings, before, injectable)
     limits = settings.limits
@@ -176,10 +188,10 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
 
     record = Record()
     sampler = Sampler(before.addresses("customers")[0], before.addresses("catalog")[0],
-                      before.addresses("inventory")[0])
+                      before.addresses("inventory")[0], access=access)
     watch = MemoryWatch(settings.data_dir)
     spiker: Overload | None = None
-    actions = Actions(settings.data_dir, record)
+    actions = Actions(settings.data_dir, record, faults)
     progress = Progress(out, out.isatty(), lambda: list(actions.current))
     healing = Healing(record.calls, limits.heal_quiet)
 
@@ -188,14 +200,14 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
         healing.check()
 
     load = Load(before.addresses(topology.ENTRY)[0], settings.rate, record, settings.seed, settings.deadline,
-                settings.mix, settings.max_in_flight, on_call=on_call)
+                settings.mix, settings.max_in_flight, on_call=on_call, access=access)
     stop_watching, stop_load, stop_faults = asyncio.Event(), asyncio.Event(), asyncio.Event()
     workers = contextlib.AsyncExitStack()
     if any(f.kind == "overload" for f in schedule):
         # Started before this process has calls in flight: grpc skips its fork handlers while it has.
         print("overload: starting the load worker processes and measuring capacity ...", file=out, flush=True)
         spiker = actions.overload = await workers.enter_async_context(
-            overload(load.target, data_dir, settings.deadline))
+            overload(Gateway.of(load.target, access), data_dir, settings.deadline))
     watching = [asyncio.create_task(sampler.run(stop_watching)), asyncio.create_task(watch.run(stop_watching))]
     loop = asyncio.get_running_loop()
     try:

@@ -1,7 +1,9 @@
 """The system under test: what `pullgate up` recorded in `<data-dir>/pullgate-up.json`, or one started for the run.
 
 Chaos only ever touches processes that file names, only on loopback addresses, and only after checking that
-the pid still runs `pullgate serve`, so a stale file can never point a signal at an unrelated process.
+the pid still runs `pullgate serve`, so a stale file can never point a signal at an unrelated process. It calls
+them as the file says they are secured (`State.access`): with the operator's certificate and tokens from the
+system's key, or in plaintext for a system started `--insecure`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pullgate.security.access import Access
 from pullgate.tools.launcher import STATE_FILE
 
 
@@ -44,6 +47,8 @@ class State:
     launcher_pid: int
     data_dir: Path
     procs: tuple[Proc, ...]
+    access: Access = field(default_factory=Access)
+    """How pullgate's tools reach these processes (the `security` record; plaintext for an insecure system)."""
 
     def proc(self, name: str) -> Proc:
         for proc in self.procs:
@@ -65,7 +70,7 @@ def parse_state(data: dict[str, Any]) -> State:
         for service, entries in data["services"].items()
         for entry in entries
     )
-    return State(int(data["launcher_pid"]), Path(data["data_dir"]), procs)
+    return State(int(data["launcher_pid"]), Path(data["data_dir"]), procs, Access.from_state(data))
 
 
 def read_state(data_dir: Path) -> State:
@@ -165,7 +170,8 @@ class Started:
 
 def start(data_dir: Path, replicas: int = 1, config: Path | None = None, extra: Sequence[str] = (),
           timeout: float = 90.0) -> Started:
-    """Run `pullgate up --any-ports --allow-fault-injection` in `data_dir` and wait until it recorded its state."""
+    """Run `pullgate up --any-ports --allow-fault-injection` in `data_dir` (secure, as by default, unless `extra`
+    says `--insecure`) and wait until it recorded its state."""
     data_dir.mkdir(parents=True, exist_ok=True)
     state_file = data_dir / STATE_FILE
     if state_file.exists():
