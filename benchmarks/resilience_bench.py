@@ -7,6 +7,8 @@ ratios compare like with like on the same machine at the same moment. Targets (i
 2. owner delaying 2% of calls by 500 ms: p99 >= 10x lower with hedging, extra requests <= 5%
 3. owner killed: once the breaker is open, p99 < 5 ms
 4. three replicas each delaying 2% of calls by 500 ms, open loop: p99.9 <= 40 ms with extra requests <= 5% (issue 13)
+5. the same calls as (1) over mutual TLS, on warm channels: the full stack's p50 <= 1.10x the plaintext one's, and
+   one TLS handshake per channel, not per call (the owner counts them: pullgate.security.tls.ServerTls.handshakes)
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ import asyncio
 import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.methods import GET_PRODUCT
+from pullgate.security.pki import Pki, ensure_dev_pki
+from pullgate.security.tls import TlsChannels, TlsFiles
 from resilience import (
     BreakerConfig,
     CacheConfig,
@@ -50,9 +57,10 @@ class Row:
 
 @contextlib.asynccontextmanager
 async def owner_process(
-    delay: float = 0.0, fraction: float = 0.0, seed: int = 1
+    delay: float = 0.0, fraction: float = 0.0, seed: int = 1, tls: Path | None = None
 ) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
-    """An owner in its own process; yields its address and the process (to kill it)."""
+    """An owner in its own process; yields its address and the process (to kill it). `tls`: a PKI directory, and
+    the owner also serves mutual TLS on a second port (`tls_owner_process`)."""
     process = subprocess.Popen(  # noqa: ASYNC220 (started once, before anything is measured)
         [
             sys.executable,
@@ -64,6 +72,7 @@ async def owner_process(
             str(fraction),
             "--seed",
             str(seed),
+            *(["--tls", str(tls)] if tls is not None else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -76,6 +85,33 @@ async def owner_process(
         if process.poll() is None:
             process.terminate()
         process.wait(timeout=10)
+
+
+@dataclass
+class TlsOwner:
+    """An owner process serving the same handler in plaintext on `address` and over mutual TLS on `tls_address`."""
+
+    address: str
+    tls_address: str
+    process: subprocess.Popen[str]
+
+    async def handshakes(self) -> int:
+        """The TLS handshakes the owner has served so far (its ServerTls's count; it answers SIGUSR1)."""
+        assert self.process.stdout is not None
+        self.process.send_signal(signal.SIGUSR1)
+        line = await asyncio.to_thread(self.process.stdout.readline)
+        word, count = line.split()
+        assert word == "handshakes", line
+        return int(count)
+
+
+@contextlib.asynccontextmanager
+async def tls_owner_process(pki: Pki) -> AsyncIterator[TlsOwner]:
+    """An owner in its own process with plaintext and mutual TLS ports; `pki` has a `catalog` identity."""
+    async with owner_process(tls=pki.directory) as (address, process):
+        assert process.stdout is not None
+        port = (await asyncio.to_thread(process.stdout.readline)).strip()
+        yield TlsOwner(address, f"127.0.0.1:{port}", process)
 
 
 async def concurrent(n: int, workers: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
@@ -119,58 +155,92 @@ async def interleaved(
 
 
 async def overhead(n: int) -> list[Row]:
-    """(1) raw stub vs the full stack on a miss and on a hit, and the stack without its cache and hedging."""
-    async with owner_process() as (address, _):
-        channel = grpc.aio.insecure_channel(address, options=[("grpc.enable_retries", 0)])
-        stub = catalog_pb2_grpc.CatalogServiceStub(channel)
-        downstream = Downstream("catalog", [address])
-        no_cache = Downstream("catalog", [address], DownstreamConfig(cache=CacheConfig(enabled=False)))
-        lean = Downstream(
-            "catalog",
-            [address],
-            DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(enabled=False)),
-        )
-        hit_request = catalog_pb2.GetProductRequest(sku="hot")
-        await downstream.call(GET_PRODUCT, hit_request)
-        miss_round = [0]
+    """(1) raw stub vs the full stack on a miss and on a hit, and the stack without its cache and hedging;
+    (5) the raw stub and the full stack on a miss again, over mutual TLS to the same owner process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = ensure_dev_pki(Path(tmp) / "pki", ["catalog", "gateway"])
+        async with tls_owner_process(pki) as owner:
+            return await _overhead(n, owner, TlsChannels(TlsFiles(pki.cert("gateway"), pki.key("gateway"), pki.ca)))
 
-        async def raw(i: int) -> object:
-            return await stub.GetProduct(catalog_pb2.GetProductRequest(sku=f"r{i}"), timeout=5.0)
 
-        async def miss(i: int) -> object:
-            return await downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"m{miss_round[0]}-{i}"))
+async def _overhead(n: int, owner: TlsOwner, tls: TlsChannels) -> list[Row]:
+    address = owner.address
+    channel = grpc.aio.insecure_channel(address, options=[("grpc.enable_retries", 0)])
+    stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+    downstream = Downstream("catalog", [address])
+    no_cache = Downstream("catalog", [address], DownstreamConfig(cache=CacheConfig(enabled=False)))
+    lean = Downstream(
+        "catalog",
+        [address],
+        DownstreamConfig(cache=CacheConfig(enabled=False), hedging=HedgingConfig(enabled=False)),
+    )
+    # Over mutual TLS, as the gateway calls an owner: the raw stub on a channel of its own, the full stack
+    # through the transport's channel to its one replica (what pullgate.security.setup gives a server's clients).
+    tls_channel = tls.channel("catalog", owner.tls_address, [("grpc.enable_retries", 0)])
+    tls_stub = catalog_pb2_grpc.CatalogServiceStub(tls_channel)
+    tls_downstream = Downstream("catalog", [owner.tls_address], channels=tls)
+    tls_channels = 1 + len(tls_downstream.addresses)
+    tls_rpcs = [0]  # every RPC sent over TLS, hedges included
+    hit_request = catalog_pb2.GetProductRequest(sku="hot")
+    await downstream.call(GET_PRODUCT, hit_request)
+    miss_round = [0]
 
-        async def hit(i: int) -> object:
-            return await downstream.call(GET_PRODUCT, hit_request)
+    async def raw(i: int) -> object:
+        return await stub.GetProduct(catalog_pb2.GetProductRequest(sku=f"r{i}"), timeout=5.0)
 
-        async def refresh() -> object:  # keeps the hit's entry fresh (ttl 1 s)
-            return await downstream.call(GET_PRODUCT, hit_request, max_staleness=0.0)
+    async def miss(i: int) -> object:
+        return await downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"m{miss_round[0]}-{i}"))
 
-        async def uncached(i: int) -> object:
-            return await no_cache.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"h{i}"))
+    async def hit(i: int) -> object:
+        return await downstream.call(GET_PRODUCT, hit_request)
 
-        async def bare(i: int) -> object:
-            return await lean.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"b{i}"))
+    async def refresh() -> object:  # keeps the hit's entry fresh (ttl 1 s)
+        return await downstream.call(GET_PRODUCT, hit_request, max_staleness=0.0)
 
-        calls = {
-            "raw grpc.aio stub": raw,
-            "full stack, cache miss": miss,
-            "full stack, cache hit": hit,
-            "stack w/o cache": uncached,
-            "stack w/o cache+hedging": bare,
-        }
-        await interleaved(300, calls, refresh)  # warm up: connections, caches, the hedge's latency window
-        miss_round[0] = 1
-        rows = await interleaved(n, calls, refresh)
-        for d in (downstream, no_cache, lean):
-            await d.close()
-        await channel.close(None)
+    async def uncached(i: int) -> object:
+        return await no_cache.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"h{i}"))
+
+    async def bare(i: int) -> object:
+        return await lean.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku=f"b{i}"))
+
+    async def raw_tls(i: int) -> object:
+        tls_rpcs[0] += 1
+        return await tls_stub.GetProduct(catalog_pb2.GetProductRequest(sku=f"r{i}"), timeout=5.0)
+
+    async def miss_tls(i: int) -> object:
+        result = await tls_downstream.call(GET_PRODUCT,
+                                           catalog_pb2.GetProductRequest(sku=f"m{miss_round[0]}-{i}"))
+        tls_rpcs[0] += result.provenance.attempts
+        return result
+
+    calls = {
+        "raw grpc.aio stub": raw,
+        "full stack, cache miss": miss,
+        "full stack, cache hit": hit,
+        "stack w/o cache": uncached,
+        "stack w/o cache+hedging": bare,
+        "raw grpc.aio stub, mTLS": raw_tls,
+        "full stack, cache miss, mTLS": miss_tls,
+    }
+    before = await owner.handshakes()
+    await interleaved(300, calls, refresh)  # warm up: connections, caches, the hedge's latency window
+    warm = await owner.handshakes()
+    miss_round[0] = 1
+    rows = await interleaved(n, calls, refresh)
+    after = await owner.handshakes()
+    for d in (downstream, no_cache, lean, tls_downstream):
+        await d.close()
+    for c in (channel, tls_channel):
+        await c.close(None)
     out = list(rows.values())
-    raw_p50, miss_p50, hit_p50, uncached_p50, bare_p50 = (row.q(0.5) for row in out)
+    raw_p50, miss_p50, hit_p50, uncached_p50, bare_p50, raw_tls_p50, miss_tls_p50 = (row.q(0.5) for row in out)
     out[1].note = f"p50 {miss_p50 / raw_p50:.2f}x raw (target <= 1.10x)"
     out[2].note = f"{raw_p50 / hit_p50:.0f}x faster than raw (target >= 20x)"
     out[3].note = f"p50 {uncached_p50 / raw_p50:.2f}x raw (no cache writes, no single-flight)"
     out[4].note = f"p50 {bare_p50 / raw_p50:.2f}x raw (retry, breaker, bulkhead, timeouts, balance)"
+    out[5].note = (f"p50 {raw_tls_p50 / raw_p50:.2f}x raw; handshakes: {after - before} for {tls_rpcs[0]} calls "
+                   f"over {tls_channels} channels ({after - warm} after the warm-up)")
+    out[6].note = f"p50 {miss_tls_p50 / miss_p50:.2f}x the plaintext miss (target <= 1.10x)"
     return out
 
 
@@ -303,7 +373,8 @@ async def run(quick: bool = False) -> None:
     rows += await open_loop(1000 if quick else 6000)
     rows += await fail_fast(1000 * scale)
     print(table(rows))
-    print("(1) sequential calls, the five kinds taking turns call by call; CPU is this process's only.")
+    print("(1), (5) sequential calls, the seven kinds taking turns call by call, to one owner process (plaintext and")
+    print("mutual TLS ports); CPU is this process's only. Handshakes: the owner's TLS handshakes (ServerTls).")
     print("(2) 8 concurrent callers, two owner processes. (4) 200 calls a second whatever the answers, three owner")
     print("processes, one hedge against two. (3) after the breaker opened.")
     print("Ratios compare figures from this one run.")

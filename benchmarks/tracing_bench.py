@@ -1,8 +1,9 @@
-"""Tracing's cost: the gateway's GetOrderView latency with tracing off and on, whole system, and its floor.
+"""Tracing's cost: the gateway's GetOrderView latency with tracing off and on, whole system, and its floor; and
+mutual TLS's cost, tracing off.
 
-Four `pullgate up --any-ports` run side by side: two with no OTLP endpoint (nothing installed; the second is
-the control, whose difference from the first is the benchmark's own noise), one exporting every span
-(OTEL_TRACES_SAMPLER=always_on, batched), one sampling 1% of the traces and one none
+Five `pullgate up --any-ports` run side by side (and a sixth, below): two with no OTLP endpoint (nothing
+installed; the second is the control, whose difference from the first is the benchmark's own noise), one exporting
+every span (OTEL_TRACES_SAMPLER=always_on, batched), one sampling 1% of the traces and one none
 (parentbased_traceidratio 0.01 and 0: what tracing costs the requests it does not keep, issue 17), all to an
 OTLP/gRPC receiver in a process of its own that counts what it gets, as Jaeger would. Strong reads,
 so every request crosses every hop (gateway, orders, customers, catalog, inventory) and makes its full set of
@@ -11,6 +12,14 @@ benchmark waits until that system's batched spans are exported, so that no block
 exporting on the 2 shared cores. The CPU every process of a system used (/proc) over its blocks and drains is
 divided by the calls it served. Targets (issue 17): p50 not sampled <= 1.03x off, 1% sampled <= 1.05x off;
 100% is reported.
+
+Every system runs as shipped, secure (mutual TLS between the services, a token checked at the gateway; the
+benchmark calls with an admin token from the system's own key, pullgate.security.access), except a sixth with
+tracing off and `--insecure`: plaintext, nobody checked. Its row compares the whole stack over mutual TLS with
+it (target: p50 <= 1.10x, on warm channels). Every call carries a token in its metadata, the plaintext
+system's too (it ignores it), so the client's work is the same. Handshakes: every TLS connection into a secure
+system's servers starts with one, so the benchmark counts those connections (/proc/net/tcp, in any state, so one
+made and closed in between is seen too) after the warm-up and after every block: one per channel, none per call.
 
 The floor: the same number of spans as a traced request makes, with attributes like theirs, made, propagated
 (inject and extract) and encoded to OTLP by the SDK alone in a tight loop in this process: no grpc, no
@@ -45,6 +54,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from benchmarks.resilience_bench import Row, machine
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
+from pullgate.security.access import Access
 
 
 class Counter(trace_service_pb2_grpc.TraceServiceServicer):
@@ -99,10 +109,12 @@ def receiver() -> Iterator[tuple[Received, str]]:
 
 
 @contextlib.asynccontextmanager
-async def system(data_dir: Path, env: dict[str, str]) -> AsyncIterator[str]:
-    """A `pullgate up` with `env`; yields the gateway's address (the pids are in data_dir/pullgate-up.json)."""
+async def system(data_dir: Path, env: dict[str, str], insecure: bool = False) -> AsyncIterator[dict[str, Any]]:
+    """A `pullgate up` with `env` (plaintext if `insecure`); yields its state (data_dir/pullgate-up.json: the
+    addresses, the pids, the security that pullgate.security.access reads)."""
     process = subprocess.Popen(  # noqa: ASYNC220 (started once, before anything is measured)
-        [sys.executable, "-m", "pullgate", "up", "--any-ports", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "pullgate", "up", "--any-ports", "--data-dir", str(data_dir),
+         *(["--insecure"] if insecure else [])],
         env={**os.environ, "PULLGATE_METRICS_PORTS": "off", **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -113,10 +125,44 @@ async def system(data_dir: Path, env: dict[str, str]) -> AsyncIterator[str]:
             if process.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"pullgate up did not start in {data_dir}")
             await asyncio.sleep(0.1)
-        yield str(json.loads(state.read_text())["services"]["gateway"][0]["address"])
+        yield json.loads(state.read_text())
     finally:
         process.terminate()
         process.wait(30)
+
+
+def server_ports(state: dict[str, Any]) -> set[int]:
+    """The ports every server of a `pullgate up` listens on, from its state."""
+    return {int(entry["address"].rsplit(":", 1)[1]) for entries in state["services"].values() for entry in entries}
+
+
+Connection = tuple[str, str]
+"""A TCP connection into a server: (the server's end, the client's end), as /proc/net/tcp spells addresses."""
+
+
+def connections(ports: set[int]) -> tuple[set[Connection], set[Connection]]:
+    """The TCP connections between any client and a server listening on one of `ports` (Linux /proc/net/tcp and
+    tcp6; empty where they are absent): (established, every one in any state), the latter with those closed in
+    the last minute (TIME_WAIT, on whichever end closed first), so a connection made and closed between two looks
+    is still seen."""
+    established, every = set(), set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            next(rows)  # the header
+            for row in rows:
+                local, remote, state = row.split()[1:4]
+                if state == "0A":  # LISTEN
+                    continue
+                if int(local.rsplit(":", 1)[1], 16) in ports:
+                    connection = (local, remote)
+                elif int(remote.rsplit(":", 1)[1], 16) in ports:
+                    connection = (remote, local)
+                else:
+                    continue
+                every.add(connection)
+                if state == "01":  # ESTABLISHED
+                    established.add(connection)
+    return established, every
 
 
 def process_cpu(pid: int) -> float:
@@ -228,40 +274,57 @@ async def run(quick: bool = False) -> None:
                    "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS)}
             return {**env, "OTEL_TRACES_SAMPLER_ARG": argument} if argument else env
 
+        untraced = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""}
         envs = {
-            "off": {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""},
-            "control": {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""},
+            "off": untraced,
+            "control": untraced,
+            "plaintext": untraced,
             "unsampled": traced("parentbased_traceidratio", "0"),
             "one_percent": traced("parentbased_traceidratio", "0.01"),
             "on": traced("always_on"),
         }
         names = {"off": "tracing off (no endpoint)", "control": "tracing off, again (control)",
-                 "unsampled": "tracing on, sampler 0%", "one_percent": "tracing on, sampler 1%",
-                 "on": "tracing on, sampler 100%"}
+                 "plaintext": "tracing off, plaintext", "unsampled": "tracing on, sampler 0%",
+                 "one_percent": "tracing on, sampler 1%", "on": "tracing on, sampler 100%"}
+        insecure = {"plaintext"}
         dirs = {name: Path(tmp) / name for name in envs}
         rows = {name: Row(names[name], [], 0.0) for name in envs}
         async with contextlib.AsyncExitStack() as stack:
             stubs = {}
+            metadata: dict[str, tuple[tuple[str, str], ...]] = {}
+            secure_ports: set[int] = set()
             for name, env in envs.items():
-                address = await stack.enter_async_context(system(dirs[name], env))
-                channel = await stack.enter_async_context(grpc.aio.insecure_channel(address))
+                state = await stack.enter_async_context(system(dirs[name], env, insecure=name in insecure))
+                access = Access.from_state(state)
+                address = str(state["services"]["gateway"][0]["address"])
+                # Per call, not a channel's call credentials: the same work on the client for every system.
+                metadata[name] = access.metadata(access.mint(subject="bench", scopes=["admin"]))
+                if access.secure:
+                    secure_ports |= server_ports(state)
+                channel = await stack.enter_async_context(access.channel("gateway", address))
                 stubs[name] = gateway_pb2_grpc.GatewayServiceStub(channel)
-            for stub in stubs.values():  # warm up: connections, caches of method handles, the p95 trackers
+            token = next(iter(m for m in metadata.values() if m))
+            for name in insecure:  # ignored by a plaintext gateway, but sent, so every request is the same
+                metadata[name] = token
+            for name, stub in stubs.items():  # warm up: connections, caches of method handles, the p95 trackers
                 for _ in range(per_round):
-                    await stub.GetOrderView(request, timeout=5)
+                    await stub.GetOrderView(request, timeout=5, metadata=metadata[name])
             await drain(counter, EXPORT_DELAY_MS / 1000 + 0.1)
+            warm, warm_every = connections(secure_ports)  # the warm channels' connections (and the launcher's
+            seen = set(warm_every)                           # health checks', closed by now)
             for _ in range(rounds):
                 for name, stub in stubs.items():
                     before = system_cpu(dirs[name])
                     for _ in range(per_round):
                         start = time.perf_counter()
-                        await stub.GetOrderView(request, timeout=5)
+                        await stub.GetOrderView(request, timeout=5, metadata=metadata[name])
                         rows[name].latencies.append(time.perf_counter() - start)
                     # Every system waits the same after its block, and a traced one until its last batch is
                     # in: no block pays for the export of another system's spans, and the block's CPU
                     # includes all the exporting it caused.
                     await drain(counter, EXPORT_DELAY_MS / 1000 + 0.1)
                     rows[name].cpu = (rows[name].cpu or 0.0) + system_cpu(dirs[name]) - before
+                    seen |= connections(secure_ports)[1]
     calls = rounds * per_round
     off_p50, off_cpu_all = rows["off"].q(0.5), rows["off"].cpu or 0.0
     targets = {"unsampled": "target p50 <= 1.03x (issue 17)", "one_percent": "target p50 <= 1.05x (issue 17)",
@@ -271,8 +334,13 @@ async def run(quick: bool = False) -> None:
         cpu_ratio = (rows[name].cpu or 0.0) / off_cpu_all if off_cpu_all else math.nan
         rows[name].note = f"p50 {ratio:.2f}x off, CPU/call {cpu_ratio:.2f}x" + (
             f"; {targets[name]}" if name in targets else "")
+    plain = rows["plaintext"]
+    plain_cpu = (plain.cpu or 0.0) / off_cpu_all if off_cpu_all else math.nan
+    plain.note = (f"p50 {plain.q(0.5) / off_p50:.2f}x off, CPU/call {plain_cpu:.2f}x; mTLS (off) p50 "
+                  f"{off_p50 / plain.q(0.5):.2f}x plaintext (target <= 1.10x)")
     spans, floor_cpu = floor(300 if quick else 1000)
     off_cpu = (rows["off"].cpu or 0.0) / calls
+    secure_calls = (rounds + 1) * per_round * (len(envs) - len(insecure))
     print(f"tracing benchmark on {machine()}")
     print(f"{'case':<30} {'calls':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'CPU ms/call':>12}  note")
     for row in rows.values():
@@ -282,7 +350,12 @@ async def run(quick: bool = False) -> None:
     share = f" = {floor_cpu / off_cpu:.0%} of the system's CPU per call with tracing off" if off_cpu else ""
     print(f"floor: the SDK alone making, propagating and encoding a request's {spans} spans: "
           f"{floor_cpu * 1e3:.2f} ms CPU per call{share}")
+    new = len(seen - warm_every)
+    print(f"handshakes: {len(warm) + new} for {secure_calls} calls over {len(warm)} channels ({new} after the "
+          f"warm-up): TLS connections into the {len(envs) - len(insecure)} mTLS systems' servers, one handshake "
+          "each (/proc/net/tcp after the warm-up and after every block, closed ones included)")
     print("GetOrderView, strong read (4 owner calls over 2 hops), sequential, in blocks of "
           f"{per_round} calls per system in turn, each followed by a drain of its exports "
           f"(OTEL_BSP_SCHEDULE_DELAY={EXPORT_DELAY_MS}); CPU: every process of that system, block and drain. "
-          "Spans go to an OTLP receiver in its own process.")
+          "Spans go to an OTLP receiver in its own process. Every system but the plaintext one (--insecure) "
+          "runs mutual TLS between its services and checks a token at its gateway.")

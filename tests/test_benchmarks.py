@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ async def test_the_resilience_benchmark_measures_every_row() -> None:
         "full stack, cache hit",
         "stack w/o cache",
         "stack w/o cache+hedging",
+        "raw grpc.aio stub, mTLS",
+        "full stack, cache miss, mTLS",
         "2% x 500 ms, hedging off",
         "2% x 500 ms, hedging on",
         "3 x 2% x 500 ms, open, 1 hedge",
@@ -30,7 +33,10 @@ async def test_the_resilience_benchmark_measures_every_row() -> None:
     ]
     assert all(len(row.latencies) > 0 and all(t > 0 for t in row.latencies) for row in rows)
     assert "target <= 1.10x" in rows[1].note
-    assert "extra requests" in rows[6].note
+    assert "extra requests" in rows[8].note
+    # Over mutual TLS, one handshake per channel, however many calls: two channels, none after the warm-up.
+    assert "x the plaintext miss (target <= 1.10x)" in rows[6].note
+    assert re.search(r"handshakes: 2 for \d+ calls over 2 channels \(0 after the warm-up\)", rows[5].note), rows[5].note
     table = resilience_bench.table(rows)
     assert all(name in table for name in names)
 

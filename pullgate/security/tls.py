@@ -4,7 +4,7 @@ A server takes its certificate, key and CA through `ServerTls`, which hands grpc
 grpc asks for the current material at every handshake, and `ServerTls` answers "unchanged" after a stat of the
 three files (a few microseconds) or, when one changed, the new material, checked first. A connection keeps the
 certificate it was made with; the next handshake uses the new one. `ServerTls.handshakes` counts those questions:
-one per handshake, so one per connection, not per call (the benchmarks show it).
+one per handshake, so one per connection, not per call (`./dev bench resilience` reports it).
 
 A client takes them through `TlsChannels`, the `resilience.ChannelFactory` the resilience layer's transports make
 their channels with. grpc's channel credentials are fixed when a channel is made, so `TlsChannels.version()`
@@ -122,7 +122,8 @@ class ServerTls:
         self.reloads = 0
         """How many times a changed set of files was taken into use."""
         self.handshakes = 0
-        """How many TLS handshakes grpc has begun with these credentials (it asks `_fetch` once at each)."""
+        """How many TLS handshakes grpc has begun with these credentials: it calls `_fetch` once at each (its
+        question at the server's start gets the initial material without a call)."""
 
     @property
     def identity(self) -> str | None:
