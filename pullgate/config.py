@@ -34,8 +34,15 @@ from typing import Any, TypeVar
 
 from pullgate import topology
 from pullgate.security.setup import SecurityConfig
-from resilience import AdmissionConfig, ConfigError, DurationError, ResilienceConfig, Seconds, parse_seconds
-from resilience.config import read_toml
+from resilience import (
+    AdmissionConfig,
+    ConfigError,
+    DurationError,
+    ResilienceConfig,
+    Seconds,
+    parse_seconds,
+    read_toml,
+)
 
 
 class _Seconds:

@@ -25,6 +25,7 @@ from resilience.config import (
     RetryConfig,
     ThrottleConfig,
     TimeoutConfig,
+    read_toml,
 )
 from resilience.criticality import Criticality
 from resilience.criticality import scope as criticality_scope
@@ -110,4 +111,5 @@ __all__ = [
     "format_duration",
     "parse_duration",
     "parse_seconds",
+    "read_toml",
 ]

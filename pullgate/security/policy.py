@@ -27,8 +27,7 @@ from pullgate.gateway.v1 import gateway_pb2  # noqa: F401
 from pullgate.inventory.v1 import inventory_pb2  # noqa: F401
 from pullgate.orders.v1 import orders_pb2  # noqa: F401
 from pullgate.security.pki import TRUST_DOMAIN, check_name, spiffe_id
-from resilience import ConfigError
-from resilience.config import read_toml
+from resilience import ConfigError, read_toml
 
 SHIPPED = Path(__file__).with_name("policy.toml")
 """The least-privilege policy `pullgate up` and `pullgate serve` use unless given another."""

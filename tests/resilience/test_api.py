@@ -27,6 +27,7 @@ DOCUMENTED = {
     "CircuitOpen",
     "Clock",
     "ConfigError",
+    "read_toml",
     "Criticality",
     "Deadline",
     "DeadlineExceeded",
