@@ -76,6 +76,9 @@ class ServeOptions:
     faults: str = ""
     allow_fault_injection: bool = False
     metrics_port: int | None = None  # None = $PULLGATE_METRICS_PORT (what the launcher sets), else no endpoint
+    health_port: int | None = None
+    """Also serve the health service alone, in plaintext, on this port (0: any free one): for probes that cannot
+    present a certificate, such as Kubernetes' native gRPC probes. None: no such port."""
     flags: SecurityFlags = field(default_factory=SecurityFlags)
     """The security flags (--tls-cert ..., --insecure); `run()` resolves them with the config's [security]."""
     security: Security = INSECURE_SECURITY
@@ -215,6 +218,24 @@ async def running(
         await server.stop(grace=5.0)
 
 
+@contextlib.asynccontextmanager
+async def health_only(health: HealthServicer, host: str, port: int) -> AsyncIterator[int]:
+    """A plaintext server with `health` alone (the main server's, so both say the same); yields its bound port.
+
+    It answers Check, List and Watch and nothing else: a probe learns whether the server is SERVING, which is no
+    secret, and reaches no method of the application, whatever the policy says."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port} (--health-port)")
+    await server.start()
+    try:
+        yield bound
+    finally:
+        await server.stop(grace=1.0)
+
+
 def write_port_file(path: Path, port: int) -> None:
     """Write the bound port atomically, so a launcher polling for the file never reads half of it."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -251,9 +272,12 @@ async def _serve(options: ServeOptions, app: App, faults: FaultInjector, telemet
         bindings, options.host, options.port, faults=faults, allow_fault_injection=options.allow_fault_injection,
         tracing=telemetry.server_interceptors(), name=options.name,
         admission=load(options.config_file).admission.for_service(options.name), security=options.security,
-    ) as (_, port, _h):
+    ) as (_, port, health), contextlib.AsyncExitStack() as extra:
         how = "plaintext, INSECURE" if options.security.insecure else "TLS"
         log.info("%s serving on %s:%d (%s)", options.name, options.host, port, how)
+        if options.health_port is not None:
+            bound = await extra.enter_async_context(health_only(health, options.host, options.health_port))
+            log.info("%s serving health alone, in plaintext, on %s:%d", options.name, options.host, bound)
         if telemetry.metrics_port is not None:
             log.info("%s metrics on http://%s:%d/metrics", options.name, options.host, telemetry.metrics_port)
         if options.port_file is not None:

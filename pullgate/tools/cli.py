@@ -108,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         name=args.service, host=args.host, port=args.port, data_dir=args.data_dir,
         upstreams=dict(args.upstream or []), port_file=args.port_file, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection, metrics_port=args.metrics_port,
+        health_port=args.health_port,
         flags=SecurityFlags(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, policy=args.policy,
                             token_secret=args.token_secret, insecure=args.insecure),
     )
@@ -275,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0 = any free one)")
+    serve.add_argument("--health-port", type=int,
+                       help="also serve the health service alone, in plaintext, on this port: for probes without "
+                            "a certificate (Kubernetes' gRPC probes)")
     serve.add_argument("--upstream", type=_upstream, action="append", metavar="NAME=HOST:PORT[,HOST:PORT]",
                        help="where an owner this server calls listens (repeat per owner)")
     serve.add_argument("--tls-cert", type=Path, help="this server's certificate (PEM; its identity a SPIFFE URI SAN)")

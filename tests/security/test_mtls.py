@@ -10,10 +10,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pullgate import methods
+from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from pullgate.security.pki import Pki
 from pullgate.security.setup import SecurityConfig, SecurityFlags, resolve
 from pullgate.security.tls import CHECK_EVERY, TlsChannels, TlsFiles
+from pullgate.serving import ServeOptions, health_only, running
+from pullgate.tools.apps import load_app
 from resilience import Downstream, ResilienceError
 from tests.security.system import LOCAL_POOL, STRANGER, Certificates, secure_system
 from tests.support import start_service
@@ -145,3 +148,25 @@ async def test_a_rotated_client_certificate_is_presented_by_the_next_call(
             assert channels.identity == "spiffe://pullgate.local/orders"
         finally:
             await inventory.close()
+
+
+async def test_a_health_only_port_answers_probes_in_plaintext_and_nothing_else(
+        tmp_path: Path, certificates: Certificates) -> None:
+    """`--health-port`: a probe without a certificate (Kubernetes' gRPC probes) learns SERVING there, while the
+    service's methods stay behind mutual TLS on its own port and are not served on the health port at all."""
+    security = certificates.security("catalog")
+    options = ServeOptions(name="catalog", data_dir=tmp_path, security=security)
+    async with (load_app("catalog")(options) as bindings,
+                running(bindings, security=security) as (_, port, health),
+                health_only(health, "127.0.0.1", 0) as health_port,
+                grpc.aio.insecure_channel(f"127.0.0.1:{health_port}", options=[LOCAL_POOL]) as probe):
+        reply = await health_pb2_grpc.HealthStub(probe).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as unserved:
+            await catalog_pb2_grpc.CatalogServiceStub(probe).GetProduct(catalog_pb2.GetProductRequest(sku="SKU-001"),
+                                                                        timeout=5)
+        assert unserved.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[LOCAL_POOL]) as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
