@@ -22,6 +22,10 @@ Target = Path | str
 """Where a store lives: a SQLite file, or a PostgreSQL URL (`postgresql://user@host:port/database`)."""
 
 
+class DatabaseError(RuntimeError):
+    """A store's database that cannot be opened or used as it is; the message names it (never its password)."""
+
+
 class Cursor(Protocol):
     """What a store reads from a statement: rows that answer to both `row[0]` and `row["column"]`."""
 

@@ -31,7 +31,7 @@ from psycopg import errors
 from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool
 
-from services._db import Migration, Seed
+from services._db import DatabaseError, Migration, Seed
 
 log = logging.getLogger("pullgate.services.postgres")
 
@@ -50,10 +50,6 @@ _RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
 
 _MIGRATION_LOCK = 0x70756C6C  # "pull": the advisory lock that lets one process at a time migrate
 _CLAIM_SPACE = 0x676174  # "gat": the first key of every claim's advisory lock
-
-
-class DatabaseError(Exception):
-    """A PostgreSQL database that cannot be opened; the message names it (without its password)."""
 
 
 def redact(url: str) -> str:
@@ -234,7 +230,7 @@ def _migrate(url: str, migrations: Sequence[Migration], seed: Seed | None) -> No
         row = wrapped.execute("SELECT version FROM schema_version").fetchone()
         version = 0 if row is None else int(row[0])
         if version > len(migrations):
-            raise RuntimeError(f"{where}: schema version {version} is newer than this code knows ({len(migrations)})")
+            raise DatabaseError(f"{where}: schema version {version} is newer than this code knows ({len(migrations)})")
         for step in range(version, len(migrations)):
             migrations[step](wrapped)
         if version < len(migrations):

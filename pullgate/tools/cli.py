@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from pullgate import loops, topology
-from pullgate.config import ConfigError, load
+from pullgate.config import URL_SCHEMES, ConfigError, load
 from pullgate.faults import parse_faults
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
@@ -31,6 +31,7 @@ from pullgate.serving import ServeOptions, run
 from pullgate.tools import launcher, render
 from pullgate.tools.apps import load_app
 from resilience import DurationError, parse_seconds
+from services._db import DatabaseError
 
 CONSISTENCY = {"strong": pb.CONSISTENCY_STRONG, "bounded": pb.CONSISTENCY_BOUNDED_STALENESS,
                "available": pb.CONSISTENCY_AVAILABLE}
@@ -102,16 +103,32 @@ def _check_startup(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
 
 
+def _database_url(args: argparse.Namespace) -> str | None:
+    """--database-url, else the config's [database] URL for the service, else None (its SQLite file)."""
+    owns_data = topology.service(args.service).owns_data
+    if args.database_url is not None:
+        if not owns_data:
+            raise UsageError(f"--database-url: {args.service} stores nothing (pullgate/topology.py gives it no "
+                             "database)")
+        if not args.database_url.startswith(URL_SCHEMES):
+            raise UsageError(f"--database-url: must be a PostgreSQL URL (postgresql://user@host:port/database), "
+                             f"got {args.database_url!r}")
+        return str(args.database_url)
+    return load(args.config).database.url_for(args.service) if owns_data else None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     _check_startup(args)
+    database_url = _database_url(args)
     options = ServeOptions(
         name=args.service, host=args.host, port=args.port, data_dir=args.data_dir,
         upstreams=dict(args.upstream or []), port_file=args.port_file, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection, metrics_port=args.metrics_port,
         flags=SecurityFlags(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, policy=args.policy,
                             token_secret=args.token_secret, insecure=args.insecure),
+        database_url=database_url,
     )
-    if topology.service(args.service).owns_data:
+    if topology.service(args.service).owns_data and database_url is None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
     loops.run(run(options, load_app(args.service)), args.loop)
     return 0
@@ -274,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(serve)
     serve.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument("--database-url", metavar="postgresql://...",
+                       help="an owner: keep its data in this PostgreSQL database, not under --data-dir "
+                            "(default: the config's [database], else SQLite; see docs/storage.md)")
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0 = any free one)")
     serve.add_argument("--upstream", type=_upstream, action="append", metavar="NAME=HOST:PORT[,HOST:PORT]",
                        help="where an owner this server calls listens (repeat per owner)")
@@ -345,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (UsageError, ConfigError, ValueError) as error:
+    except (UsageError, ConfigError, ValueError, DatabaseError) as error:
         print(f"pullgate {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
