@@ -74,16 +74,21 @@ async def rpc_error(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
     return caught.value.code(), caught.value.details() or ""
 
 
+def query(db: Path | str, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of `sql` (with `?` placeholders), read through a separate connection (tests only); `db` is a
+    SQLite file (opened read-only) or a PostgreSQL URL."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        with psycopg.connect(db, autocommit=True) as pg:
+            return list(pg.execute(sql.replace("?", "%s"), tuple(parameters) or None).fetchall())
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return [tuple(row) for row in conn.execute(sql, tuple(parameters)).fetchall()]
+
+
 def count_rows(db: Path | str, table: str, where: str = "1=1") -> int:
     """Rows of `table` matching `where`, read through a separate read-only connection (tests only); `db` is a
     SQLite file or a PostgreSQL URL."""
-    if isinstance(db, str) and db.startswith("postgresql://"):
-        with psycopg.connect(db, autocommit=True) as pg:
-            row = pg.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()
-            assert row is not None
-            return int(row[0])
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+    [(count,)] = query(db, f"SELECT count(*) FROM {table} WHERE {where}")
+    return int(count)
 
 
 def free_ports(count: int, replicas: int = 1) -> list[int]:
