@@ -40,20 +40,34 @@ def target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Stor
     return make
 
 
+def _url(target: Target) -> str | None:
+    """What start_service is given for a store at `target`: its URL, or None for the SQLite file it picks itself."""
+    return target if isinstance(target, str) else None
+
+
 @pytest.fixture
-async def customers_channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
-    async with start_service("customers", tmp_path) as address, grpc.aio.insecure_channel(address) as channel:
+async def customers_channel(tmp_path: Path, target: StoreTarget) -> AsyncIterator[grpc.aio.Channel]:
+    async with (
+        start_service("customers", tmp_path, database_url=_url(target("customers"))) as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
         yield channel
 
 
 @pytest.fixture
-async def catalog_channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
-    async with start_service("catalog", tmp_path) as address, grpc.aio.insecure_channel(address) as channel:
+async def catalog_channel(tmp_path: Path, target: StoreTarget) -> AsyncIterator[grpc.aio.Channel]:
+    async with (
+        start_service("catalog", tmp_path, database_url=_url(target("catalog"))) as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
         yield channel
 
 
 @pytest.fixture
-async def inventory_channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
-    async with start_service("inventory", tmp_path) as address, grpc.aio.insecure_channel(address) as channel:
+async def inventory_channel(tmp_path: Path, target: StoreTarget) -> AsyncIterator[grpc.aio.Channel]:
+    async with (
+        start_service("inventory", tmp_path, database_url=_url(target("inventory"))) as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
         yield channel
 
