@@ -24,14 +24,13 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors
 from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool
 
-from services._db import DatabaseError, Migration, Seed
+from services._db import DatabaseError, Migration, Seed, redact
 
 log = logging.getLogger("pullgate.services.postgres")
 
@@ -50,16 +49,6 @@ _RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
 
 _MIGRATION_LOCK = 0x70756C6C  # "pull": the advisory lock that lets one process at a time migrate
 _CLAIM_SPACE = 0x676174  # "gat": the first key of every claim's advisory lock
-
-
-def redact(url: str) -> str:
-    """`url` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Row(tuple[Any, ...]):

@@ -14,8 +14,7 @@ import pytest
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.tools.cli import main
 from services import demo
-from services._db import DatabaseError, open_database
-from services._postgres import redact
+from services._db import DatabaseError, open_database, redact
 from services._sqlite import script
 from services.catalog.store import ProductStore
 from services.customers.store import CustomerStore
