@@ -129,3 +129,18 @@ def test_init_refuses_an_unusable_prefix() -> None:
     """The prefix becomes role and database names: letters, digits and _ only."""
     with pytest.raises(DbError, match="--prefix"):
         init("postgresql://x/y", "x; DROP")
+
+
+def test_an_admin_without_the_rights_is_named(server: Server, prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An admin URL whose role may not create roles stops `db init` with the server's refusal, no traceback."""
+    weak = f"{prefix}weak"
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{weak}" LOGIN'.encode())
+    try:
+        url = service_url(server.admin_url, weak).rpartition("/")[0] + "/postgres"
+        assert main(["db", "init", "--admin-url", url, "--prefix", prefix]) == 2
+        err = capsys.readouterr().err
+        assert "permission denied to create role" in err and weak in err
+    finally:
+        with psycopg.connect(server.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{weak}"'.encode())

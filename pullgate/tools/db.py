@@ -69,8 +69,15 @@ class InitReport:
 def init(admin_url: str, prefix: str = DEFAULT_PREFIX, *, revoke_public: bool = False) -> InitReport:
     """Create (or repair) every owner's role and database on the server of `admin_url`; the report.
 
-    The admin role needs CREATEROLE and CREATEDB (a superuser has both).
+    The admin role needs CREATEROLE and CREATEDB (a superuser has both); DbError says what it was refused.
     """
+    try:
+        return _init(admin_url, prefix, revoke_public)
+    except psycopg.Error as error:
+        raise DbError(f"--admin-url {redact(admin_url)}: {str(error).strip()}") from None
+
+
+def _init(admin_url: str, prefix: str, revoke_public: bool) -> InitReport:
     names = _names(prefix)
     report = InitReport(template=service_url(admin_url, prefix + "{service}"))
     with _connect(admin_url) as conn:
@@ -105,7 +112,14 @@ def init(admin_url: str, prefix: str = DEFAULT_PREFIX, *, revoke_public: bool = 
 
 def check_grants(admin_url: str, prefix: str = DEFAULT_PREFIX) -> list[str]:
     """Every way an owner's role reaches beyond its own database, in words; empty when the grants keep each
-    owner to its own. Read-only."""
+    owner to its own. Read-only; DbError if the server cannot be asked."""
+    try:
+        return _check_grants(admin_url, prefix)
+    except psycopg.Error as error:
+        raise DbError(f"--database-url {redact(admin_url)}: {str(error).strip()}") from None
+
+
+def _check_grants(admin_url: str, prefix: str) -> list[str]:
     names = _names(prefix)
     problems: list[str] = []
     with _connect(admin_url) as conn:

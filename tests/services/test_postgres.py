@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psycopg
@@ -79,9 +81,10 @@ def test_serve_refuses_a_wrong_database_url(argv: list[str], problem: str, capsy
 def test_an_unreachable_database_is_named_without_its_password(
         postgres: Databases, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A database that does not exist stops `serve` with an error naming it, its password left out."""
-    missing = postgres.new("x").rpartition("/")[0] + "/no_such_database"
-    with_password = missing.replace("://", "://nobody:hunter2@", 1) if "@" not in missing else missing.replace(
-        "@", ":hunter2@", 1)
+    parts = urlsplit(postgres.server.admin_url)
+    user = parts.username or getpass.getuser()
+    with_password = urlunsplit(parts._replace(netloc=f"{user}:hunter2@{parts.netloc.rpartition('@')[2]}",
+                                              path="/no_such_database"))
     assert main(["serve", "catalog", "--insecure", "--data-dir", str(tmp_path), "--database-url", with_password]) == 2
     err = capsys.readouterr().err
     assert "no_such_database" in err and "hunter2" not in err and ":***@" in err
