@@ -1,4 +1,4 @@
-"""pullgate's config file (TOML): the gateway's read defaults and the resilience layer's policies.
+"""pullgate's config file (TOML): the gateway's read defaults, the resilience layer's policies, the databases.
 
     [gateway]
     response_margin = "50ms"  # kept before a caller's deadline to answer with what has arrived
@@ -20,6 +20,12 @@
 
     [security]                   # TLS files, the policy, callers' tokens (pullgate.security.setup)
     tls_cert = "/certs/{service}.pem"
+
+    [database]                   # PostgreSQL instead of the SQLite files (docs/storage.md)
+    url = "postgresql://pullgate@db:5432/pullgate_{service}"   # every owner's; {service} its name
+
+    [database.orders]            # one owner's own, over [database]
+    url = "postgresql://orders@orders-db:5432/orders"
 
 A duration is a number of seconds or a duration string (docs/resilience.md#durations). Every key is checked
 when the file is loaded; a wrong one raises ConfigError naming the key and the file, before anything starts.
@@ -88,6 +94,70 @@ class AdmissionSettings:
         return self.services.get(name, self.default)
 
 
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """The `[database]` table: which PostgreSQL database each owner keeps its data in; none means SQLite.
+
+    `url` is every owner's, with `{service}` standing for the owner's name (so each gets a database of its own);
+    `services` holds the owners' own URLs, which win over it.
+    """
+
+    url: str | None = None
+    services: Mapping[str, str] = field(default_factory=dict)
+
+    def url_for(self, service: str) -> str | None:
+        """The PostgreSQL URL of `service`'s database, or None for its SQLite file."""
+        if service in self.services:
+            return self.services[service]
+        return None if self.url is None else self.url.replace("{service}", service)
+
+
+def _database_url(value: Any, key: str, source: str) -> str:
+    if not isinstance(value, str) or not value.startswith(URL_SCHEMES):
+        raise ConfigError(key, f"must be a PostgreSQL URL (postgresql://user@host:port/database), got {value!r}",
+                          source)
+    return value
+
+
+def _database(data: Any, source: str) -> DatabaseConfig:
+    """`[database]` and `[database.<owner>]`; ConfigError names the dotted key and the file."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("database", "must be a table", source)
+    owners = [s.name for s in topology.owners()]
+    url = None
+    services: dict[str, str] = {}
+    for key, value in data.items():
+        if key == "url":
+            url = _database_url(value, "database.url", source)
+            if "{service}" not in url:
+                raise ConfigError("database.url", "must contain {service}, so that every owner gets a database of "
+                                  "its own (or give each one in [database.<service>])", source)
+        elif key in owners:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"database.{key}", "must be a table", source)
+            for inner, given in value.items():
+                if inner != "url":
+                    raise ConfigError(f"database.{key}.{inner}", "unknown key (known: url)", source)
+                services[key] = _database_url(given, f"database.{key}.url", source)
+        else:
+            raise ConfigError(f"database.{key}", f"unknown key (known: url, {', '.join(owners)})", source)
+    config = DatabaseConfig(url, services)
+    seen: dict[str, str] = {}
+    for owner in owners:
+        chosen = config.url_for(owner)
+        if chosen is None:
+            continue
+        if chosen in seen:
+            key = f"database.{owner}.url" if owner in services else "database.url"
+            raise ConfigError(key, f"{owner} would share {seen[chosen]}'s database; every owner needs its own",
+                              source)
+        seen[chosen] = owner
+    return config
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole file."""
@@ -97,6 +167,7 @@ class Config:
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
 
 
 SectionT = TypeVar("SectionT", GatewayConfig, InventoryConfig)
@@ -152,7 +223,7 @@ def _table(data: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]
     return table
 
 
-SECTIONS = ("gateway", "inventory", "resilience", "admission", "security")
+SECTIONS = ("gateway", "inventory", "resilience", "admission", "security", "database")
 
 
 def from_mapping(data: Mapping[str, Any], source: str, base_dir: Path = Path()) -> Config:
@@ -168,6 +239,7 @@ def from_mapping(data: Mapping[str, Any], source: str, base_dir: Path = Path()) 
         resilience=ResilienceConfig.from_mapping(data.get("resilience", {}), source=source,
                                                  known_downstreams=topology.downstreams()),
         security=SecurityConfig.from_mapping(data.get("security", {}), source, base_dir),
+        database=_database(data.get("database", {}), source),
     )
 
 
@@ -178,4 +250,7 @@ def load(path: Path | None) -> Config:
     return from_mapping(read_toml(path), str(path), Path(path).parent)
 
 
-__all__ = ["AdmissionSettings", "Config", "ConfigError", "GatewayConfig", "InventoryConfig", "from_mapping", "load"]
+__all__ = [
+    "AdmissionSettings", "Config", "ConfigError", "DatabaseConfig", "GatewayConfig", "InventoryConfig", "from_mapping",
+    "load",
+]

@@ -85,10 +85,18 @@ class ServeOptions:
     """The resolved security: what the app's clients use (`security.channels`). Plaintext by default, for a
     server made in-process by a test; `pullgate serve` never starts without TLS unless told `--insecure`."""
 
+    database_url: str | None = None
+    """A PostgreSQL database (`postgresql://...`) to keep this service's data in instead of the SQLite file."""
+
     @property
     def database(self) -> Path:
-        """Where this service keeps its private database: the topology's file name under `data_dir`."""
+        """Where this service keeps its private SQLite database: the topology's file name under `data_dir`."""
         return topology.database_path(self.name, self.data_dir)
+
+    @property
+    def store(self) -> Path | str:
+        """Where this service's store lives: `database_url` if given, else the SQLite file `database`."""
+        return self.database_url or self.database
 
 
 App = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[Sequence[Binding]]]

@@ -5,28 +5,28 @@ brought to the newest version (PRAGMA user_version counts the migrations applied
 its demo data in the same transaction as its first schema, so a database is either empty or seeded, never
 half of it. All work then runs as `await db.transaction(fn)`: `fn(conn)` runs on the database's single
 thread inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK if it raises). One thread means transactions are
-serialized: a read-check-write inside one `fn` cannot interleave with another.
+serialized: a read-check-write inside one `fn` cannot interleave with another. (`services._postgres` keeps
+the same promise on PostgreSQL; `services._db` is the interface both implement.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+
+from services._db import Connection, Migration, Seed, is_postgres
 
 log = logging.getLogger("pullgate.services.sqlite")
 
 T = TypeVar("T")
 
-Migration = Callable[[sqlite3.Connection], None]
-"""One step of a schema's history; step i (from 0) brings user_version from i to i + 1."""
-
-Seed = Callable[[sqlite3.Connection], None]
-"""Writes the demo data into a freshly created database."""
+__all__ = ["SEQUENCES_TABLE", "Database", "Migration", "Seed", "next_id", "script"]
 
 
 class Database:
@@ -56,6 +56,11 @@ class Database:
         """Run `fn(conn)` in one serialized transaction on the database thread and return its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, _in_transaction, self._conn, fn)
+
+    @contextlib.asynccontextmanager
+    async def claim(self, key: str, *, wait: bool = True) -> AsyncIterator[bool]:
+        """Always granted: a SQLite file has one writer at a time and its processes claim nothing from each other."""
+        yield True
 
     async def close(self) -> None:
         """Close the connection (after any transaction in progress) and stop the thread."""
@@ -103,10 +108,16 @@ def _migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migratio
 
 
 def script(*statements: str) -> Migration:
-    """A migration that runs the given SQL statements in order (inside the open transaction)."""
+    """A migration that runs the given SQL statements in order (inside the open transaction).
 
-    def run(conn: sqlite3.Connection) -> None:
+    The statements are SQLite's; on PostgreSQL a table's STRICT (SQLite's "check the declared types", which
+    PostgreSQL always does) is left out, the one difference the schemas have.
+    """
+
+    def run(conn: Connection) -> None:
         for statement in statements:
+            if is_postgres(conn) and statement.endswith(") STRICT"):
+                statement = statement.removesuffix(" STRICT")
             conn.execute(statement)
 
     return run
@@ -116,11 +127,11 @@ SEQUENCES_TABLE = "CREATE TABLE id_sequences (kind TEXT PRIMARY KEY, last INTEGE
 """The table `next_id()` draws from; a schema that assigns ids includes it."""
 
 
-def next_id(conn: sqlite3.Connection, kind: str) -> int:
+def next_id(conn: Connection, kind: str) -> int:
     """The next number in the sequence named `kind` (1, 2, ...); only valid inside a transaction."""
     row = conn.execute(
         "INSERT INTO id_sequences (kind, last) VALUES (?, 1) "
-        "ON CONFLICT (kind) DO UPDATE SET last = last + 1 RETURNING last",
+        "ON CONFLICT (kind) DO UPDATE SET last = id_sequences.last + 1 RETURNING last",
         (kind,),
     ).fetchone()
     return int(row[0])

@@ -7,9 +7,9 @@ After any crash and restart, once orders has settled what it was doing:
   committed, not released) reservations;
 - no committed reservation belongs to no order.
 PENDING orders and HELD reservations are in-between states, not violations: they are listed, and `settled` says
-whether there are none. Only orders and inventory are read, read-only; usable on a running system (orders is
-read before inventory, so an order that settles between the two reads cannot raise a false alarm), or as
-`python -m services.invariants DATA_DIR`.
+whether there are none. Only orders and inventory are read, read-only (SQLite files or PostgreSQL databases);
+usable on a running system (orders is read before inventory, so an order that settles between the two reads
+cannot raise a false alarm), or as `python -m services.invariants DATA_DIR`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from pullgate import topology
 from pullgate.orders.v1 import orders_pb2
 from services import demo
+from services._db import Connection, Target, is_url
 
 __all__ = ["PlacementCheck", "check_placement"]
 
@@ -65,8 +68,16 @@ class _Reservation:
 
 
 @contextlib.contextmanager
-def _snapshot(db: Path) -> Iterator[sqlite3.Connection]:
+def _snapshot(db: Target) -> Iterator[Connection]:
     """A read-only connection holding one read transaction, so every query sees the same moment."""
+    if is_url(db):
+        with psycopg.connect(str(db), autocommit=True) as pg:
+            pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield pg  # type: ignore[misc]
+            finally:
+                pg.execute("COMMIT")
+        return
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)) as conn:
         conn.execute("BEGIN")
         try:
@@ -75,7 +86,7 @@ def _snapshot(db: Path) -> Iterator[sqlite3.Connection]:
             conn.execute("COMMIT")
 
 
-def _orders(db: Path) -> dict[str, tuple[int, dict[str, int]]]:
+def _orders(db: Target) -> dict[str, tuple[int, dict[str, int]]]:
     with _snapshot(db) as conn:
         lines: dict[str, dict[str, int]] = {}
         for order_id, sku, quantity in conn.execute("SELECT order_id, sku, quantity FROM order_lines"):
@@ -86,7 +97,7 @@ def _orders(db: Path) -> dict[str, tuple[int, dict[str, int]]]:
         }
 
 
-def _inventory(db: Path) -> tuple[dict[str, tuple[int, int]], dict[str, _Reservation]]:
+def _inventory(db: Target) -> tuple[dict[str, tuple[int, int]], dict[str, _Reservation]]:
     with _snapshot(db) as conn:
         stock = {sku: (available, reserved) for sku, available, reserved in conn.execute(
             "SELECT sku, available, reserved FROM stock"
@@ -109,11 +120,15 @@ def _by_id(item: tuple[str, object]) -> tuple[int, str]:
     return len(item[0]), item[0]
 
 
-def check_placement(data_dir: Path, initial_stock: Mapping[str, int] | None = None) -> PlacementCheck:
-    """Check `data_dir`'s orders.db and inventory.db; `initial_stock` per sku defaults to the demo seed's."""
+def check_placement(
+    data_dir: Path, initial_stock: Mapping[str, int] | None = None, *, databases: Mapping[str, Target] | None = None
+) -> PlacementCheck:
+    """Check `data_dir`'s orders.db and inventory.db, or the databases (file or PostgreSQL URL) that `databases`
+    names for "orders" or "inventory"; `initial_stock` per sku defaults to the demo seed's."""
     initial = dict(initial_stock) if initial_stock is not None else {s.sku: s.initial for s in demo.STOCK}
-    orders = _orders(topology.database_path("orders", data_dir))
-    stock, reservations = _inventory(topology.database_path("inventory", data_dir))
+    where = dict(databases or {})
+    orders = _orders(where.get("orders") or topology.database_path("orders", data_dir))
+    stock, reservations = _inventory(where.get("inventory") or topology.database_path("inventory", data_dir))
     live = {rid: r for rid, r in reservations.items() if not r.released}
     violations: list[str] = []
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -29,20 +30,21 @@ from pullgate.tools.launcher import REPLICA_PORT_STEP
 @contextlib.asynccontextmanager
 async def start_service(
     name: str, data_dir: Path, upstreams: Mapping[str, Sequence[str]] | None = None,
-    faults: FaultInjector | None = None, security: Security = INSECURE_SECURITY,
+    faults: FaultInjector | None = None, security: Security = INSECURE_SECURITY, database_url: str | None = None,
 ) -> AsyncIterator[str]:
     """Run service `name` on 127.0.0.1, port 0, over `data_dir`; yields its address ("127.0.0.1:PORT").
 
     `upstreams` maps each service it calls to its addresses, as the launcher passes them. With `faults`, that
     injector's faults are in force and can be changed at run time. `security` is how it listens and whom it lets
-    in (plaintext and open by default), and how it reaches its upstreams. The server and its database close on
-    exit.
+    in (plaintext and open by default), and how it reaches its upstreams. With `database_url` its store is that
+    PostgreSQL database instead of its SQLite file. The server and its database close on exit.
     """
     options = ServeOptions(
         name=name,
         data_dir=data_dir,
         upstreams={owner: tuple(addresses) for owner, addresses in (upstreams or {}).items()},
         security=security,
+        database_url=database_url,
     )
     async with (
         load_app(name)(options) as bindings,
@@ -72,10 +74,21 @@ async def rpc_error(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
     return caught.value.code(), caught.value.details() or ""
 
 
-def count_rows(db: Path, table: str, where: str = "1") -> int:
-    """Rows of `table` matching `where`, read through a separate read-only connection (tests only)."""
+def query(db: Path | str, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of `sql` (with `?` placeholders), read through a separate connection (tests only); `db` is a
+    SQLite file (opened read-only) or a PostgreSQL URL."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        with psycopg.connect(db, autocommit=True) as pg:
+            return list(pg.execute(sql.replace("?", "%s"), tuple(parameters) or None).fetchall())
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+        return [tuple(row) for row in conn.execute(sql, tuple(parameters)).fetchall()]
+
+
+def count_rows(db: Path | str, table: str, where: str = "1=1") -> int:
+    """Rows of `table` matching `where`, read through a separate read-only connection (tests only); `db` is a
+    SQLite file or a PostgreSQL URL."""
+    [(count,)] = query(db, f"SELECT count(*) FROM {table} WHERE {where}")
+    return int(count)
 
 
 def free_ports(count: int, replicas: int = 1) -> list[int]:

@@ -76,7 +76,8 @@ NOT_A_DURATION = "is not a duration: use a number with a unit, like 500ms, 2s or
         ("[inventory]\nreservation_hold = '0ms'\n", "inventory.reservation_hold", "must be more than 0"),
         ("[inventory]\nreservation_hold = 'long'\n", "inventory.reservation_hold", f"'long' {NOT_A_DURATION}"),
         ("[inventory]\nreservation_hodl = 1\n", "inventory.reservation_hodl", "unknown key"),
-        ("[gatway]\n", "gatway", "unknown section (known: gateway, inventory, resilience, admission, security)"),
+        ("[gatway]\n", "gatway",
+         "unknown section (known: gateway, inventory, resilience, admission, security, database)"),
         ("[resilience.catalgo.cache]\nttl = 1\n", "resilience.catalgo", "unknown downstream"),
         ("[resilience.catalog.cache]\nttl = '1 s'\n", "resilience.catalog.cache.ttl", f"'1 s' {NOT_A_DURATION}"),
         ("[resilience.catalog.cache]\nttl = 0\n", "resilience.catalog.cache.ttl", "must be > 0, got 0.0"),
@@ -90,6 +91,16 @@ NOT_A_DURATION = "is not a duration: use a number with a unit, like 500ms, 2s or
         ("[admission.catalog]\nmax_pending_requests = 9\nmax_pending_requests_hard_limit = 3\n",
          "admission.catalog.max_pending_requests", "must be <= max_pending_requests_hard_limit"),
         ("[gateway\n", "(file)", "not valid TOML"),
+        ("database = 'x'\n", "database", "must be a table"),
+        ("[database]\nurl = 'mysql://db/{service}'\n", "database.url", "must be a PostgreSQL URL"),
+        ("[database]\nurl = 'postgresql://db/pullgate'\n", "database.url", "must contain {service}"),
+        ("[database]\nuri = 'postgresql://db/{service}'\n", "database.uri", "unknown key (known: url, customers"),
+        ("[database.gateway]\nurl = 'postgresql://db/g'\n", "database.gateway", "unknown key"),
+        ("[database.orders]\nurl = 3\n", "database.orders.url", "must be a PostgreSQL URL"),
+        ("[database.orders]\nhost = 'db'\n", "database.orders.host", "unknown key (known: url)"),
+        ("[database]\norders = 'postgresql://db/o'\n", "database.orders", "must be a table"),
+        ("[database.orders]\nurl = 'postgresql://db/x'\n[database.catalog]\nurl = 'postgresql://db/x'\n",
+         "database.orders.url", "orders would share catalog's database"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_key_and_the_file(tmp_path: Path, text: str, key: str, problem: str) -> None:
@@ -117,3 +128,12 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     """A config path that does not exist is an error naming it."""
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "nope.toml")
+
+
+def test_database_urls_per_owner(tmp_path: Path) -> None:
+    """[database] url is every owner's with {service} filled in; [database.<owner>] url wins; none means SQLite."""
+    config = load(_file(tmp_path, "[database]\nurl = 'postgresql://db/pg_{service}'\n"
+                                  "[database.orders]\nurl = 'postgres://o@odb/orders'\n"))
+    assert config.database.url_for("catalog") == "postgresql://db/pg_catalog"
+    assert config.database.url_for("orders") == "postgres://o@odb/orders"
+    assert load(None).database.url_for("orders") is None

@@ -13,6 +13,10 @@ Pull is only worth its price if nothing is copied, so the promise is checked, no
   and as an amount written out ("29.99", not part of a longer number) inside text. A price copied as a bare
   integer into a column named for something else is not caught by the value check.
 
+On PostgreSQL (`--database-url ADMIN_URL`) the database enforces the privacy, so the audit checks the grants
+instead (`pullgate.tools.db.check_grants`): each owner's role can connect to its own database and no other, and
+holds no power beyond it. (The schema and value checks read SQLite files; on PostgreSQL they are not built yet.)
+
 Exit status: 0 when nothing is found, 1 on any violation, 2 when a database is missing or unreadable.
 """
 
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import TextIO
 
 from pullgate import topology
+from pullgate.tools import db
+from services._db import redact
 
 OWNERS = topology.owners()
 """The services that own data, each in its own database under the data dir (pullgate/topology.py)."""
@@ -279,9 +285,35 @@ def render(data_dir: Path, report: Report, out: TextIO) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("var"),
                         help="where the services' databases are (default ./var, as for `pullgate up`)")
+    parser.add_argument("--database-url", metavar="ADMIN_URL",
+                        help="PostgreSQL instead: check on this server that each owner's role reaches its own "
+                             "database and nothing else (the grants `pullgate db init` makes)")
+    parser.add_argument("--prefix", default=db.DEFAULT_PREFIX,
+                        help=f"with --database-url: of the roles' and databases' names (default {db.DEFAULT_PREFIX})")
+
+
+def run_grants(admin_url: str, prefix: str, out: TextIO) -> int:
+    """`pullgate audit --database-url`: the owners' roles and their grants; 1 on any finding, 2 if unreachable."""
+    try:
+        problems = db.check_grants(admin_url, prefix)
+    except db.DbError as error:
+        print(f"pullgate audit: {error}", file=sys.stderr)
+        return 2
+    print(f"pullgate audit of the grants on {redact(admin_url)} (read-only)", file=out)
+    for service, url in db.urls(admin_url, prefix).items():
+        print(f"  {service:<10} role and database {url.rpartition('/')[2]}", file=out)
+    if not problems:
+        print("ok: each owner's role can connect to its own database and no other, with no power beyond it", file=out)
+        return 0
+    print(f"FAILED: {len(problems)} finding(s)", file=out)
+    for problem in problems:
+        print(f"  {problem}", file=out)
+    return 1
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.database_url:
+        return run_grants(args.database_url, args.prefix, sys.stdout)
     data_dir: Path = args.data_dir
     try:
         report = audit(data_dir)

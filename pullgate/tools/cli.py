@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from pullgate import loops, topology
-from pullgate.config import ConfigError, load
+from pullgate.config import URL_SCHEMES, ConfigError, load
 from pullgate.faults import parse_faults
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
@@ -28,9 +28,10 @@ from pullgate.orders.v1 import orders_pb2
 from pullgate.security.access import Access
 from pullgate.security.setup import SecurityFlags
 from pullgate.serving import ServeOptions, run
-from pullgate.tools import launcher, render
+from pullgate.tools import db, launcher, render
 from pullgate.tools.apps import load_app
 from resilience import DurationError, parse_seconds
+from services._db import DatabaseError
 
 CONSISTENCY = {"strong": pb.CONSISTENCY_STRONG, "bounded": pb.CONSISTENCY_BOUNDED_STALENESS,
                "available": pb.CONSISTENCY_AVAILABLE}
@@ -79,6 +80,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise UsageError(f"--replicas: must be at least 1, got {args.replicas}")
     _check_startup(args)
+    database_urls: dict[str, str] = {}
+    if args.postgres:
+        # The owners' databases and roles, made on first use (and repaired if a grant drifted); see docs/storage.md.
+        database_urls = db.init(args.postgres).urls
     metrics_ports = None
     if args.metrics_port:
         metrics_ports = {s.name: 0 if args.any_ports else s.metrics_port for s in topology.SERVICES}
@@ -87,7 +92,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, host=args.host, ports=ports, replicas=args.replicas, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection,
         metrics=not args.no_metrics, metrics_ports=metrics_ports, loop=args.loop,
-        insecure=args.insecure, policy=args.policy,
+        insecure=args.insecure, policy=args.policy, database_urls=database_urls,
     )
     return loops.run(launcher.up(settings), args.loop)
 
@@ -102,8 +107,28 @@ def _check_startup(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
 
 
+def _database_url(args: argparse.Namespace) -> str | None:
+    """--database-url, else the config's [database] URL for the service, else None (its SQLite file)."""
+    owns_data = topology.service(args.service).owns_data
+    if args.database_url is not None:
+        if not owns_data:
+            raise UsageError(f"--database-url: {args.service} stores nothing (pullgate/topology.py gives it no "
+                             "database)")
+        if not args.database_url.startswith(URL_SCHEMES):
+            raise UsageError(f"--database-url: must be a PostgreSQL URL (postgresql://user@host:port/database), "
+                             f"got {args.database_url!r}")
+        return str(args.database_url)
+    return load(args.config).database.url_for(args.service) if owns_data else None
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    print(db.render_init(db.init(args.admin_url, args.prefix, revoke_public=args.revoke_public)))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     _check_startup(args)
+    database_url = _database_url(args)
     options = ServeOptions(
         name=args.service, host=args.host, port=args.port, data_dir=args.data_dir,
         upstreams=dict(args.upstream or []), port_file=args.port_file, config_file=args.config,
@@ -111,8 +136,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         flags=SecurityFlags(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, policy=args.policy,
                             token_secret=args.token_secret, insecure=args.insecure),
+        database_url=database_url,
     )
-    if topology.service(args.service).owns_data:
+    if topology.service(args.service).owns_data and database_url is None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
     loops.run(run(options, load_app(args.service)), args.loop)
     return 0
@@ -268,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--metrics-port", type=_port, action="append", metavar="NAME=PORT",
                     help="override one Prometheus metrics port (defaults 9464-9468; 0 = any free port)")
     up.add_argument("--no-metrics", action="store_true", help="serve no Prometheus metrics")
+    up.add_argument("--postgres", metavar="ADMIN_URL",
+                    help="keep the owners' data in PostgreSQL: a database and a role per owner on this server, "
+                         "made on first use (`pullgate db init`), instead of SQLite files under --data-dir")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one server (what `up` and containers run)")
@@ -275,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(serve)
     serve.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument("--database-url", metavar="postgresql://...",
+                       help="an owner: keep its data in this PostgreSQL database, not under --data-dir "
+                            "(default: the config's [database], else SQLite; see docs/storage.md)")
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0 = any free one)")
     serve.add_argument("--health-port", type=int,
                        help="also serve the health service alone, in plaintext, on this port: for probes without "
@@ -317,6 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", type=Path, default=Path("var"), help="where `pullgate up` keeps its data")
     token.set_defaults(func=cmd_token)
 
+    database = sub.add_parser("db", help="PostgreSQL: the owners' databases and roles (docs/storage.md)")
+    database_sub = database.add_subparsers(dest="db_command", required=True)
+    db_init = database_sub.add_parser("init", help="create (or repair) a database and a role per owner; print URLs")
+    db_init.add_argument("--admin-url", required=True, metavar="postgresql://...",
+                         help="a role that may create roles and databases (a superuser will do)")
+    db_init.add_argument("--prefix", default=db.DEFAULT_PREFIX,
+                         help=f"of each role's and database's name (default {db.DEFAULT_PREFIX}: pullgate_orders, ...)")
+    db_init.add_argument("--revoke-public", action="store_true",
+                         help="also take CONNECT from PUBLIC on the cluster's other databases (postgres, ...), so "
+                              "each owner's role can connect to its own database and nothing else")
+    db_init.set_defaults(func=cmd_db_init)
+
     # Larger commands live in their own modules: each has add_arguments(parser) and run(args) -> exit code.
     for name, module, summary in (
         ("audit", "pullgate.tools.audit", "prove that no service stores another's data"),
@@ -349,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (UsageError, ConfigError, ValueError) as error:
+    except (UsageError, ConfigError, ValueError, DatabaseError, db.DbError) as error:
         print(f"pullgate {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

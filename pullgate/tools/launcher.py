@@ -37,6 +37,7 @@ from pullgate.security.pki import Pki, ensure_dev_pki
 from pullgate.security.tokens import ensure_secret
 from pullgate.telemetry import logs
 from pullgate.telemetry import metrics as telemetry_metrics
+from services._db import redact
 
 log = logging.getLogger("pullgate.launcher")
 
@@ -73,6 +74,8 @@ class UpSettings:
     under `<data-dir>/pki` (made on first start), the owners check `policy`, and the gateway checks tokens."""
     policy: Path | None = None
     """The authorization policy (None: the shipped one, pullgate/security/policy.toml)."""
+    database_urls: Mapping[str, str] = field(default_factory=dict)
+    """Each owner's PostgreSQL database (`pullgate up --postgres`); an owner not named keeps its SQLite file."""
 
 
 def metrics_ports(settings: UpSettings, env: Mapping[str, str] = os.environ) -> dict[str, int] | None:
@@ -314,6 +317,8 @@ class Launcher:
         s = self.settings
         cmd = [sys.executable, "-m", "pullgate", "serve", child.service, "--host", s.host, "--port", str(child.port),
                "--data-dir", str(s.data_dir), "--port-file", str(self._port_file(child))]
+        if child.service in s.database_urls:
+            cmd += ["--database-url", s.database_urls[child.service]]
         for upstream in topology.service(child.service).upstreams:
             cmd += ["--upstream", f"{upstream}={','.join(self.addresses(upstream))}"]
         if s.config_file is not None:
@@ -495,7 +500,8 @@ class Launcher:
         order = topology.names()
         for c in sorted(self.children, key=lambda c: (c.service != topology.ENTRY, order.index(c.service))):
             database = topology.service(c.service).database
-            db = "(stores nothing)" if database is None else str(s.data_dir / database)
+            db = "(stores nothing)" if database is None else redact(s.database_urls[c.service]) \
+                if c.service in s.database_urls else str(s.data_dir / database)
             pid = c.process.pid if c.process else 0
             metrics = self.metrics_url(c) or "-"
             rows.append(f"  {c.name:<12} {s.host + ':' + str(c.port):<22} {pid:>7}   {metrics:<36} {db}")

@@ -1,4 +1,4 @@
-"""The catalog service: owns products (title, price) in `<data_dir>/catalog.db`."""
+"""The catalog service: owns products (title, price) in `<data_dir>/catalog.db` (or PostgreSQL: `--database-url`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
 @contextlib.asynccontextmanager
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """Open (create, migrate, seed) the database and yield the CatalogService binding; close it on exit."""
-    store = await ProductStore.open(options.database)
+    store = await ProductStore.open(options.store)
     try:
         yield [Binding(SERVICE, catalog_pb2_grpc.add_CatalogServiceServicer_to_server, CatalogServicer(store))]
     finally:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pullgate.errors import NotFound
 from services import demo
-from services._sqlite import Database, script
+from services._db import Connection, Database, Target, open_database
+from services._sqlite import script
 
 MIGRATIONS = [
     script(
@@ -31,7 +30,7 @@ class ProductRow:
     currency: str
 
 
-def seed(conn: sqlite3.Connection) -> None:
+def seed(conn: Connection) -> None:
     conn.executemany(
         "INSERT INTO products (sku, title, price_cents, currency) VALUES (?, ?, ?, ?)",
         [(p.sku, p.title, p.price_cents, p.currency) for p in demo.PRODUCTS],
@@ -45,8 +44,8 @@ class ProductStore:
         self._db = db
 
     @classmethod
-    async def open(cls, path: Path) -> ProductStore:
-        return cls(await Database.open(path, MIGRATIONS, seed))
+    async def open(cls, target: Target) -> ProductStore:
+        return cls(await open_database(target, MIGRATIONS, seed))
 
     async def close(self) -> None:
         await self._db.close()
@@ -54,7 +53,7 @@ class ProductStore:
     async def get_many(self, skus: Sequence[str]) -> list[ProductRow]:
         """The products in the order asked; NotFound naming the first sku that does not exist."""
 
-        def read(conn: sqlite3.Connection) -> list[ProductRow]:
+        def read(conn: Connection) -> list[ProductRow]:
             found: dict[str, ProductRow] = {}
             for sku in skus:
                 if sku in found:

@@ -1,4 +1,4 @@
-"""The customers service: owns people (name, unique email) in `<data_dir>/customers.db`."""
+"""The customers service: owns people (name, unique email) in `<data_dir>/customers.db` (or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SERVICE = customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name
 @contextlib.asynccontextmanager
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """Open (create, migrate, seed) the database and yield the CustomerService binding; close it on exit."""
-    store = await CustomerStore.open(options.database)
+    store = await CustomerStore.open(options.store)
     try:
         yield [Binding(SERVICE, customers_pb2_grpc.add_CustomerServiceServicer_to_server, CustomerServicer(store))]
     finally:

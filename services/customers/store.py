@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pullgate.errors import AlreadyExists, NotFound
 from services import _time, demo
-from services._sqlite import SEQUENCES_TABLE, Database, next_id, script
+from services._db import Connection, Database, Target, open_database
+from services._sqlite import SEQUENCES_TABLE, next_id, script
 
 MIGRATIONS = [
     script(
@@ -34,7 +33,7 @@ class CustomerRow:
     create_time: str
 
 
-def _insert(conn: sqlite3.Connection, name: str, email: str, create_time: str) -> CustomerRow:
+def _insert(conn: Connection, name: str, email: str, create_time: str) -> CustomerRow:
     taken = conn.execute("SELECT 1 FROM customers WHERE lower(email) = lower(?)", (email,)).fetchone()
     if taken is not None:
         raise AlreadyExists(f"email {email!r} is already used by another customer")
@@ -46,7 +45,7 @@ def _insert(conn: sqlite3.Connection, name: str, email: str, create_time: str) -
     return row
 
 
-def seed(conn: sqlite3.Connection) -> None:
+def seed(conn: Connection) -> None:
     for customer in demo.CUSTOMERS:
         row = _insert(conn, customer.name, customer.email, _time.to_db(customer.create_time))
         assert row.customer_id == customer.customer_id, "demo ids must match the sequence"
@@ -59,8 +58,8 @@ class CustomerStore:
         self._db = db
 
     @classmethod
-    async def open(cls, path: Path) -> CustomerStore:
-        return cls(await Database.open(path, MIGRATIONS, seed))
+    async def open(cls, target: Target) -> CustomerStore:
+        return cls(await open_database(target, MIGRATIONS, seed))
 
     async def close(self) -> None:
         await self._db.close()
@@ -68,7 +67,7 @@ class CustomerStore:
     async def get_many(self, customer_ids: Sequence[str]) -> list[CustomerRow]:
         """The customers in the order asked; NotFound naming the first id that does not exist."""
 
-        def read(conn: sqlite3.Connection) -> list[CustomerRow]:
+        def read(conn: Connection) -> list[CustomerRow]:
             found: dict[str, CustomerRow] = {}
             for customer_id in customer_ids:
                 if customer_id in found:

@@ -1,4 +1,4 @@
-"""The inventory service: owns stock and reservations in `<data_dir>/inventory.db`.
+"""The inventory service: owns stock and reservations in `<data_dir>/inventory.db` (or PostgreSQL: `--database-url`).
 
 A reservation is held for `[inventory] reservation_hold` seconds of the config file (default 60;
 $PULLGATE_RESERVATION_HOLD overrides) unless committed; a background task
@@ -30,7 +30,7 @@ log = logging.getLogger("pullgate.services.inventory")
 async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
     """Open (create, migrate, seed) the database, start the sweeper, yield the binding; stop both on exit."""
     hold = hold_from_env(default=load(options.config_file).inventory.reservation_hold)
-    store = await InventoryStore.open(options.database, hold)
+    store = await InventoryStore.open(options.store, hold)
     log.info("reservations are held for %gs unless committed", hold)
     sweeper = asyncio.create_task(sweep_forever(store, sweep_interval(hold)), name="inventory-sweeper")
     try:

@@ -14,16 +14,15 @@ the first result, and so `initial stock == available + reserved` can be checked 
 from __future__ import annotations
 
 import datetime
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pullgate.errors import AlreadyExists, FailedPrecondition, NotFound
 from pullgate.orders.v1 import orders_pb2
 from services import _time, demo
-from services._sqlite import Database, script
+from services._db import Connection, Database, Target, open_database
+from services._sqlite import script
 
 DEFAULT_HOLD = 60.0
 """Seconds a reservation is held before it expires unless committed."""
@@ -88,7 +87,7 @@ T = TypeVar("T")
 Clock = Callable[[], datetime.datetime]
 
 
-def _stock(conn: sqlite3.Connection, sku: str) -> StockRow:
+def _stock(conn: Connection, sku: str) -> StockRow:
     row = conn.execute("SELECT sku, available, reserved FROM stock WHERE sku = ?", (sku,)).fetchone()
     if row is None:
         raise NotFound("stock for sku", sku)
@@ -99,14 +98,14 @@ def _describe(lines: dict[str, int]) -> str:
     return ", ".join(f"{sku} x{quantity}" for sku, quantity in sorted(lines.items()))
 
 
-def _header(conn: sqlite3.Connection, reservation_id: str) -> sqlite3.Row | None:
-    return conn.execute(  # type: ignore[no-any-return]
+def _header(conn: Connection, reservation_id: str) -> Any | None:
+    return conn.execute(
         "SELECT expire_time, commit_time, release_time, release_reason FROM reservations WHERE reservation_id = ?",
         (reservation_id,),
     ).fetchone()
 
 
-def _release(conn: sqlite3.Connection, reservation_id: str, reason: str, now: str) -> bool:
+def _release(conn: Connection, reservation_id: str, reason: str, now: str) -> bool:
     """Return a live reservation's units to available; False if it was already released."""
     done = conn.execute(
         "UPDATE reservations SET release_time = ?, release_reason = ? "
@@ -122,7 +121,7 @@ def _release(conn: sqlite3.Connection, reservation_id: str, reason: str, now: st
     return bool(done)
 
 
-def _live(conn: sqlite3.Connection, reservation_id: str, now: str) -> sqlite3.Row | None:
+def _live(conn: Connection, reservation_id: str, now: str) -> Any | None:
     """The reservation's header after releasing it if its hold has run out; None if there is no such reservation."""
     header = _header(conn, reservation_id)
     if header is None:
@@ -134,7 +133,7 @@ def _live(conn: sqlite3.Connection, reservation_id: str, now: str) -> sqlite3.Ro
     return header
 
 
-def _gone(reservation_id: str, header: sqlite3.Row) -> FailedPrecondition:
+def _gone(reservation_id: str, header: Any) -> FailedPrecondition:
     if header["release_reason"] == EXPIRED:
         how = f"expired at {header['expire_time']} before it was committed"
     else:
@@ -145,7 +144,7 @@ def _gone(reservation_id: str, header: sqlite3.Row) -> FailedPrecondition:
 
 
 def _reserve(
-    conn: sqlite3.Connection, reservation_id: str, lines: Sequence[tuple[str, int]], now: str, expire: str
+    conn: Connection, reservation_id: str, lines: Sequence[tuple[str, int]], now: str, expire: str
 ) -> Reservation | FailedPrecondition:
     asked = dict(lines)
     held = conn.execute(
@@ -194,7 +193,7 @@ def _reserve(
     return Reservation(reservation_id, result, expire)
 
 
-def _commit(conn: sqlite3.Connection, reservation_id: str, now: str) -> bool | FailedPrecondition:
+def _commit(conn: Connection, reservation_id: str, now: str) -> bool | FailedPrecondition:
     header = _live(conn, reservation_id, now)
     if header is None:
         raise NotFound("reservation", reservation_id)
@@ -206,7 +205,7 @@ def _commit(conn: sqlite3.Connection, reservation_id: str, now: str) -> bool | F
     return True
 
 
-def _sweep(conn: sqlite3.Connection, now: str) -> list[str]:
+def _sweep(conn: Connection, now: str) -> list[str]:
     expired = [
         row[0]
         for row in conn.execute(
@@ -227,7 +226,7 @@ def _raised(outcome: T | FailedPrecondition) -> T:
     return outcome
 
 
-def seed(conn: sqlite3.Connection) -> None:
+def seed(conn: Connection) -> None:
     conn.executemany(
         "INSERT INTO stock (sku, available, reserved) VALUES (?, ?, 0)", [(s.sku, s.initial) for s in demo.STOCK]
     )
@@ -254,8 +253,8 @@ class InventoryStore:
         self._clock = clock
 
     @classmethod
-    async def open(cls, path: Path, hold: float = DEFAULT_HOLD, clock: Clock = _time.utc_now) -> InventoryStore:
-        return cls(await Database.open(path, MIGRATIONS, seed), hold, clock)
+    async def open(cls, target: Target, hold: float = DEFAULT_HOLD, clock: Clock = _time.utc_now) -> InventoryStore:
+        return cls(await open_database(target, MIGRATIONS, seed), hold, clock)
 
     async def close(self) -> None:
         await self._db.close()
@@ -298,7 +297,7 @@ class InventoryStore:
     async def held(self) -> dict[str, int]:
         """Units per sku held by reservations not yet released (what `reserved` must equal)."""
 
-        def read(conn: sqlite3.Connection) -> dict[str, int]:
+        def read(conn: Connection) -> dict[str, int]:
             rows = conn.execute(
                 "SELECT l.sku, sum(l.quantity) FROM reservation_lines AS l "
                 "JOIN reservations AS r USING (reservation_id) WHERE r.release_time IS NULL GROUP BY l.sku"

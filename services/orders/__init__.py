@@ -1,4 +1,5 @@
-"""The orders service: owns orders in `<data_dir>/orders.db`, placing them with customers, catalog and inventory.
+"""The orders service: owns orders in `<data_dir>/orders.db` (or PostgreSQL: `--database-url`),
+placing them with customers, catalog and inventory.
 
 Needs `options.upstreams` for customers, catalog and inventory. In the background it drives every order left
 PENDING (by a crash or an unreachable owner) to CONFIRMED or CANCELLED, retrying until the owners answer
@@ -33,7 +34,7 @@ async def app(options: ServeOptions) -> AsyncIterator[Sequence[Binding]]:
         owners = Upstreams.connect(options.name, options.upstreams, config,
                                    channels=options.security.channels)
         stack.push_async_callback(owners.close)
-        store = await OrderStore.open(options.database)
+        store = await OrderStore.open(options.store)
         stack.push_async_callback(store.close)
         placement = Placement(store, owners)
         stack.push_async_callback(placement.close)

@@ -89,12 +89,14 @@ class Placement:
         placement_step("pending", order.order_id)
         return _settled(await self._drive(order))
 
-    async def drive(self, order_id: str) -> OrderRow:
+    async def drive(self, order_id: str, *, wait: bool = True) -> OrderRow:
         """Drive the order to an end state if it is PENDING; the order as it then stands.
 
+        Only one process drives an order at a time (`OrderStore.claim`): with `wait`, this waits for another
+        that drives it; without, the order is returned as it stands (PENDING, most likely) and left to that one.
         Raises ResilienceError (the order stays PENDING) if an owner could not answer.
         """
-        return await self._drive(await self._store.get(order_id))
+        return await self._drive(await self._store.get(order_id), wait)
 
     async def close(self) -> None:
         """Stop driving orders (the server has stopped taking calls); they stay PENDING for the next start."""
@@ -103,12 +105,12 @@ class Placement:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _drive(self, order: OrderRow) -> OrderRow:
+    async def _drive(self, order: OrderRow, wait: bool = True) -> OrderRow:
         if order.status != PENDING:
             return order
         task = self._driving.get(order.order_id)
         if task is None:
-            task = asyncio.create_task(self._complete(order.order_id), name=f"order-{order.order_id}")
+            task = asyncio.create_task(self._claimed(order.order_id, wait), name=f"order-{order.order_id}")
             self._driving[order.order_id] = task
             task.add_done_callback(lambda done: self._forget(order.order_id, done))
         # Shielded: a caller that gives up does not stop the work the other callers with this key wait on.
@@ -123,8 +125,16 @@ class Placement:
             for watcher in self._watchers:
                 watcher(order_id)
 
+    async def _claimed(self, order_id: str, wait: bool) -> OrderRow:
+        """`_complete` while holding the order's claim, so two processes never drive one order at once (on SQLite
+        every claim is granted, and the conditional updates below keep concurrent drivers apart)."""
+        async with self._store.claim(order_id, wait=wait) as mine:
+            if not mine:
+                return await self._store.get(order_id)
+            return await self._complete(order_id)
+
     async def _complete(self, order_id: str) -> OrderRow:
-        order = await self._store.get(order_id)  # fresh: a task before this one may have finished it
+        order = await self._store.get(order_id)  # fresh: a task before this one (or another process) may have ended it
         if order.status != PENDING:
             return order
         if not order.reserve_attempted:

@@ -103,7 +103,8 @@ class Recovery:
         for order_id in sorted(self._unsettled, key=lambda i: (len(i), i)):
             try:
                 with recovering(order_id):
-                    order = await self._placement.drive(order_id)
+                    # Not waiting: an order another replica is driving is left to it, and looked at next pass.
+                    order = await self._placement.drive(order_id, wait=False)
             except Exception as error:  # an owner that cannot answer, a busy database: try again next pass
                 log.warning("order %s stays PENDING: %s", order_id, error)
                 left.append(order_id)

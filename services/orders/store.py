@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from pullgate.errors import AlreadyExists, InvalidArgument, NotFound
 from pullgate.orders.v1 import orders_pb2
 from services import _time, demo
-from services._sqlite import SEQUENCES_TABLE, Database, next_id, script
+from services._db import Connection, Database, Target, open_database
+from services._sqlite import SEQUENCES_TABLE, next_id, script
 
 PENDING = orders_pb2.ORDER_STATUS_PENDING
 CONFIRMED = orders_pb2.ORDER_STATUS_CONFIRMED
@@ -67,7 +68,7 @@ class OrderRow:
 _COLUMNS = "order_id, customer_id, status, create_time, reserve_attempted, cancel_reason"
 
 
-def _row(conn: sqlite3.Connection, found: sqlite3.Row) -> OrderRow:
+def _row(conn: Connection, found: Any) -> OrderRow:
     lines = conn.execute(
         "SELECT sku, quantity FROM order_lines WHERE order_id = ? ORDER BY line_no", (found["order_id"],)
     ).fetchall()
@@ -82,7 +83,7 @@ def _row(conn: sqlite3.Connection, found: sqlite3.Row) -> OrderRow:
     )
 
 
-def _get(conn: sqlite3.Connection, order_id: str) -> OrderRow:
+def _get(conn: Connection, order_id: str) -> OrderRow:
     found = conn.execute(f"SELECT {_COLUMNS} FROM orders WHERE order_id = ?", (order_id,)).fetchone()
     if found is None:
         raise NotFound("order", order_id)
@@ -90,7 +91,7 @@ def _get(conn: sqlite3.Connection, order_id: str) -> OrderRow:
 
 
 def _insert(
-    conn: sqlite3.Connection, key: str, customer_id: str, lines: Sequence[tuple[str, int]], now: str
+    conn: Connection, key: str, customer_id: str, lines: Sequence[tuple[str, int]], now: str
 ) -> OrderRow:
     order_id = str(next_id(conn, "order"))
     conn.execute(
@@ -106,7 +107,7 @@ def _insert(
 
 
 def _finish(
-    conn: sqlite3.Connection,
+    conn: Connection,
     order_id: str,
     status: orders_pb2.OrderStatus.ValueType,
     reason: str | None,
@@ -115,19 +116,19 @@ def _finish(
 ) -> OrderRow:
     conn.execute(
         "UPDATE orders SET status = ?, cancel_reason = ?, update_time = ? WHERE order_id = ? AND status = ? "
-        "AND NOT (? AND reserve_attempted)",
+        "AND NOT (? AND reserve_attempted <> 0)",
         (status, reason, now, order_id, PENDING, unless_reserve_attempted),
     )
     return _get(conn, order_id)
 
 
-def seed(conn: sqlite3.Connection) -> None:
+def seed(conn: Connection) -> None:
     for order in demo.ORDERS:
         when = _time.to_db(order.create_time)
         row = _insert(conn, order.idempotency_key, order.customer_id, order.lines, when)
         assert row.order_id == order.order_id, "demo ids must match the sequence"
         confirmed = order.status == CONFIRMED
-        conn.execute("UPDATE orders SET reserve_attempted = ? WHERE order_id = ?", (confirmed, row.order_id))
+        conn.execute("UPDATE orders SET reserve_attempted = ? WHERE order_id = ?", (int(confirmed), row.order_id))
         _finish(conn, row.order_id, order.status, None if confirmed else "cancelled by the customer (demo)", when)
 
 
@@ -164,11 +165,16 @@ class OrderStore:
         self._db = db
 
     @classmethod
-    async def open(cls, path: Path) -> OrderStore:
-        return cls(await Database.open(path, MIGRATIONS, seed))
+    async def open(cls, target: Target) -> OrderStore:
+        return cls(await open_database(target, MIGRATIONS, seed))
 
     async def close(self) -> None:
         await self._db.close()
+
+    def claim(self, order_id: str, *, wait: bool = True) -> contextlib.AbstractAsyncContextManager[bool]:
+        """Hold the right to drive `order_id` against every other orders process on this database; yields whether
+        it is held (with `wait`, once the holder lets go; without, False at once if another process holds it)."""
+        return self._db.claim(f"order:{order_id}", wait=wait)
 
     async def begin(self, key: str, customer_id: str, lines: Sequence[tuple[str, int]]) -> OrderRow:
         """The order recorded under `key`: a new PENDING one, or the one a same request recorded before.
@@ -177,7 +183,7 @@ class OrderStore:
         """
         now = _time.to_db(_time.utc_now())
 
-        def begin(conn: sqlite3.Connection) -> OrderRow:
+        def begin(conn: Connection) -> OrderRow:
             found = conn.execute(f"SELECT {_COLUMNS} FROM orders WHERE idempotency_key = ?", (key,)).fetchone()
             if found is None:
                 return _insert(conn, key, customer_id, lines, now)
@@ -198,11 +204,12 @@ class OrderStore:
         """One page of the customer's orders, newest (most recently recorded) first."""
         below = _decode_token(customer_id, page_token) if page_token else None
 
-        def read(conn: sqlite3.Connection) -> Page:
+        def read(conn: Connection) -> Page:
+            # Two statements, not `? IS NULL OR seq < ?`: PostgreSQL cannot type a parameter that is only NULL.
+            below_seq = "" if below is None else " AND seq < ?"
             found = conn.execute(
-                f"SELECT seq, {_COLUMNS} FROM orders WHERE customer_id = ? AND (? IS NULL OR seq < ?) "
-                "ORDER BY seq DESC LIMIT ?",
-                (customer_id, below, below, page_size + 1),
+                f"SELECT seq, {_COLUMNS} FROM orders WHERE customer_id = ?{below_seq} ORDER BY seq DESC LIMIT ?",
+                (customer_id, *([] if below is None else [below]), page_size + 1),
             ).fetchall()
             page = found[:page_size]
             more = len(found) > page_size
@@ -214,7 +221,7 @@ class OrderStore:
     async def pending(self) -> list[OrderRow]:
         """Every order still PENDING, oldest first."""
 
-        def read(conn: sqlite3.Connection) -> list[OrderRow]:
+        def read(conn: Connection) -> list[OrderRow]:
             found = conn.execute(f"SELECT {_COLUMNS} FROM orders WHERE status = ? ORDER BY seq", (PENDING,))
             return [_row(conn, r) for r in found.fetchall()]
 
@@ -226,7 +233,7 @@ class OrderStore:
         Only a PENDING order is marked: one that another process has meanwhile ended is returned as it stands.
         """
 
-        def mark(conn: sqlite3.Connection) -> OrderRow:
+        def mark(conn: Connection) -> OrderRow:
             conn.execute(
                 "UPDATE orders SET reserve_attempted = 1 WHERE order_id = ? AND status = ?", (order_id, PENDING)
             )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import pytest
 
 from pullgate.customers.v1 import customers_pb2 as pb
 from pullgate.customers.v1 import customers_pb2_grpc
 from services import demo
+from tests.services.conftest import StoreTarget
 from tests.support import count_rows, rpc_error
 
 
@@ -72,23 +71,23 @@ async def test_create_customer_assigns_the_next_id(stub: customers_pb2_grpc.Cust
     ],
 )
 async def test_create_customer_rejects_bad_fields(
-    stub: customers_pb2_grpc.CustomerServiceAsyncStub, tmp_path: Path, name: str, email: str, message: str
+    stub: customers_pb2_grpc.CustomerServiceAsyncStub, target: StoreTarget, name: str, email: str, message: str
 ) -> None:
     """A bad name or email is INVALID_ARGUMENT naming the field and rule, and nothing is written."""
     code, details = await rpc_error(stub.CreateCustomer(pb.CreateCustomerRequest(name=name, email=email)))
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, message)
-    assert count_rows(tmp_path / "customers.db", "customers") == len(demo.CUSTOMERS)
+    assert count_rows(target("customers"), "customers") == len(demo.CUSTOMERS)
 
 
 async def test_create_customer_with_a_used_email_already_exists(
-    stub: customers_pb2_grpc.CustomerServiceAsyncStub, tmp_path: Path
+    stub: customers_pb2_grpc.CustomerServiceAsyncStub, target: StoreTarget
 ) -> None:
     """A used email, in any case, is ALREADY_EXISTS naming it, and nothing is written."""
     taken = demo.CUSTOMERS[0].email.upper()
     code, details = await rpc_error(stub.CreateCustomer(pb.CreateCustomerRequest(name="Ada", email=taken)))
     assert code == grpc.StatusCode.ALREADY_EXISTS
     assert taken in details
-    assert count_rows(tmp_path / "customers.db", "customers") == len(demo.CUSTOMERS)
+    assert count_rows(target("customers"), "customers") == len(demo.CUSTOMERS)
     created = await stub.CreateCustomer(pb.CreateCustomerRequest(name="New", email="new@example.com"))
     assert created.customer.customer_id == str(len(demo.CUSTOMERS) + 1), "a refused create uses up no id"
 

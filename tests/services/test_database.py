@@ -14,15 +14,17 @@ from pullgate import topology
 from pullgate.customers.v1 import customers_pb2, customers_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from services import demo
+from services._db import Target
 from services._sqlite import Database, script
 from services.catalog.store import ProductStore
 from services.customers.store import CustomerStore
 from services.inventory.store import InventoryStore
 from services.orders.store import OrderStore
-from tests.support import count_rows, start_service
+from tests.services.conftest import StoreTarget
+from tests.support import count_rows, query, start_service
 
 Store = CustomerStore | ProductStore | InventoryStore | OrderStore
-STORES: tuple[Callable[[Path], Awaitable[Store]], ...] = (
+STORES: tuple[Callable[[Target], Awaitable[Store]], ...] = (
     CustomerStore.open, ProductStore.open, InventoryStore.open, OrderStore.open,
 )
 """How each owner opens its database (one per service of pullgate.topology.owners())."""
@@ -32,9 +34,13 @@ def _name(open_store: object) -> str:
     return getattr(open_store, "__qualname__", "store").partition(".")[0]
 
 
-def dump(db: Path) -> list[str]:
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        return list(conn.iterdump())
+def dump(db: Target) -> list[str]:
+    """Every table's every row, in order, as text (SQLite's own dump; on PostgreSQL, each table sorted)."""
+    if isinstance(db, Path):
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return list(conn.iterdump())
+    tables = query(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+    return [f"{table}: {row}" for (table,) in tables for row in query(db, f"SELECT * FROM {table} ORDER BY 1")]
 
 
 def test_every_owner_has_a_store() -> None:
@@ -43,13 +49,16 @@ def test_every_owner_has_a_store() -> None:
 
 
 @pytest.mark.parametrize("open_store", STORES, ids=_name)
-async def test_seed_is_deterministic(tmp_path: Path, open_store: Callable[[Path], Awaitable[Store]]) -> None:
+async def test_seed_is_deterministic(
+    target: StoreTarget, backend: str, open_store: Callable[[Target], Awaitable[Store]]
+) -> None:
     """Two fresh databases of one service hold exactly the same rows."""
     name = _name(open_store)
-    for run in ("a", "b"):
-        store = await open_store(tmp_path / run / f"{name}.db")
-        await store.close()
-    assert dump(tmp_path / "a" / f"{name}.db") == dump(tmp_path / "b" / f"{name}.db")
+    a, b = (target(f"{run}/{name}" if backend == "sqlite" else f"{run}_{name.lower()}") for run in "ab")
+    for where in (a, b):
+        await (await open_store(where)).close()
+    assert dump(a) == dump(b)
+    assert len(dump(a)) > 1
 
 
 @pytest.mark.parametrize("open_store", STORES, ids=_name)
@@ -67,9 +76,9 @@ async def test_database_is_wal_and_at_the_newest_version(
         await store.close()
 
 
-async def test_seeded_stock_adds_up(tmp_path: Path) -> None:
+async def test_seeded_stock_adds_up(target: StoreTarget) -> None:
     """For every sku, initial = available + reserved, and reserved = the open reservations' lines."""
-    store = await InventoryStore.open(tmp_path / "inventory.db")
+    store = await InventoryStore.open(target("inventory"))
     try:
         rows = await store.get_many([s.sku for s in demo.STOCK])
         held = await store.held()
@@ -81,27 +90,21 @@ async def test_seeded_stock_adds_up(tmp_path: Path) -> None:
         assert row.available >= 0
 
 
-async def test_seeded_orders_match_seeded_reservations(tmp_path: Path) -> None:
+async def test_seeded_orders_match_seeded_reservations(target: StoreTarget) -> None:
     """Each CONFIRMED demo order holds a reservation of exactly its lines under its id; others hold none."""
-    await (await OrderStore.open(tmp_path / "orders.db")).close()
-    await (await InventoryStore.open(tmp_path / "inventory.db")).close()
-    with contextlib.closing(sqlite3.connect(tmp_path / "inventory.db")) as conn:
-        held = {
-            (reservation_id, sku, quantity)
-            for reservation_id, sku, quantity in conn.execute(
-                "SELECT reservation_id, sku, quantity FROM reservation_lines "
-                "JOIN reservations USING (reservation_id) WHERE release_time IS NULL"
-            )
-        }
-    with contextlib.closing(sqlite3.connect(tmp_path / "orders.db")) as conn:
-        ordered = {
-            (order_id, sku, quantity)
-            for order_id, sku, quantity in conn.execute(
-                "SELECT order_id, sku, quantity FROM order_lines JOIN orders USING (order_id) WHERE status = ?",
-                (orders_pb2.ORDER_STATUS_CONFIRMED,),
-            )
-        }
-        statuses = dict(conn.execute("SELECT order_id, status FROM orders").fetchall())
+    await (await OrderStore.open(target("orders"))).close()
+    await (await InventoryStore.open(target("inventory"))).close()
+    held = set(query(
+        target("inventory"),
+        "SELECT reservation_id, sku, quantity FROM reservation_lines "
+        "JOIN reservations USING (reservation_id) WHERE release_time IS NULL",
+    ))
+    ordered = set(query(
+        target("orders"),
+        "SELECT order_id, sku, quantity FROM order_lines JOIN orders USING (order_id) WHERE status = ?",
+        (orders_pb2.ORDER_STATUS_CONFIRMED,),
+    ))
+    statuses = dict(query(target("orders"), "SELECT order_id, status FROM orders"))
     assert held == ordered
     assert statuses == {o.order_id: o.status for o in demo.ORDERS}
 

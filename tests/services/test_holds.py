@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import re
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,10 +15,11 @@ from pullgate.errors import FailedPrecondition, NotFound
 from pullgate.inventory.v1 import inventory_pb2 as pb
 from pullgate.inventory.v1 import inventory_pb2_grpc
 from services import demo
-from services._sqlite import Database
+from services._db import open_database
 from services.inventory.holds import HOLD_ENV, hold_from_env, sweep_interval
 from services.inventory.store import MIGRATIONS, InventoryStore
-from tests.support import rpc_error
+from tests.services.conftest import StoreTarget
+from tests.support import query, rpc_error
 
 if TYPE_CHECKING:
     from pullgate.inventory.v1.inventory_pb2_grpc import InventoryServiceAsyncStub as Stub
@@ -48,8 +47,9 @@ async def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[InventoryStore]:
-    opened = await InventoryStore.open(tmp_path / "inventory.db", hold=10.0, clock=clock)
+async def store(target: StoreTarget, clock: FakeClock) -> AsyncIterator[InventoryStore]:
+    """The inventory store, once on SQLite and once on PostgreSQL."""
+    opened = await InventoryStore.open(target("inventory"), hold=10.0, clock=clock)
     try:
         yield opened
     finally:
@@ -132,10 +132,10 @@ async def test_a_hold_must_be_positive(tmp_path: Path) -> None:
         await InventoryStore.open(tmp_path / "inventory.db", hold=0)
 
 
-async def test_migration_counts_old_reservations_as_committed(tmp_path: Path, clock: FakeClock) -> None:
+async def test_migration_counts_old_reservations_as_committed(target: StoreTarget, clock: FakeClock) -> None:
     """A database from before holds keeps its open reservations as committed, so none of them expires."""
-    path = tmp_path / "inventory.db"
-    old = await Database.open(path, MIGRATIONS[:1])
+    path = target("inventory")
+    old = await open_database(path, MIGRATIONS[:1])
     await old.transaction(lambda conn: conn.execute("INSERT INTO stock VALUES ('S', 5, 2)"))
     await old.transaction(lambda conn: conn.executemany(
         "INSERT INTO reservations (reservation_id, create_time, release_time) VALUES (?, ?, ?)",
@@ -149,8 +149,7 @@ async def test_migration_counts_old_reservations_as_committed(tmp_path: Path, cl
         assert await store.commit("open") is False
     finally:
         await store.close()
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("SELECT commit_time FROM reservations WHERE reservation_id = 'gone'").fetchone() == (None,)
+    assert query(path, "SELECT commit_time FROM reservations WHERE reservation_id = 'gone'") == [(None,)]
 
 
 @pytest.mark.parametrize(

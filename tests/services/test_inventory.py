@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -12,6 +11,7 @@ import pytest
 from pullgate.inventory.v1 import inventory_pb2 as pb
 from pullgate.inventory.v1 import inventory_pb2_grpc
 from services import demo
+from tests.services.conftest import StoreTarget
 from tests.support import count_rows, rpc_error
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ async def test_reserve_moves_units_from_available_to_reserved(stub: Stub) -> Non
     assert await stock(stub, "SKU-006", "SKU-002") == list(response.stocks)
 
 
-async def test_insufficient_stock_reserves_nothing(stub: Stub, tmp_path: Path) -> None:
+async def test_insufficient_stock_reserves_nothing(stub: Stub, target: StoreTarget) -> None:
     """Too little stock for one line is FAILED_PRECONDITION naming the sku, and no line is reserved."""
     before = await stock(stub, "SKU-006", "SKU-001")
     too_many = before[1].available + 1
@@ -77,7 +77,7 @@ async def test_insufficient_stock_reserves_nothing(stub: Stub, tmp_path: Path) -
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert details == f"insufficient stock for sku 'SKU-001': {too_many} requested, {before[1].available} available"
     assert await stock(stub, "SKU-006", "SKU-001") == before
-    assert count_rows(tmp_path / "inventory.db", "reservations", "reservation_id = 'r1'") == 0
+    assert count_rows(target("inventory"), "reservations", "reservation_id = 'r1'") == 0
 
 
 async def test_reserve_of_an_unknown_sku_is_not_found(stub: Stub) -> None:
@@ -110,13 +110,13 @@ async def test_reserve_of_an_unknown_sku_is_not_found(stub: Stub) -> None:
     ],
 )
 async def test_reserve_rejects_bad_fields(
-    stub: Stub, tmp_path: Path, request_: pb.ReserveStockRequest, message: str
+    stub: Stub, target: StoreTarget, request_: pb.ReserveStockRequest, message: str
 ) -> None:
     """A bad reservation is INVALID_ARGUMENT naming the field and rule, and nothing is written."""
-    before = count_rows(tmp_path / "inventory.db", "reservations")
+    before = count_rows(target("inventory"), "reservations")
     code, details = await rpc_error(stub.ReserveStock(request_))
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, message)
-    assert count_rows(tmp_path / "inventory.db", "reservations") == before
+    assert count_rows(target("inventory"), "reservations") == before
 
 
 async def test_replaying_a_reservation_returns_the_first_result(stub: Stub) -> None:
@@ -169,7 +169,7 @@ async def test_release_requires_an_id(stub: Stub) -> None:
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "reservation_id: must not be empty")
 
 
-async def test_concurrent_reservations_never_oversell(stub: Stub, tmp_path: Path) -> None:
+async def test_concurrent_reservations_never_oversell(stub: Stub, target: StoreTarget) -> None:
     """50 concurrent two-line reservations: exactly as many succeed as the scarce sku allows, each all or none."""
     [scarce, plenty] = await stock(stub, "SKU-012", "SKU-025")
     assert 0 < scarce.available < 50 <= plenty.available
@@ -186,4 +186,4 @@ async def test_concurrent_reservations_never_oversell(stub: Stub, tmp_path: Path
     assert plenty_after.reserved == plenty.reserved + scarce.available, "a refused reservation took no line"
     for s in (scarce_after, plenty_after):
         assert s.available + s.reserved == INITIAL[s.sku]
-    assert count_rows(tmp_path / "inventory.db", "reservations", "reservation_id LIKE 'c%'") == scarce.available
+    assert count_rows(target("inventory"), "reservations", "reservation_id LIKE 'c%'") == scarce.available

@@ -23,6 +23,7 @@ from services import demo
 from services.orders.placement import Placement
 from services.orders.recovery import Recovery
 from services.orders.store import OrderStore
+from tests.services.conftest import StoreTarget
 from tests.support import count_rows, rpc_error, services_running, start_service
 
 if TYPE_CHECKING:
@@ -283,10 +284,10 @@ async def test_an_unreachable_owner_leaves_the_order_pending_until_a_replay(tmp_
             assert healed.reservations(order.order_id) == 1
 
 
-async def test_recovery_drives_pending_orders_to_an_end_state(tmp_path: Path) -> None:
-    """A recovery pass confirms a PENDING order the owners accept and cancels one they refuse."""
+async def test_recovery_drives_pending_orders_to_an_end_state(tmp_path: Path, target: StoreTarget) -> None:
+    """A recovery pass confirms a PENDING order the owners accept and cancels one they refuse (either backend)."""
     async with owners_running(tmp_path / "owners") as upstreams:
-        store = await OrderStore.open(tmp_path / "orders.db")
+        store = await OrderStore.open(target("orders"))
         owners = Upstreams.connect("orders", upstreams, ResilienceConfig())
         try:
             good = await store.begin("good", "2", [("SKU-003", 1)])
