@@ -61,6 +61,9 @@ class Upstreams(Mapping[str, Downstream]):
     ) -> Upstreams:
         """A Downstream for each upstream the topology gives `service`; ValueError naming any without an address.
 
+        `addresses[name]` is the owner's replicas (`HOST:PORT`s), or one DNS name (`dns:///HOST:PORT`) whose
+        addresses are its replicas, resolved again as they come and go (docs/resilience.md, Discovery by DNS).
+
         Every Downstream runs its policies on `clock` (tests pass a FakeClock to drive their time) and reaches its
         replicas over `channels` (plaintext unless given the service's TLS, pullgate.security.tls.TlsChannels)."""
         names = topology.service(service).upstreams
