@@ -69,7 +69,8 @@ class Upstreams(Mapping[str, Downstream]):
         names = topology.service(service).upstreams
         missing = [name for name in names if not addresses.get(name)]
         if missing:
-            raise ValueError(f"{service} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
+            raise ValueError(f"{service} needs the address of {', '.join(missing)} "
+                             "(--upstream NAME=HOST:PORT[,HOST:PORT] or NAME=dns:///HOST:PORT)")
         interceptors = client_interceptors()  # tracing's client span and propagation, when tracing is on
         downstreams = {name: Downstream(name, tuple(addresses[name]), config.for_downstream(name), clock,
                                         interceptors=interceptors, channels=channels) for name in names}
