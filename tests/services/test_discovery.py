@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pullgate import topology
 from pullgate.catalog.v1 import catalog_pb2
 from pullgate.methods import GET_PRODUCT, Upstreams
 from pullgate.serving import ServeOptions, running
@@ -60,8 +61,8 @@ async def test_orders_reaches_catalog_replicas_by_dns(tmp_path: Path) -> None:
         catalogs(tmp_path, ["127.0.0.2", "127.0.0.3"]) as port,
         dnsmasq(tmp_path, {NAME: ["127.0.0.2"]}) as dns,
     ):
-        upstreams = {"customers": (unused_address(),), "inventory": (unused_address(),),
-                     "catalog": (f"dns://{dns.server}/{NAME}:{port}",)}
+        upstreams = {name: (unused_address(),) for name in topology.service("orders").upstreams}
+        upstreams["catalog"] = (f"dns://{dns.server}/{NAME}:{port}",)
         config = ResilienceConfig.from_mapping({"catalog": {"discovery": {"refresh_interval": "100ms"}}})
         owners = Upstreams.connect("orders", upstreams, config)
         try:
