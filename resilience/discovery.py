@@ -20,8 +20,9 @@ Names follow gRPC's naming syntax (https://github.com/grpc/grpc/blob/master/doc/
 /etc/resolv.conf) or `dns://10.0.0.10:53/catalog:50052` (that server). The port of the service is required.
 
 The resolver is injectable (`Resolver`: `resolve(host)` -> addresses); the default is `DnsResolver`, on aiodns
-(c-ares), which asks the name servers itself, so a test can point it at a DNS server on any port; the system's
-`getaddrinfo` cannot be told where to ask, and would cache.
+(c-ares' getaddrinfo: /etc/hosts, then the DNS with resolv.conf's search domains, as the system's does), which
+asks the name servers itself, so a test can point it at a DNS server on any port; the system's `getaddrinfo`
+cannot be told where to ask.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -112,8 +114,8 @@ class Resolver(Protocol):
     """Finds the IP addresses of a host name."""
 
     async def resolve(self, host: str) -> tuple[str, ...]:
-        """Every address of `host` (A and AAAA); () when the DNS says it has none; ResolutionError when no
-        answer could be had."""
+        """Every address of `host` (A and AAAA), sorted; () when the DNS says it has none; ResolutionError when
+        no answer could be had."""
         ...
 
     async def close(self) -> None: ...
@@ -141,26 +143,28 @@ class DnsResolver:
             return (str(ipaddress.ip_address(host)),)  # an address already: nothing to ask
         except ValueError:
             pass
-        found = await asyncio.gather(self._query(host, "A"), self._query(host, "AAAA"))
-        return tuple(sorted({ip for ips in found for ip in ips}))
-
-    async def _query(self, host: str, kind: str) -> tuple[str, ...]:
         import aiodns
 
+        # c-ares' getaddrinfo, as the system's would: /etc/hosts first, then the DNS with resolv.conf's search
+        # domains (a Kubernetes short name like "catalog" resolves in its namespace), A and AAAA both.
         try:
-            result = await self._dns().query_dns(host, kind)
+            result = await self._dns().getaddrinfo(host, family=socket.AF_UNSPEC)
         except aiodns.error.DNSError as error:
             code = error.args[0] if error.args else None
             if code in (aiodns.error.ARES_ENOTFOUND, aiodns.error.ARES_ENODATA):
                 return ()  # the DNS answered: there is no such address
             message = error.args[1] if len(error.args) > 1 else str(error)
-            raise ResolutionError(f"{kind} query for {host}: {message}") from None
-        return tuple(record.data.addr for record in result.answer if record.type in (1, 28))  # A, AAAA
+            raise ResolutionError(f"{host}: {message}") from None
+        return tuple(sorted({_text(node.addr[0]) for node in result.nodes}))
 
     async def close(self) -> None:
         if self._resolver is not None:
             await self._resolver.close()
             self._resolver = None
+
+
+def _text(address: str | bytes) -> str:
+    return address.decode() if isinstance(address, bytes) else address
 
 
 class Discovery:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,5 +186,18 @@ async def test_every_replica_removed_then_one_back(world: tuple[Dns, int, dict[s
         await until(lambda: downstream.replicas.live == (f"127.0.0.4:{port}",))
         assert await call(downstream) == "127.0.0.4"
         assert found["127.0.0.4"].calls == 1
+    finally:
+        await downstream.close()
+
+
+async def test_a_dns_server_that_does_not_answer_is_not_no_address() -> None:
+    """With no DNS server there, the name cannot be resolved (UNAVAILABLE saying so), which is not "no address"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        server = f"127.0.0.1:{s.getsockname()[1]}"
+    downstream = Downstream("catalog", [f"dns://{server}/{NAME}:50052"], CONFIG)
+    try:
+        with pytest.raises(NoReplicas, match=f"catalog: dns://{server}/{NAME}:50052 cannot be resolved: {NAME}: "):
+            await call(downstream)
     finally:
         await downstream.close()
