@@ -97,12 +97,15 @@ async def test_the_first_call_waits_for_the_name_and_goes_to_its_addresses() -> 
 
 
 async def test_a_new_replica_is_used_within_one_refresh_interval() -> None:
-    """An address that appears is resolved at the next refresh and gets calls; the others keep their breakers."""
+    """An address that appears is resolved at the next refresh and gets calls; the other keeps its breaker and
+    latency estimate."""
     clock, dns = FakeClock(), FakeDns({"catalog.pullgate.svc": ("10.0.0.2",)})
     script = Scripted(clock)
     downstream = catalog(clock, dns, script)
     await calls(downstream, 3)
     breaker = downstream.stack.get("breaker").breakers["10.0.0.2:50052"]
+    latency = downstream.stack.get("balance").latency["10.0.0.2:50052"]
+    assert latency.known
     dns.answers["catalog.pullgate.svc"] = ("10.0.0.2", "10.0.0.3")
     await clock.advance(5.0)
     assert downstream.replicas.live == ("10.0.0.2:50052", "10.0.0.3:50052")
@@ -110,6 +113,7 @@ async def test_a_new_replica_is_used_within_one_refresh_interval() -> None:
     await calls(downstream, 20)
     assert set(script.calls) == {"10.0.0.2:50052", "10.0.0.3:50052"}
     assert downstream.stack.get("breaker").breakers["10.0.0.2:50052"] is breaker
+    assert downstream.stack.get("balance").latency["10.0.0.2:50052"] is latency
     await downstream.close()
 
 
