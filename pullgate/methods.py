@@ -61,12 +61,16 @@ class Upstreams(Mapping[str, Downstream]):
     ) -> Upstreams:
         """A Downstream for each upstream the topology gives `service`; ValueError naming any without an address.
 
+        `addresses[name]` is the owner's replicas (`HOST:PORT`s), or one DNS name (`dns:///HOST:PORT`) whose
+        addresses are its replicas, resolved again as they come and go (docs/resilience.md, Discovery by DNS).
+
         Every Downstream runs its policies on `clock` (tests pass a FakeClock to drive their time) and reaches its
         replicas over `channels` (plaintext unless given the service's TLS, pullgate.security.tls.TlsChannels)."""
         names = topology.service(service).upstreams
         missing = [name for name in names if not addresses.get(name)]
         if missing:
-            raise ValueError(f"{service} needs the address of {', '.join(missing)} (--upstream NAME=HOST:PORT)")
+            raise ValueError(f"{service} needs the address of {', '.join(missing)} "
+                             "(--upstream NAME=HOST:PORT[,HOST:PORT] or NAME=dns:///HOST:PORT)")
         interceptors = client_interceptors()  # tracing's client span and propagation, when tracing is on
         downstreams = {name: Downstream(name, tuple(addresses[name]), config.for_downstream(name), clock,
                                         interceptors=interceptors, channels=channels) for name in names}

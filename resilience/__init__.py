@@ -18,6 +18,7 @@ from resilience.config import (
     BulkheadConfig,
     CacheConfig,
     ConfigError,
+    DiscoveryConfig,
     DownstreamConfig,
     HedgingConfig,
     OutlierDetectionConfig,
@@ -30,6 +31,7 @@ from resilience.config import (
 from resilience.criticality import Criticality
 from resilience.criticality import scope as criticality_scope
 from resilience.deadline import Deadline
+from resilience.discovery import DnsTarget, ResolutionError, Resolver
 from resilience.downstream import Downstream
 from resilience.durations import DurationError, Seconds, format_duration, parse_duration, parse_seconds
 from resilience.errors import (
@@ -39,6 +41,7 @@ from resilience.errors import (
     CircuitOpen,
     DeadlineExceeded,
     LocalDeadline,
+    NoReplicas,
     Overloaded,
     ResilienceError,
     StatusError,
@@ -77,6 +80,8 @@ __all__ = [
     "Deadline",
     "DeadlineExceeded",
     "DeadlineInterceptor",
+    "DiscoveryConfig",
+    "DnsTarget",
     "Downstream",
     "DownstreamConfig",
     "DurationError",
@@ -87,12 +92,15 @@ __all__ = [
     "InsecureChannels",
     "LocalDeadline",
     "Method",
+    "NoReplicas",
     "Outcome",
     "OutlierDetectionConfig",
     "Overloaded",
     "Provenance",
     "ResilienceConfig",
     "ResilienceError",
+    "ResolutionError",
+    "Resolver",
     "Result",
     "RetryConfig",
     "RpcDurations",

@@ -8,6 +8,11 @@ end is a sample: an answer's time, or, for an attempt that ended without one (a 
 cancellation), a lower bound that can only raise the estimate; an overloaded refusal doubles it. Replicas that
 have not answered yet are priced as the average of those that have, so a new one gets its share at once.
 
+The replicas are a `resilience.replicas.Replicas` set, which may change while calls run (a downstream found by
+DNS): Balance draws only from its live replicas, and counts each replica's attempts in flight in the set itself,
+so that a removed replica is forgotten (by Balance, the breakers, outlier detection, the transport) only once
+its last attempt has ended.
+
 Which replicas may be drawn: not one this call has tried already (a retry or a hedge goes elsewhere; judged
 as the attempt starts, so each hedge avoids every replica tried before it), nor one whose breaker is open,
 nor one that outlier detection has ejected (resilience.outlier, which this feeds with races lost and
@@ -31,14 +36,17 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import grpc
+
 from resilience.clock import SYSTEM_CLOCK, Clock
 from resilience.context import Call, CallContext
-from resilience.errors import DeadlineExceeded
+from resilience.errors import DeadlineExceeded, NoReplicas, StatusError
 from resilience.ewma import PRIOR, TAU, PeakEwma
 from resilience.instruments import watch_balance
 from resilience.lag import LoopLag
 from resilience.outcome import Outcome, classify
 from resilience.outlier import LOST_RACE, TIMED_OUT, OutlierDetector
+from resilience.replicas import Replicas
 
 FLOOR = 1e-4
 """No replica's latency counts as less than 0.1 ms, so its calls in flight always weigh (an estimate that
@@ -54,7 +62,7 @@ class Balance:
 
     def __init__(
         self,
-        replicas: Sequence[str],
+        replicas: Sequence[str] | Replicas,
         rng: random.Random | None = None,
         usable: Callable[[str], bool] = lambda replica: True,
         clock: Clock = SYSTEM_CLOCK,
@@ -65,13 +73,18 @@ class Balance:
         decay: float = TAU,
     ) -> None:
         """`answered(accepted, now)` hears of every attempt that came back from the owner: accepted, or refused
-        as overloaded (the throttle counts them). `downstream` labels the attempts metric."""
+        as overloaded (the throttle counts them). `downstream` labels the attempts metric. `replicas` is a fixed
+        list, or a Replicas set that may change (the caller subscribes this Balance to it)."""
         self.downstream = downstream
-        self.replicas = tuple(replicas)
-        self.outstanding = dict.fromkeys(self.replicas, 0)
-        self.sent = dict.fromkeys(self.replicas, 0)
+        self.members = replicas if isinstance(replicas, Replicas) else Replicas(replicas)
+        self.outstanding = self.members.in_flight
+        """Each replica's attempts in flight: the set's own count (it forgets a leaving replica at 0)."""
+        self._leaving = self.members.leaving
+        self._decay = decay
+        known = self.members.known()
+        self.sent = dict.fromkeys(known, 0)
         """Attempts sent to each replica, ever (the `resilience.attempts` counter reads it)."""
-        self.latency = {r: PeakEwma(tau=decay) for r in self.replicas}
+        self.latency = {r: PeakEwma(tau=decay) for r in known}
         self.outliers = outliers
         self._lag = lag
         self._rng = rng or random.Random()
@@ -79,6 +92,20 @@ class Balance:
         self._clock = clock
         self._answered = answered
         watch_balance(self)
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        """The replicas that may be picked now."""
+        return self.members.live
+
+    def joined(self, replica: str) -> None:
+        """A new replica: no latency sample yet (priced as the average of the others), nothing sent."""
+        self.latency[replica] = PeakEwma(tau=self._decay)
+        self.sent[replica] = 0
+
+    def left(self, replica: str) -> None:
+        self.latency.pop(replica, None)
+        self.sent.pop(replica, None)
 
     def estimate(self, replica: str) -> float:
         """The replica's latency estimate now, in seconds."""
@@ -102,13 +129,15 @@ class Balance:
     def elsewhere(self, tried: Sequence[str]) -> bool:
         """Is there a usable replica, not ejected, that a call which tried `tried` has not tried yet?"""
         ejected, usable = self._ejected(), self._usable
-        return any(r not in tried and usable(r) and not ejected(r) for r in self.replicas)
+        return any(r not in tried and usable(r) and not ejected(r) for r in self.members.live)
 
     def pick(self, tried: Sequence[str] = ()) -> str:
-        """The replica for an attempt of a call that has tried `tried` so far."""
-        replicas = self.replicas
+        """The replica for an attempt of a call that has tried `tried` so far; NoReplicas when there is none."""
+        replicas = self.members.live
         if len(replicas) == 1:
             return replicas[0]
+        if not replicas:
+            raise NoReplicas(self.downstream, self.members.empty)
         usable, ejected = self._usable, self._ejected()
         candidates = [r for r in replicas if r not in tried and usable(r) and not ejected(r)]
         if not candidates:
@@ -149,6 +178,8 @@ class Balance:
         except BaseException as error:
             self.outstanding[replica] -= 1
             self._ended(replica, error, start, ctx)
+            if self._leaving:
+                self.members.drained(replica)
             raise
         self.outstanding[replica] -= 1
         now = self._clock.now()
@@ -159,6 +190,8 @@ class Balance:
             self._answered(True, now)
         stats.replica = replica
         stats.won = ctx.attempt
+        if self._leaving:
+            self.members.drained(replica)
         return response
 
     def _ended(self, replica: str, error: BaseException, start: float, ctx: CallContext) -> None:
@@ -185,6 +218,8 @@ class Balance:
             latency.at_least(elapsed, now)
             if outliers is not None and isinstance(error, DeadlineExceeded):
                 outliers.failed(replica, TIMED_OUT, start)
+            elif isinstance(error, StatusError) and error.code is grpc.StatusCode.UNAVAILABLE:
+                self.members.unreachable(replica)  # it may be gone: a downstream found by DNS looks again
 
     def _kept_up(self, start: float, now: float, elapsed: float) -> bool:
         """Was this process's event loop behind for at most half of [start, now]? If not, the caller was

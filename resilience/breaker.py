@@ -14,6 +14,9 @@ pybreaker was written for synchronous calls, so this module does four things by 
   own reset_timeout is set out of reach and this module moves open -> half-open on the injected clock, so
   tests drive it by moving time.
 - Observation. State changes are logged, and passed to listeners `(downstream, replica, old, new)`.
+
+A replica that joins the set later (resilience.replicas) gets a closed breaker; one that leaves keeps its
+breaker until its last attempt has ended.
 """
 
 from __future__ import annotations
@@ -145,16 +148,30 @@ class Breaker:
         self, downstream: str, replicas: tuple[str, ...], config: BreakerConfig, clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self.downstream = downstream
+        self._config = config
+        self._clock = clock
+        self._listeners: list[StateListener] = []
         self.breakers = {r: ReplicaBreaker(downstream, r, config, clock) for r in replicas}
+
+    def joined(self, replica: str) -> None:
+        """A new replica (resilience.replicas): a closed breaker, with the listeners the others have."""
+        breaker = self.breakers[replica] = ReplicaBreaker(self.downstream, replica, self._config, self._clock)
+        breaker.listeners.extend(self._listeners)
+
+    def left(self, replica: str) -> None:
+        """A removed replica whose last attempt has ended: its breaker goes (and leaves the state gauge)."""
+        self.breakers.pop(replica, None)
 
     def usable(self, replica: str) -> bool:
         return self.breakers[replica].usable
 
     def state_of(self, replica: str) -> str:
-        """The breaker state of `replica`: "closed", "open" or "half-open"."""
-        return self.breakers[replica].state
+        """The breaker state of `replica`: "closed", "open" or "half-open"; "removed" once it has left the set."""
+        breaker = self.breakers.get(replica)
+        return "removed" if breaker is None else breaker.state
 
     def add_listener(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
         for breaker in self.breakers.values():
             breaker.listeners.append(listener)
 

@@ -14,6 +14,9 @@ With no file, every downstream gets the defaults below. A TOML file overrides th
     [resilience.inventory.cache]
     enabled = false                     # every policy can be switched off
 
+    [resilience.catalog.discovery]      # a downstream named by DNS: how often it is resolved again
+    refresh_interval = "5s"
+
 A wrong key or value raises ConfigError naming the key path and the file, before anything starts.
 """
 
@@ -247,6 +250,23 @@ class BulkheadConfig(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryConfig(_Checked):
+    """For a downstream named by DNS (`dns:///catalog.pullgate.svc:50052`, resilience.discovery): the name is
+    resolved again every `refresh_interval`, and sooner when a replica could not be reached, though never twice
+    within `min_time_between_resolutions` (gRPC's `dns_min_time_between_resolutions`); a DNS query gives up after
+    `query_timeout`. Ignored for a downstream given as a list of addresses."""
+
+    refresh_interval: Seconds = 5.0
+    min_time_between_resolutions: Seconds = 1.0
+    query_timeout: Seconds = 2.0
+    _rules: ClassVar = {
+        "refresh_interval": (_positive, "> 0"),
+        "min_time_between_resolutions": (_non_negative, ">= 0"),
+        "query_timeout": (_positive, "> 0"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class DownstreamConfig:
     """Everything the layer needs for one downstream. `DownstreamConfig()` is the default for all."""
 
@@ -260,6 +280,7 @@ class DownstreamConfig:
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
 
 
 POLICIES: dict[str, type[Any]] = typing.get_type_hints(DownstreamConfig)

@@ -2,6 +2,7 @@
 
 ResilienceError            code: grpc.StatusCode to answer with, downstream: which owner, cause: why, as a value
  ├── CircuitOpen           UNAVAILABLE; the breaker of every usable replica is open, no call was sent
+ ├── NoReplicas            UNAVAILABLE; the downstream has no replica (its DNS name resolves to no address)
  ├── BulkheadFull          RESOURCE_EXHAUSTED; too many calls in flight to this downstream
  ├── Throttled             RESOURCE_EXHAUSTED; the adaptive throttle refused the attempt here, nothing was sent
  ├── DeadlineExceeded      DEADLINE_EXCEEDED; the deadline passed, on the wire or before a call was sent
@@ -101,6 +102,16 @@ class CircuitOpen(ResilienceError):
         where = f" ({replica})" if replica else ""
         super().__init__(grpc.StatusCode.UNAVAILABLE, downstream, f"circuit open{where}")
         self.replica = replica
+
+
+class NoReplicas(ResilienceError):
+    """The downstream has no replica to send to (its name resolves to no address, or could not be resolved yet);
+    nothing was sent. The detail names the name: "dns:///catalog:50052 resolves to no address"."""
+
+    cause = Cause.UNAVAILABLE
+
+    def __init__(self, downstream: str, detail: str) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, downstream, detail)
 
 
 class BulkheadFull(ResilienceError):

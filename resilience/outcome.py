@@ -27,7 +27,7 @@ conflating server failure with responses to malformed requests"; Finagle has one
                      out here (see "Whose deadline" below)             is behind: more work would not help)
     DROPPED          no answer and no news about the owner:            breaker: nothing; not retried
                      cancellation (a hedge loser, a caller that left), a deadline that expired before sending,
-                     an open circuit, a full bulkhead, a call the throttle refused here
+                     an open circuit, a full bulkhead, a call the throttle refused here, no replica at all
 
 The throttle counts every outcome with news of the owner as a request (all but DROPPED and LOCAL_DEADLINE), and
 all of those but OVERLOADED as accepted.
@@ -59,6 +59,7 @@ from resilience.errors import (
     CircuitOpen,
     DeadlineExceeded,
     LocalDeadline,
+    NoReplicas,
     Overloaded,
     ResilienceError,
     Throttled,
@@ -142,7 +143,7 @@ def classify(error: BaseException | None) -> Outcome:
         return Outcome.RETRYABLE if error.sent else Outcome.DROPPED
     if isinstance(error, Overloaded):
         return Outcome.OVERLOADED
-    if isinstance(error, CircuitOpen | BulkheadFull | Throttled):
+    if isinstance(error, CircuitOpen | BulkheadFull | Throttled | NoReplicas):
         return Outcome.DROPPED  # the layer refused; nothing reached the owner
     if isinstance(error, ResilienceError):
         return classify_code(error.code)

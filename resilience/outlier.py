@@ -15,7 +15,8 @@ stays out longer each time; the count drops by one for every base_ejection_time 
 At most max_ejection_percent of the replicas are out at once, rounded down (two replicas: one; one: none):
 ejecting more would overload the rest, and when most replicas look sick the likelier culprit is the caller.
 When its time is up the replica is eligible again, and its next calls are the probe. Every ejection and return
-is a warning on the `resilience.outlier` logger, a span event and a metric.
+is a warning on the `resilience.outlier` logger, a span event and a metric. The cap counts the replicas known
+now: a replica that joins the set (resilience.replicas) raises it, one that has left lowers it.
 """
 
 from __future__ import annotations
@@ -64,12 +65,28 @@ class OutlierDetector:
     ) -> None:
         self.downstream = downstream
         self.config = config
-        self.max_ejected = len(replicas) * config.max_ejection_percent // 100
         self.out = 0
         """How many replicas are ejected now (returns are noticed when asked)."""
         self._clock = clock
         self._replicas = {r: _Replica() for r in replicas}
+        self.max_ejected = 0
+        self._cap()
         watch_outliers(self)
+
+    def _cap(self) -> None:
+        self.max_ejected = len(self._replicas) * self.config.max_ejection_percent // 100
+
+    def joined(self, replica: str) -> None:
+        """A new replica (resilience.replicas): in, with no failures; the cap grows with the set."""
+        self._replicas[replica] = _Replica()
+        self._cap()
+
+    def left(self, replica: str) -> None:
+        """A removed replica whose last attempt has ended: forgotten (an ejection it was serving ends with it)."""
+        state = self._replicas.pop(replica, None)
+        if state is not None and state.until:
+            self.out -= 1
+        self._cap()
 
     def ejected(self, replica: str) -> bool:
         """Is `replica` ejected now? (Notices, and reports, a return whose time has come.)"""

@@ -22,6 +22,7 @@ from resilience.context import Call, CallContext, Policy
 from resilience.hedge import Hedge
 from resilience.lag import monitor
 from resilience.outlier import OutlierDetector
+from resilience.replicas import Replicas
 from resilience.retry import Retry, RetryPolicy
 from resilience.select import RetryOrHedge
 from resilience.throttle import Throttle
@@ -88,23 +89,29 @@ def _bind(policy: Policy, inner: Call) -> Call:
 def build(
     downstream: str,
     config: DownstreamConfig,
-    replicas: Sequence[str],
+    replicas: Sequence[str] | Replicas,
     endpoint: Call,
     clock: Clock,
     rng: random.Random,
 ) -> Stack:
-    """The stack for one downstream; a policy switched off in the config is left out of it."""
+    """The stack for one downstream; a policy switched off in the config is left out of it. Its policies that
+    keep state per replica are subscribed to `replicas` (a Replicas set, when the replicas may change)."""
+    members = replicas if isinstance(replicas, Replicas) else Replicas(replicas)
+    known = members.known()
     budget = Budget(config.budget, clock)
     total = TotalTimeout(config.timeout, clock)
-    breaker = Breaker(downstream, tuple(replicas), config.breaker, clock) if config.breaker.enabled else None
+    breaker = Breaker(downstream, known, config.breaker, clock) if config.breaker.enabled else None
     lag = monitor(clock)
     outliers = (
-        OutlierDetector(downstream, replicas, config.outlier_detection, clock)
+        OutlierDetector(downstream, known, config.outlier_detection, clock)
         if config.outlier_detection.enabled else None
     )
     throttle = Throttle(downstream, config.throttle, clock, rng) if config.throttle.enabled else None
-    balance = Balance(replicas, rng, breaker.usable if breaker else _always, clock, outliers, lag,
+    balance = Balance(members, rng, breaker.usable if breaker else _always, clock, outliers, lag,
                       throttle.record if throttle else None, downstream, config.balance.decay)
+    for member in (breaker, outliers, balance):
+        if member is not None:
+            members.subscribe(member)
     retry = Retry(RetryPolicy(config.retry, budget, rng, balance.elsewhere), clock) if config.retry.enabled else None
     hedge = Hedge(config.hedging, budget, clock, balance.elsewhere) if config.hedging.enabled else None
     made: dict[str, Policy | None] = {

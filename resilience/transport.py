@@ -1,5 +1,8 @@
 """The bottom of the stack: one grpc.aio channel per replica, and the only place that touches grpc errors.
 
+A replica that joins (resilience.replicas) gets its channel at once; one that leaves has its channel closed once
+its last attempt has ended, gracefully.
+
 grpc's own retries are switched off on these channels (`grpc.enable_retries = 0`): grpc Python applies a
 service config `retryPolicy` by default, and its retries would multiply with the layer's (3 x 3 = 9 attempts
 for one call, none of them counted by the budget or the breaker). grpc Python ignores `hedgingPolicy`
@@ -28,6 +31,7 @@ from resilience.errors import (
     OVERLOADED_METADATA,
     REFUSED_METADATA,
     DeadlineExceeded,
+    NoReplicas,
     Overloaded,
     ResilienceError,
     StatusError,
@@ -92,9 +96,8 @@ class Transport:
         channels: ChannelFactory = INSECURE,
     ) -> None:
         """`interceptors` wrap every attempt, the first outermost, as they would on a channel; `channels` makes
-        the channels (plaintext unless told otherwise)."""
-        if not addresses:
-            raise ValueError(f"{downstream}: no addresses")
+        the channels (plaintext unless told otherwise). `addresses` may be empty when the replicas join later
+        (`joined`, from a resilience.replicas set)."""
         self.downstream = downstream
         self._clock = clock
         self._interceptors = tuple(interceptors)
@@ -104,6 +107,24 @@ class Transport:
         self._callables: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
+    def joined(self, replica: str) -> None:
+        """A new replica (resilience.replicas): a channel to it, made now so it connects before its first call."""
+        self._channels[replica] = self._factory.channel(self.downstream, replica, CHANNEL_OPTIONS)
+
+    def left(self, replica: str) -> None:
+        """A removed replica whose last attempt has ended: its channel closes, giving anything still on it (a
+        cancelled call winding down) `CLOSE_GRACE` to finish."""
+        channel = self._channels.pop(replica, None)
+        for key in [key for key in self._callables if key[0] == replica]:
+            del self._callables[key]
+        if channel is not None:
+            self._close_later(channel)
+
+    def _close_later(self, channel: grpc.aio.Channel) -> None:
+        task = asyncio.get_running_loop().create_task(channel.close(CLOSE_GRACE))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     def _renew(self, version: int) -> None:
         """New channels for every replica (the factory's credentials changed); the old ones close once the calls
         in flight on them have had `CLOSE_GRACE` to finish."""
@@ -112,14 +133,14 @@ class Transport:
         self._channels = {a: self._factory.channel(self.downstream, a, CHANNEL_OPTIONS) for a in old}
         self._callables.clear()
         for channel in old.values():
-            task = asyncio.get_running_loop().create_task(channel.close(CLOSE_GRACE))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_later(channel)
 
     async def __call__(self, request: Any, ctx: CallContext) -> Any:
         if (version := self._factory.version()) != self._version:
             self._renew(version)
-        replica = ctx.replica or next(iter(self._channels))
+        replica = ctx.replica or next(iter(self._channels), "")
+        if not replica:
+            raise NoReplicas(self.downstream, "no replica")
         bound = ctx.attempt_deadline or ctx.deadline
         timeout = None
         if bound is not None:

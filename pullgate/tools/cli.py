@@ -30,7 +30,7 @@ from pullgate.security.setup import SecurityFlags
 from pullgate.serving import ServeOptions, run
 from pullgate.tools import db, launcher, render
 from pullgate.tools.apps import load_app
-from resilience import DurationError, parse_seconds
+from resilience import DnsTarget, DurationError, parse_seconds
 from services._db import DatabaseError
 
 CONSISTENCY = {"strong": pb.CONSISTENCY_STRONG, "bounded": pb.CONSISTENCY_BOUNDED_STALENESS,
@@ -50,9 +50,16 @@ def _seconds(text: str) -> float:
 
 
 def _upstream(text: str) -> tuple[str, tuple[str, ...]]:
+    """`NAME=HOST:PORT[,HOST:PORT...]`, or `NAME=dns:///HOST:PORT` (its replicas found by DNS)."""
     name, sep, addresses = text.partition("=")
     if not sep or not name or not addresses:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=HOST:PORT[,HOST:PORT...]")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=HOST:PORT[,HOST:PORT...] or NAME=dns:///HOST:PORT")
+    if DnsTarget.is_dns(addresses):
+        try:
+            DnsTarget.parse(addresses)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+        return name, (addresses,)
     return name, tuple(a for a in addresses.split(",") if a)
 
 
@@ -312,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also serve the health service alone, in plaintext, on this port: for probes without "
                             "a certificate (Kubernetes' gRPC probes)")
     serve.add_argument("--upstream", type=_upstream, action="append", metavar="NAME=HOST:PORT[,HOST:PORT]",
-                       help="where an owner this server calls listens (repeat per owner)")
+                       help="where an owner this server calls listens (repeat per owner); NAME=dns:///HOST:PORT "
+                            "finds its replicas by DNS, resolved again as they come and go")
     serve.add_argument("--tls-cert", type=Path, help="this server's certificate (PEM; its identity a SPIFFE URI SAN)")
     serve.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     serve.add_argument("--tls-ca", type=Path, help="the CA bundle its peers' certificates must chain to (PEM)")

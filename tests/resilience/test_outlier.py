@@ -162,3 +162,18 @@ def test_ejection_and_return_are_logged_traced_and_measured(caplog: pytest.LogCa
     assert [e.name for e in finished.events] == ["replica ejected", "replica returned"]
     assert finished.events[0].attributes is not None
     assert finished.events[0].attributes["resilience.replica"] == "a:1"
+
+
+def test_the_cap_follows_the_replicas_that_join_and_leave() -> None:
+    """Two replicas allow one ejection, four allow two; an ejected replica that leaves frees its place."""
+    clock = FakeClock()
+    detector = OutlierDetector("catalog", ["a", "b"], CONFIG, clock)
+    fail(detector, "a")
+    fail(detector, "b")
+    assert (detector.ejected("a"), detector.ejected("b")) == (True, False)
+    detector.joined("c")
+    detector.joined("d")
+    fail(detector, "b")
+    assert (detector.max_ejected, detector.out, detector.ejected("b")) == (2, 2, True)
+    detector.left("a")
+    assert (detector.max_ejected, detector.out) == (1, 1)

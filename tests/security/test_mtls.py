@@ -18,6 +18,7 @@ from pullgate.security.tls import CHECK_EVERY, TlsChannels, TlsFiles
 from pullgate.serving import ServeOptions, health_only, running
 from pullgate.tools.apps import load_app
 from resilience import Downstream, ResilienceError
+from tests.resilience.dnsmasq import DOMAIN, dnsmasq
 from tests.security.system import LOCAL_POOL, STRANGER, Certificates, secure_system
 from tests.support import start_service
 
@@ -170,3 +171,22 @@ async def test_a_health_only_port_answers_probes_in_plaintext_and_nothing_else(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_replica_found_by_dns_must_prove_it_is_the_service(
+        tmp_path: Path, certificates: Certificates) -> None:
+    """An address from DNS is checked against the downstream's name, as a given one is: inventory's certificate
+    lets orders in; catalog's, at an address the name resolves to, is refused."""
+    orders = TlsChannels(TlsFiles(certificates.pki.cert("orders"), certificates.pki.key("orders"), certificates.pki.ca))
+    async with (
+        secure_system(tmp_path, certificates, ("catalog", "inventory")) as addresses,
+        dnsmasq(tmp_path, {f"inventory.{DOMAIN}": ["127.0.0.1"]}) as dns,
+    ):
+        for served_by, wanted in (("inventory", ANSWERED), ("catalog", (grpc.StatusCode.UNAVAILABLE,))):
+            port = addresses[served_by].rpartition(":")[2]
+            inventory = Downstream("inventory", [f"dns://{dns.server}/inventory.{DOMAIN}:{port}"], channels=orders)
+            try:
+                assert await _code(inventory) in wanted
+                assert inventory.replicas.live == (f"127.0.0.1:{port}",)  # found: refused by the handshake
+            finally:
+                await inventory.close()
