@@ -16,7 +16,7 @@ from resilience.config import DownstreamConfig
 from resilience.context import Call, CallContext
 from resilience.discovery import Discovery, DnsTarget, Resolver, is_dns
 from resilience.errors import ResilienceError
-from resilience.instruments import zero
+from resilience.instruments import watch_replicas, zero
 from resilience.method import Method, Req, Resp
 from resilience.replicas import Replicas
 from resilience.result import Result
@@ -67,6 +67,7 @@ class Downstream:
         if targets and len(self.addresses) > 1:
             raise ValueError(f"{name}: a DNS name is the only address of its downstream, got {', '.join(addresses)}")
         self.replicas = Replicas(() if targets else self.addresses)
+        watch_replicas(name, self.replicas)
         self.discovery = (
             Discovery(name, DnsTarget.parse(targets[0]), self.replicas, config.discovery, clock, resolver)
             if targets else None

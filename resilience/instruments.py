@@ -147,6 +147,32 @@ _meter.create_observable_counter(
 )
 
 
+class _ReplicaSet(Protocol):
+    live: tuple[str, ...]
+    leaving: set[str]
+
+
+_replica_sets: dict[str, weakref.WeakSet[Any]] = {}
+
+
+def watch_replicas(downstream: str, replicas: _ReplicaSet) -> None:
+    """Report how many replicas `downstream` has, live and leaving, on `resilience.replicas`."""
+    _replica_sets.setdefault(downstream, weakref.WeakSet()).add(replicas)
+
+
+def _replica_counts(options: CallbackOptions) -> Iterable[Observation]:
+    for downstream, sets in list(_replica_sets.items()):
+        for r in list(sets):
+            yield Observation(len(r.live), {"downstream": downstream, "state": "live"})
+            yield Observation(len(r.leaving), {"downstream": downstream, "state": "leaving"})
+
+
+_meter.create_observable_gauge(
+    "resilience.replicas", callbacks=[_replica_counts], unit="{replica}",
+    description="Each downstream's replicas: live (may be picked) and leaving (removed by discovery, draining calls)",
+)
+
+
 def _ejected(options: CallbackOptions) -> Iterable[Observation]:
     for d in list(_outliers):
         yield Observation(d.ejected_now(), {"downstream": d.downstream})

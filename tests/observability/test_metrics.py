@@ -124,3 +124,12 @@ async def test_refused_callers_are_counted_by_reason(system: System) -> None:
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert value(scrape(system.metrics_url("gateway")), refused, reason="unauthenticated", **view) == before[0] + 1
     assert value(scrape(system.metrics_url("inventory")), refused, reason="not_permitted", **release) == before[1] + 1
+
+
+async def test_each_downstreams_replicas_are_counted(system: System) -> None:
+    """`resilience_replicas` says how many replicas each caller knows of each owner: what DNS discovery changes."""
+    gateway = scrape(system.metrics_url("gateway"))
+    for owner in topology.service("gateway").upstreams:
+        live = len(system.state["services"][owner])
+        assert value(gateway, "resilience_replicas", downstream=owner, state="live") == live
+        assert value(gateway, "resilience_replicas", downstream=owner, state="leaving") == 0
