@@ -9,12 +9,14 @@ After any crash and restart, once orders has settled what it was doing:
 PENDING orders and HELD reservations are in-between states, not violations: they are listed, and `settled` says
 whether there are none. Only orders and inventory are read, read-only (SQLite files or PostgreSQL databases);
 usable on a running system (orders is read before inventory, so an order that settles between the two reads
-cannot raise a false alarm), or as `python -m services.invariants DATA_DIR`.
+cannot raise a false alarm), or as `python -m services.invariants DATA_DIR` (which reads the PostgreSQL databases
+a `pullgate up --postgres` over DATA_DIR recorded, and the SQLite files there otherwise).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import sys
 from collections.abc import Iterator, Mapping
@@ -28,7 +30,10 @@ from pullgate.orders.v1 import orders_pb2
 from services import demo
 from services._db import Connection, Target, is_url
 
-__all__ = ["PlacementCheck", "check_placement"]
+STATE_FILE = "pullgate-up.json"
+"""What `pullgate up` records about itself under its data dir (pullgate.tools.launcher.STATE_FILE)."""
+
+__all__ = ["PlacementCheck", "check_placement", "recorded_databases"]
 
 _CONFIRMED = orders_pb2.ORDER_STATUS_CONFIRMED
 _CANCELLED = orders_pb2.ORDER_STATUS_CANCELLED
@@ -168,7 +173,17 @@ def check_placement(
     )
 
 
+def recorded_databases(data_dir: Path) -> dict[str, Target]:
+    """The PostgreSQL databases a `pullgate up --postgres` running over `data_dir` recorded for its owners (none:
+    every owner keeps its SQLite file there)."""
+    state = data_dir / STATE_FILE
+    if not state.exists():
+        return {}
+    return {name: str(url) for name, url in json.loads(state.read_text()).get("databases", {}).items()}
+
+
 if __name__ == "__main__":
-    result = check_placement(Path(sys.argv[1] if len(sys.argv) > 1 else "var"))
+    where = Path(sys.argv[1] if len(sys.argv) > 1 else "var")
+    result = check_placement(where, databases=recorded_databases(where))
     print(result)
     sys.exit(0 if result.ok else 1)

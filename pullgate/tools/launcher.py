@@ -428,6 +428,7 @@ class Launcher:
         state = {
             "launcher_pid": os.getpid(),
             "data_dir": str(self.settings.data_dir.resolve()),
+            "databases": dict(self.settings.database_urls),  # owners on PostgreSQL (no passwords: .pgpass)
             "security": {"mode": "insecure"} if self.pki is None else
             {"mode": "mtls", "pki": str(self.pki.directory.resolve()),
              "policy": str((self.settings.policy or policies.SHIPPED).resolve())},

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,8 @@ from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from pullgate.tools import db
 from pullgate.tools.cli import main
+from pullgate.tools.launcher import STATE_FILE
+from services import invariants
 from services.invariants import check_placement
 from tests.e2e.test_up import pullgate_up
 from tests.postgres import throwaway_cluster
@@ -47,6 +51,13 @@ async def test_up_on_postgres_places_orders_and_keeps_each_owner_to_its_database
             place = pb.PlaceOrderRequest(idempotency_key=str(uuid.uuid4()), customer_id="2",
                                          lines=[orders_pb2.OrderLine(sku="SKU-006", quantity=2)])
             placed = [(await gateway.PlaceOrder(place, timeout=10)).order for _ in range(3)]
+        # The invariants' command finds the databases the running system recorded (there are no SQLite files).
+        checked = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.invariants", str(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        said, _ = await asyncio.wait_for(checked.communicate(), 60)
+        assert checked.returncode == 0, said.decode()
+        assert invariants.STATE_FILE == STATE_FILE
     assert {o.order_id for o in placed} == {placed[0].order_id}
     assert placed[0].status == orders_pb2.ORDER_STATUS_CONFIRMED
     urls = db.urls(cluster)
