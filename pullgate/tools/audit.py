@@ -13,9 +13,10 @@ Pull is only worth its price if nothing is copied, so the promise is checked, no
   and as an amount written out ("29.99", not part of a longer number) inside text. A price copied as a bare
   integer into a column named for something else is not caught by the value check.
 
-On PostgreSQL (`--database-url ADMIN_URL`) the database enforces the privacy, so the audit checks the grants
-instead (`pullgate.tools.db.check_grants`): each owner's role can connect to its own database and no other, and
-holds no power beyond it. (The schema and value checks read SQLite files; on PostgreSQL they are not built yet.)
+On PostgreSQL (`--database-url ADMIN_URL`, the server `pullgate db init` set up) the database enforces the privacy,
+so the audit checks the grants first (`pullgate.tools.db.check_grants`): each owner's role can connect to its own
+database and no other, and holds no power beyond it. Then it runs the same schema and value checks on each
+owner's database, read through the admin URL in read-only transactions.
 
 Exit status: 0 when nothing is found, 1 on any violation, 2 when a database is missing or unreadable.
 """
@@ -27,10 +28,13 @@ import contextlib
 import re
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
 
 from pullgate import topology
 from pullgate.tools import db
@@ -149,10 +153,48 @@ def _open(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _schema(conn: sqlite3.Connection) -> dict[str, list[str]]:
+Conn = sqlite3.Connection | psycopg.Connection[Any]
+"""An owner's database, opened read-only: its SQLite file, or its PostgreSQL database."""
+
+
+@contextlib.contextmanager
+def _open_postgres(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """The PostgreSQL database at `url`, every statement in a read-only transaction; AuditError naming it otherwise."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as error:
+        raise AuditError(f"{redact(url)}: cannot connect: {str(error).strip()}") from None
+    try:
+        conn.execute("SET default_transaction_read_only = on")
+        yield conn
+    finally:
+        conn.close()
+
+
+def _schema(conn: Conn) -> dict[str, list[str]]:
+    if isinstance(conn, psycopg.Connection):
+        out: dict[str, list[str]] = {}
+        for table, column in conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+                "ORDER BY table_name, ordinal_position"):
+            out.setdefault(str(table), []).append(str(column))
+        return out
     tables = [row[0] for row in conn.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     return {table: [row[1] for row in conn.execute(f"PRAGMA table_info({_quote(table)})")] for table in tables}
+
+
+def _rows(conn: Conn, table: str) -> Iterator[tuple[int, tuple[object, ...]]]:
+    """Each row of `table` with what identifies it in a report: SQLite's rowid, else its position."""
+    if isinstance(conn, sqlite3.Connection):
+        try:
+            for row in conn.execute(f"SELECT rowid, * FROM {_quote(table)}"):
+                yield int(row[0]), tuple(row[1:])
+            return
+        except sqlite3.OperationalError:  # a WITHOUT ROWID table
+            pass
+    for number, row in enumerate(conn.execute(f"SELECT * FROM {_quote(table)}"), start=1):
+        yield number, tuple(row)
 
 
 def _check_schema(service: str, schema: dict[str, list[str]]) -> list[Violation]:
@@ -177,12 +219,12 @@ def _check_schema(service: str, schema: dict[str, list[str]]) -> list[Violation]
     return found
 
 
-def _owned_values(conns: dict[str, sqlite3.Connection], report: Report) -> list[tuple[Owned, str, int | None]]:
+def _owned_values(conns: Mapping[str, Conn], report: Report) -> list[tuple[Owned, str, int | None]]:
     """(attribute, lower-cased text, cents) for every owned value to look for, read from its owner."""
     values: list[tuple[Owned, str, int | None]] = []
     for attr in OWNED:
-        if not attr.values:
-            continue
+        if not attr.values or attr.table not in report.databases.get(attr.owner, {}):
+            continue  # not searched for, or its owner has not made its tables yet (a database just created)
         rows = conns[attr.owner].execute(
             f"SELECT DISTINCT {_quote(attr.column)} FROM {_quote(attr.table)} WHERE {_quote(attr.column)} IS NOT NULL")
         found = [row[0] for row in rows]
@@ -199,7 +241,7 @@ def _amount(text: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\d.]){re.escape(text)}(?!\.?\d)")
 
 
-def _check_values(service: str, conn: sqlite3.Connection, schema: dict[str, list[str]],
+def _check_values(service: str, conn: Conn, schema: dict[str, list[str]],
                   owned: list[tuple[Owned, str, int | None]], report: Report) -> list[Violation]:
     found = []
     db = _database(service)
@@ -208,16 +250,9 @@ def _check_values(service: str, conn: sqlite3.Connection, schema: dict[str, list
     rows_seen = 0
     for table, columns in schema.items():
         money = {column for column in columns if _words(column) & MONEY}
-        try:
-            cursor = conn.execute(f"SELECT rowid, * FROM {_quote(table)}")
-            with_rowid = True
-        except sqlite3.OperationalError:  # a WITHOUT ROWID table
-            cursor = conn.execute(f"SELECT * FROM {_quote(table)}")
-            with_rowid = False
-        for number, row in enumerate(cursor, start=1):
+        for rowid, row in _rows(conn, table):
             rows_seen += 1
-            rowid = row[0] if with_rowid else number
-            for column, cell in zip(columns, row[1:] if with_rowid else row, strict=True):
+            for column, cell in zip(columns, row, strict=True):
                 if cell is None:
                     continue
                 report.cells += 1
@@ -242,11 +277,18 @@ def _matches(cell: object, money_column: bool, text: str, cents: int | None,
     return text in lowered if len(text) >= MIN_SUBSTRING else text == lowered
 
 
-def audit(data_dir: Path) -> Report:
-    """Check every service's database in `data_dir`; AuditError naming the file if one is missing or unreadable."""
+def audit(data_dir: Path, databases: Mapping[str, str] | None = None) -> Report:
+    """Check every owner's database: its PostgreSQL database where `databases` gives a URL, else its file in
+    `data_dir`; AuditError naming the file or URL if one is missing or unreadable."""
     report = Report()
+    where = dict(databases or {})
     with contextlib.ExitStack() as stack:
-        conns = {s.name: stack.enter_context(_open(data_dir / _database(s.name))) for s in OWNERS}
+        conns: dict[str, Conn] = {}
+        for s in OWNERS:
+            if s.name in where:
+                conns[s.name] = stack.enter_context(_open_postgres(where[s.name]))
+            else:
+                conns[s.name] = stack.enter_context(_open(data_dir / _database(s.name)))
         for service, conn in conns.items():
             report.databases[service] = _schema(conn)
             report.violations += _check_schema(service, report.databases[service])
@@ -256,9 +298,9 @@ def audit(data_dir: Path) -> Report:
     return report
 
 
-def render(data_dir: Path, report: Report, out: TextIO) -> None:
-    """What was checked, then every violation, for a person."""
-    print(f"pullgate audit of {data_dir} (each database opened read-only)", file=out)
+def render(where: Path | str, report: Report, out: TextIO) -> None:
+    """What was checked (in `where`: a data dir, or a server), then every violation, for a person."""
+    print(f"pullgate audit of {where} (each database opened read-only)", file=out)
     for service, schema in report.databases.items():
         columns = sum(len(c) for c in schema.values())
         rows = report.rows.get(service, 0)
@@ -292,11 +334,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"with --database-url: of the roles' and databases' names (default {db.DEFAULT_PREFIX})")
 
 
+def admin_urls(admin_url: str, prefix: str) -> dict[str, str]:
+    """Each owner's database on the server of `admin_url`, reached with the admin's own credentials."""
+    parts = urlsplit(admin_url)
+    return {service: urlunsplit(parts._replace(path="/" + url.rpartition("/")[2]))
+            for service, url in db.urls(admin_url, prefix).items()}
+
+
 def run_grants(admin_url: str, prefix: str, out: TextIO) -> int:
-    """`pullgate audit --database-url`: the owners' roles and their grants; 1 on any finding, 2 if unreachable."""
+    """`pullgate audit --database-url`: the owners' roles and their grants, then what their databases hold; 1 on
+    any finding, 2 if unreachable."""
     try:
         problems = db.check_grants(admin_url, prefix)
-    except db.DbError as error:
+        report = audit(Path(), admin_urls(admin_url, prefix))
+    except (db.DbError, AuditError) as error:
         print(f"pullgate audit: {error}", file=sys.stderr)
         return 2
     print(f"pullgate audit of the grants on {redact(admin_url)} (read-only)", file=out)
@@ -304,11 +355,12 @@ def run_grants(admin_url: str, prefix: str, out: TextIO) -> int:
         print(f"  {service:<10} role and database {url.rpartition('/')[2]}", file=out)
     if not problems:
         print("ok: each owner's role can connect to its own database and no other, with no power beyond it", file=out)
-        return 0
-    print(f"FAILED: {len(problems)} finding(s)", file=out)
-    for problem in problems:
-        print(f"  {problem}", file=out)
-    return 1
+    else:
+        print(f"FAILED: {len(problems)} finding(s)", file=out)
+        for problem in problems:
+            print(f"  {problem}", file=out)
+    render(redact(admin_url), report, out)
+    return 1 if problems or report.violations else 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,12 +10,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
-from pullgate.tools import db
+from pullgate.tools import audit, db
 from pullgate.tools.cli import main
 from pullgate.tools.launcher import STATE_FILE
 from services import invariants
@@ -65,3 +66,9 @@ async def test_up_on_postgres_places_orders_and_keeps_each_owner_to_its_database
     assert check_placement(tmp_path, databases={"orders": urls["orders"], "inventory": urls["inventory"]}).settled
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".db")]
     assert db.check_grants(cluster) == []
+    assert main(["audit", "--database-url", cluster]) == 0
+    # A customer's name copied into orders' database (by hand, as the admin) is found by the value check.
+    orders_as_admin = audit.admin_urls(cluster, db.DEFAULT_PREFIX)["orders"]
+    with psycopg.connect(orders_as_admin, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET idempotency_key = 'Ada Lovelace' WHERE order_id = '1'")
+    assert main(["audit", "--database-url", cluster]) == 1
