@@ -8,8 +8,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
+import psycopg
 import pytest
 import yaml
 
@@ -17,6 +19,7 @@ from pullgate import topology
 from pullgate.security import policy as policies
 from pullgate.tools import kube
 from resilience import DownstreamConfig
+from tests.postgres import throwaway_cluster
 
 OVERLAYS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "overlays"
 KUBERNETES = "1.32.0"
@@ -146,3 +149,32 @@ def test_network_policies_allow_exactly_the_calls_the_policy_allows(rendered: li
         assert allowed, f"someone calls {s.name}"
     callers_of_orders = kube.callers(topology.service("orders"), policy)
     assert topology.ENTRY in callers_of_orders and "orders" not in callers_of_orders
+
+
+def test_the_dev_databases_let_each_owner_role_into_its_own_database_only() -> None:
+    """The dev overlay's init SQL, run on a throwaway PostgreSQL: each owner's role connects to its own database,
+    and to no other (not another owner's, not the server's own)."""
+    init = next(o for o in yaml.safe_load_all((OVERLAYS / "dev" / "postgres.yaml").read_text())
+                if o["kind"] == "ConfigMap")["data"]["init.sql"]
+    try:
+        cluster = throwaway_cluster()
+        admin_url = cluster.__enter__()
+    except RuntimeError as error:
+        pytest.skip(f"no throwaway PostgreSQL cluster to run the init SQL on: {error}")
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            for statement in filter(None, (line.strip() for line in init.splitlines())):
+                if not statement.startswith("--"):
+                    admin.execute(statement.encode())
+        host = urlsplit(admin_url).netloc.rpartition("@")[2]
+        owners = [s.name for s in topology.owners()]
+        for role in owners:
+            for database in [*owners, "postgres", "template1"]:
+                url = f"postgresql://{role}:dev-{role}@{host}/{database}"
+                if database == role:
+                    psycopg.connect(url, connect_timeout=10).close()
+                else:
+                    with pytest.raises(psycopg.OperationalError, match="permission denied"):
+                        psycopg.connect(url, connect_timeout=10)
+    finally:
+        cluster.__exit__(None, None, None)
