@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pytest
 
 ENV = "PULLGATE_TEST_DATABASE_URL"
 LOCAL = ("postgresql://postgres@127.0.0.1:5432/postgres", "postgresql://root@127.0.0.1:5432/postgres")
@@ -61,6 +62,20 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def throwaway_cluster_or_skip(purpose: str) -> Iterator[str]:
+    """`throwaway_cluster()`, or the test skipped saying it needed one for `purpose` and why there is none."""
+    try:
+        cluster = throwaway_cluster()
+        admin_url = cluster.__enter__()
+    except RuntimeError as error:
+        pytest.skip(f"no throwaway PostgreSQL cluster {purpose}: {error}")
+    try:
+        yield admin_url
+    finally:
+        cluster.__exit__(None, None, None)
 
 
 @contextlib.contextmanager

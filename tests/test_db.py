@@ -13,7 +13,7 @@ from pullgate.tools.cli import main
 from pullgate.tools.db import DbError, check_grants, init, service_url
 from services import demo
 from services.customers.store import CustomerStore
-from tests.postgres import Databases, Server, throwaway_cluster
+from tests.postgres import Databases, Server, throwaway_cluster_or_skip
 
 OWNERS = [s.name for s in topology.owners()]
 
@@ -89,18 +89,11 @@ def test_the_audit_of_a_server_without_init_says_what_is_missing(server: Server,
 
 def test_revoke_public_leaves_each_role_nothing_but_its_own() -> None:
     """On a cluster of its own, `--revoke-public` takes CONNECT from PUBLIC everywhere else: the audit is clean."""
-    try:
-        cluster = throwaway_cluster()
-        admin_url = cluster.__enter__()
-    except RuntimeError as error:
-        pytest.skip(f"no throwaway cluster: {error}")
-    try:
+    with throwaway_cluster_or_skip("to revoke PUBLIC's grants on") as admin_url:
         report = init(admin_url, revoke_public=True)
         assert "postgres" in report.revoked and "template1" in report.revoked
         assert check_grants(admin_url) == []
         assert main(["audit", "--database-url", admin_url]) == 0
-    finally:
-        cluster.__exit__(None, None, None)
 
 
 def test_db_init_prints_the_urls_and_the_config(

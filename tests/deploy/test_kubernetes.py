@@ -19,7 +19,7 @@ from pullgate import topology
 from pullgate.security import policy as policies
 from pullgate.tools import kube
 from resilience import DownstreamConfig
-from tests.postgres import throwaway_cluster
+from tests.postgres import throwaway_cluster_or_skip
 
 OVERLAYS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "overlays"
 KUBERNETES = "1.32.0"
@@ -156,16 +156,11 @@ def test_the_dev_databases_let_each_owner_role_into_its_own_database_only() -> N
     and to no other (not another owner's, not the server's own)."""
     init = next(o for o in yaml.safe_load_all((OVERLAYS / "dev" / "postgres.yaml").read_text())
                 if o["kind"] == "ConfigMap")["data"]["init.sql"]
-    try:
-        cluster = throwaway_cluster()
-        admin_url = cluster.__enter__()
-    except RuntimeError as error:
-        pytest.skip(f"no throwaway PostgreSQL cluster to run the init SQL on: {error}")
-    try:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            for statement in filter(None, (line.strip() for line in init.splitlines())):
-                if not statement.startswith("--"):
-                    admin.execute(statement.encode())
+    with (throwaway_cluster_or_skip("to run the init SQL on") as admin_url,
+          psycopg.connect(admin_url, autocommit=True) as admin):
+        for statement in filter(None, (line.strip() for line in init.splitlines())):
+            if not statement.startswith("--"):
+                admin.execute(statement.encode())
         host = urlsplit(admin_url).netloc.rpartition("@")[2]
         owners = [s.name for s in topology.owners()]
         for role in owners:
@@ -176,5 +171,3 @@ def test_the_dev_databases_let_each_owner_role_into_its_own_database_only() -> N
                 else:
                     with pytest.raises(psycopg.OperationalError, match="permission denied"):
                         psycopg.connect(url, connect_timeout=10)
-    finally:
-        cluster.__exit__(None, None, None)
