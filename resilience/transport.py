@@ -48,6 +48,11 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
+    # Each channel owns its connections. grpc shares subchannels between channels to the same address by
+    # default, and with them a cached failure: a new channel to an address where an earlier server died (a
+    # restarted owner on the same port, which tests do often) was refused at once from the other channel's
+    # backoff, attempt after attempt, without trying to connect.
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 
