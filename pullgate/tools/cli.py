@@ -1,10 +1,16 @@
 """The `pullgate` command: run the system (`up`, `serve`) and call the gateway as a person would."""
 
+# Every server process `pullgate up` starts is a `pullgate serve`, so this module imports what serving needs and
+# no more: the tools (`db` with psycopg, `launcher`, `render`; `audit` and `chaos` with matplotlib) are imported by
+# the commands that use them, and the flags of `db`, `audit` and `chaos` are added when that command is parsed
+# (tests/test_imports.py checks it).
+
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -28,7 +34,6 @@ from pullgate.orders.v1 import orders_pb2
 from pullgate.security.access import Access
 from pullgate.security.setup import SecurityFlags
 from pullgate.serving import ServeOptions, run
-from pullgate.tools import db, launcher, render
 from pullgate.tools.apps import load_app
 from resilience import DnsTarget, DurationError, parse_seconds
 from services._db import DatabaseError
@@ -82,6 +87,8 @@ def _line(text: str) -> orders_pb2.OrderLine:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from pullgate.tools import db, launcher
+
     ports = {s.name: 0 if args.any_ports else s.port for s in topology.SERVICES}
     ports.update(dict(args.port or []))
     if args.replicas < 1:
@@ -129,6 +136,8 @@ def _database_url(args: argparse.Namespace) -> str | None:
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
+    from pullgate.tools import db
+
     print(db.render_init(db.init(args.admin_url, args.prefix, revoke_public=args.revoke_public)))
     return 0
 
@@ -156,6 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _state(args: argparse.Namespace) -> dict[str, Any]:
     """What the running `pullgate up` recorded under --data-dir (nothing when none runs there)."""
+    from pullgate.tools import launcher
+
     path = args.data_dir / launcher.STATE_FILE
     state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     return state
@@ -224,11 +235,15 @@ def _call(args: argparse.Namespace, invoke: Callable[[gateway_pb2_grpc.GatewaySe
 
 
 def cmd_order_view(args: argparse.Namespace) -> int:
+    from pullgate.tools import render
+
     request = pb.GetOrderViewRequest(order_id=args.order_id, read=_read_options(args))
     return _call(args, lambda stub: stub.GetOrderView(request, timeout=args.timeout), render.order_view)
 
 
 def cmd_customer(args: argparse.Namespace) -> int:
+    from pullgate.tools import render
+
     request = pb.GetCustomerOverviewRequest(customer_id=args.customer_id, page_size=args.orders,
                                             read=_read_options(args))
     return _call(args, lambda stub: stub.GetCustomerOverview(request, timeout=args.timeout),
@@ -236,6 +251,8 @@ def cmd_customer(args: argparse.Namespace) -> int:
 
 
 def cmd_place_order(args: argparse.Namespace) -> int:
+    from pullgate.tools import render
+
     key = args.key or str(uuid.uuid4())
     request = pb.PlaceOrderRequest(idempotency_key=key, customer_id=args.customer, lines=args.line)
     return _call(args, lambda stub: stub.PlaceOrder(request, timeout=args.timeout),
@@ -254,6 +271,34 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 # ---- the parser -----------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose flags may be added late, by `arguments(parser)`, the first time it parses or
+    prints help: so a command's flags (and the modules they need) are loaded only when that command is used."""
+
+    def __init__(self, *args: Any, arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._arguments = arguments
+
+    def _load(self) -> None:
+        arguments, self._arguments = self._arguments, None
+        if arguments is not None:
+            arguments(self)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        self._load()
+        return super().parse_known_args(*args, **kwargs)
+
+    def format_usage(self) -> str:
+        self._load()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._load()
+        return super().format_help()
+
 
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:
@@ -289,7 +334,7 @@ def _read_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pullgate", description=__doc__)
+    parser = _Parser(prog="pullgate", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -357,7 +402,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", type=Path, default=Path("var"), help="where `pullgate up` keeps its data")
     token.set_defaults(func=cmd_token)
 
-    database = sub.add_parser("db", help="PostgreSQL: the owners' databases and roles (docs/storage.md)")
+    sub.add_parser("db", help="PostgreSQL: the owners' databases and roles (docs/storage.md)",
+                   arguments=_db_arguments)
+
+    # Larger commands live in their own modules: each has add_arguments(parser) and run(args) -> exit code.
+    for name, module, summary in (
+        ("audit", "pullgate.tools.audit", "prove that no service stores another's data"),
+        ("chaos", "pullgate.tools.chaos", "kill, freeze, slow and overload services under load; check the invariants"),
+    ):
+        command = sub.add_parser(name, help=summary, description=summary,
+                                 arguments=functools.partial(_add_arguments, module))
+        command.set_defaults(func=_delegate(module), module=module)
+    return parser
+
+
+def _db_arguments(database: argparse.ArgumentParser) -> None:
+    from pullgate.tools import db
+
     database_sub = database.add_subparsers(dest="db_command", required=True)
     db_init = database_sub.add_parser("init", help="create (or repair) a database and a role per owner; print URLs")
     db_init.add_argument("--admin-url", required=True, metavar="postgresql://...",
@@ -368,16 +429,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also take CONNECT from PUBLIC on the cluster's other databases (postgres, ...), so "
                               "each owner's role can connect to its own database and nothing else")
     db_init.set_defaults(func=cmd_db_init)
-
-    # Larger commands live in their own modules: each has add_arguments(parser) and run(args) -> exit code.
-    for name, module, summary in (
-        ("audit", "pullgate.tools.audit", "prove that no service stores another's data"),
-        ("chaos", "pullgate.tools.chaos", "kill, freeze, slow and overload services under load; check the invariants"),
-    ):
-        command = sub.add_parser(name, help=summary, description=summary)
-        command.set_defaults(func=_delegate(module), module=module)
-        _add_arguments(module, command)
-    return parser
 
 
 def _add_arguments(module: str, parser: argparse.ArgumentParser) -> None:
@@ -393,6 +444,13 @@ def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _caller_errors() -> tuple[type[Exception], ...]:
+    """What `main` reports as the caller's mistake (exit 2). `db.DbError` only once `db` is loaded: until then
+    nothing can have raised it, and `pullgate serve` need not import psycopg to say so."""
+    db = sys.modules.get("pullgate.tools.db")
+    return (UsageError, ConfigError, ValueError, DatabaseError, *([db.DbError] if db is not None else []))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -401,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (UsageError, ConfigError, ValueError, DatabaseError, db.DbError) as error:
+    except _caller_errors() as error:
         print(f"pullgate {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
