@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ class Gateway:
     latencies: list[float] = field(default_factory=list)
     ok: int = 0
     refused: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    """The refusals by status code: CANCELLED is grpc's core refusing at its queue (max_pending_requests),
+    RESOURCE_EXHAUSTED admission control or an owner's refusal passed on, UNAVAILABLE a strong read that failed."""
     seconds: float = 0.0
     cpu: float = 0.0
 
@@ -74,6 +78,7 @@ class Gateway:
 
     def reset(self) -> None:
         self.latencies, self.ok, self.refused, self.seconds, self.cpu = [], 0, 0, 0.0, 0.0
+        self.codes = Counter()
 
 
 def _uniform(rng: random.Random) -> str:
@@ -181,7 +186,8 @@ async def _closed(gw: Gateway, callers: int, seconds: float, read: pb.ReadOption
             try:
                 await gw.stub.GetOrderView(pb.GetOrderViewRequest(order_id=pick(rng), read=read), timeout=5,
                                            metadata=gw.metadata)
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as error:
+                gw.codes[error.code().name] += 1
                 # Refused (the gateway's admission or grpc core's short queue): back off as a client that
                 # honours "overloaded" does, rather than spin (the overload benchmark's capacity callers too).
                 gw.refused += 1
@@ -193,6 +199,10 @@ async def _closed(gw: Gateway, callers: int, seconds: float, read: pb.ReadOption
     await asyncio.gather(*(caller(k) for k in range(callers)))
     gw.seconds += loop.time() - began
     gw.cpu += process_cpu(gw.pid) - cpu
+
+
+def _codes(codes: dict[str, int]) -> str:
+    return "(" + ", ".join(f"{n} {code}" for code, n in sorted(codes.items(), key=lambda kv: -kv[1])) + ")"
 
 
 def _ratio(a: float, b: float) -> str:
@@ -233,6 +243,7 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
                     await _closed(gw, 16, block, STRONG, _uniform)
             results["N=16 throughput, strong, cache off (views/s)"] = (pull.throughput(), hand.throughput())
             refusals = {"strong, cache off": (pull.refused, hand.refused)}
+            codes = {"strong, cache off": (dict(pull.codes), dict(hand.codes))}
             results["gateway CPU per view, strong, cache off (ms)"] = (pull.cpu_per_view() * 1e3,
                                                                        hand.cpu_per_view() * 1e3)
             for gw in gateways.values():
@@ -241,6 +252,7 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
                 for gw in flipped(r, [cached, hand]):
                     await _closed(gw, 16, block, DEFAULT, zipf)
             refusals["default read, cache on"] = (cached.refused, hand.refused)
+            codes["default read, cache on"] = (dict(cached.codes), dict(hand.codes))
             results["N=16 throughput, default read, cache on, Zipf(1.1) (views/s)"] = (cached.throughput(),
                                                                                         hand.throughput())
             results["p50 at N=16, default read, cache on, Zipf(1.1) (ms)"] = (
@@ -254,8 +266,8 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
     for name, (mine, theirs) in results.items():
         print(f"{name:<62} {mine:>9.2f} {theirs:>9.2f} {_ratio(mine, theirs):>7}  {targets.get(name, '')}")
     for name, (mine, theirs) in refusals.items():
-        print(f"views refused at N=16, {name}: pullgate {mine}, hand-written {theirs} (each caller pauses "
-              f"{REFUSED_PAUSE * 1000:.0f} ms after one)")
+        print(f"views refused at N=16, {name}: pullgate {mine} {_codes(codes[name][0])}, hand-written {theirs} "
+              f"{_codes(codes[name][1])} (each caller pauses {REFUSED_PAUSE * 1000:.0f} ms after one)")
     print(f"{rounds} rounds, the two gateways taking turns (order flipped each round); N=1: {sequential} views a "
           f"block; N=16: {block:g} s blocks; CPU: the gateway process alone (/proc), user + system")
     path = _chart(results, out / "gateway-comparison.png")
