@@ -300,7 +300,6 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
-
 def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("var"), help="where databases live (default ./var)")
     parser.add_argument("--config", type=Path, help="TOML config file (see docs/resilience.md)")
