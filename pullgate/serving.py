@@ -28,6 +28,7 @@ from pullgate import topology
 from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.config import load
 from pullgate.decoding import RequestDecoding
+from pullgate.edge import control as edge
 from pullgate.errors import ServiceError
 from pullgate.faults import FaultInjector, FaultInterceptor, FaultService, parse_faults
 from pullgate.security.setup import INSECURE_SECURITY, Security, SecurityFlags, resolve
@@ -84,6 +85,10 @@ class ServeOptions:
     security: Security = INSECURE_SECURITY
     """The resolved security: what the app's clients use (`security.channels`). Plaintext by default, for a
     server made in-process by a test; `pullgate serve` never starts without TLS unless told `--insecure`."""
+
+    edge_control: Path | None = None
+    """The runtime API socket of the HAProxy edge in front of this server (pullgate.edge), whose rooms follow
+    this server's admission limit; None: no edge."""
 
     database_url: str | None = None
     """A PostgreSQL database (`postgresql://...`) to keep this service's data in instead of the SQLite file."""
@@ -144,6 +149,7 @@ async def running(
     name: str = "",
     clock: Clock = SYSTEM_CLOCK,
     security: Security = INSECURE_SECURITY,
+    edge_control: Path | None = None,
 ) -> AsyncIterator[tuple[grpc.aio.Server, int, HealthServicer]]:
     """A started server with the bindings, health and reflection; yields (server, bound port, health).
 
@@ -158,11 +164,14 @@ async def running(
     on to the calls its handler makes. `name` labels the admission metrics. `clock`
     is the one the caller's deadline is carried on: the clock of the Downstreams the handlers call through
     (a test that drives their time passes its FakeClock here too). `security` says how it listens (TLS or
-    plaintext) and whom it lets in (pullgate.security); plaintext and open by default, for tests.
+    plaintext) and whom it lets in (pullgate.security); plaintext and open by default, for tests. With
+    `edge_control` (the runtime API socket of an edge in front of this server: pullgate.edge) the edge's rooms
+    follow this server's admission limit.
     """
     names = [b.full_name for b in bindings]
     injector = faults if faults is not None else FaultInjector("")
     own = {path: level for b in bindings for path, level in b.criticality.items()}
+    admitting = AdmissionInterceptor(names, admission, criticality=own, name=name, clock=clock)
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
         # Outermost: the standard per-method metric (rpc.server.duration), so every call is counted by its
         # status, refusals too; a clock read and a histogram record per call.
@@ -177,7 +186,7 @@ async def running(
         # (grpc decodes before every interceptor's behavior: its UNKNOWNs were counted nowhere). In front of
         # admission it adds nothing to a refusal's cost: grpc decoded every request before admission anyway.
         RequestDecoding(),
-        AdmissionInterceptor(names, admission, criticality=own, name=name, clock=clock),
+        admitting,
         # Then the server span, with the caller's trace context from the metadata, so the handler, the
         # faults and the error translation below all happen inside it (an injected delay shows in the span).
         *tracing,
@@ -199,7 +208,11 @@ async def running(
     # Innermost: it turns what the handler raises into status codes, once.
     interceptors.append(ErrorInterceptor())
     # The bound on calls waiting in grpc's core for Python to take them: past it, grpc refuses them at once
-    # (docs/overload.md, "The queue in front of Python").
+    # (docs/overload.md, "The queue in front of Python"). Behind an edge, the edge bounds the calls in flight to the
+    # limit, so they cannot pile up there; a bound on them would only refuse, CANCELLED, what the edge let in.
+    if edge_control is not None and admission.enabled:
+        admission = replace(admission, max_pending_requests=admission.max_limit,
+                            max_pending_requests_hard_limit=admission.max_limit)
     server = grpc.aio.server(interceptors=interceptors, options=admission.server_options())
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -220,7 +233,8 @@ async def running(
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     try:
-        yield server, bound, health
+        async with edge.following(admitting.admission, edge_control):
+            yield server, bound, health
     finally:
         await health.enter_graceful_shutdown()
         await server.stop(grace=5.0)
@@ -280,6 +294,7 @@ async def _serve(options: ServeOptions, app: App, faults: FaultInjector, telemet
         bindings, options.host, options.port, faults=faults, allow_fault_injection=options.allow_fault_injection,
         tracing=telemetry.server_interceptors(), name=options.name,
         admission=load(options.config_file).admission.for_service(options.name), security=options.security,
+        edge_control=options.edge_control,
     ) as (_, port, health), contextlib.AsyncExitStack() as extra:
         how = "plaintext, INSECURE" if options.security.insecure else "TLS"
         log.info("%s serving on %s:%d (%s)", options.name, options.host, port, how)

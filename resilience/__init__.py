@@ -9,7 +9,7 @@ server side under overload (admission control, criticality).
 """
 
 from resilience import deadline
-from resilience.admission import AdmissionConfig
+from resilience.admission import Admission, AdmissionConfig
 from resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
 from resilience.config import (
     BalanceConfig,
@@ -61,6 +61,7 @@ __all__ = [
     "OVERLOADED_METADATA",
     "RPC_CLIENT_DURATION",
     "SYSTEM_CLOCK",
+    "Admission",
     "AdmissionConfig",
     "AdmissionInterceptor",
     "BalanceConfig",

@@ -106,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, host=args.host, ports=ports, replicas=args.replicas, config_file=args.config,
         faults=args.faults, allow_fault_injection=args.allow_fault_injection,
         metrics=not args.no_metrics, metrics_ports=metrics_ports, loop=args.loop,
-        insecure=args.insecure, policy=args.policy, database_urls=database_urls,
+        insecure=args.insecure, policy=args.policy, database_urls=database_urls, edge=args.edge,
     )
     return loops.run(launcher.up(settings), args.loop)
 
@@ -152,7 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         flags=SecurityFlags(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, policy=args.policy,
                             token_secret=args.token_secret, insecure=args.insecure),
-        database_url=database_url,
+        database_url=database_url, edge_control=args.edge_control,
     )
     if topology.service(args.service).owns_data and database_url is None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -173,14 +173,15 @@ def _state(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _target(args: argparse.Namespace) -> str:
-    """--target, else $PULLGATE_TARGET, else the gateway that `pullgate up` recorded, else the default port."""
+    """--target, else $PULLGATE_TARGET, else the entry that `pullgate up` recorded (its edge, or its gateway), else
+    the default port."""
     if args.target:
         return str(args.target)
     if os.environ.get("PULLGATE_TARGET"):
         return os.environ["PULLGATE_TARGET"]
     state = _state(args)
     if state:
-        return str(state["services"][topology.ENTRY][0]["address"])
+        return str(state.get("entry") or state["services"][topology.ENTRY][0]["address"])
     return f"127.0.0.1:{topology.service(topology.ENTRY).port}"
 
 
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--postgres", metavar="ADMIN_URL",
                     help="keep the owners' data in PostgreSQL: a database and a role per owner on this server, "
                          "made on first use (`pullgate db init`), instead of SQLite files under --data-dir")
+    up.add_argument("--edge", choices=("auto", "haproxy", "off"), default="auto",
+                    help="HAProxy in front of the gateway, refusing the excess at once under overload: auto (when "
+                         "haproxy is installed; the default), haproxy (insist) or off (docs/overload.md)")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one server (what `up` and containers run)")
@@ -370,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-ca", type=Path, help="the CA bundle its peers' certificates must chain to (PEM)")
     serve.add_argument("--token-secret", type=Path, help="the gateway: the HS256 key its callers' tokens are "
                                                           "signed with (or [security.tokens] in the config)")
+    serve.add_argument("--edge-control", type=Path, metavar="SOCKET",
+                       help="the runtime API socket of the HAProxy edge in front of this server, whose rooms are to "
+                            "follow its admission limit (what `pullgate up` passes the gateway; docs/overload.md)")
     serve.set_defaults(func=cmd_serve)
 
     view = sub.add_parser("order-view", help="an order with its customer, products and stock")

@@ -31,12 +31,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pullgate import topology
+from pullgate.config import load as load_config
 from pullgate.security import policy as policies
 from pullgate.security.access import OPERATOR, TOKEN_FILE, Access
 from pullgate.security.pki import Pki, ensure_dev_pki
 from pullgate.security.tokens import ensure_secret
 from pullgate.telemetry import logs
 from pullgate.telemetry import metrics as telemetry_metrics
+from pullgate.tools import edge as edges
 from services._db import redact
 
 log = logging.getLogger("pullgate.launcher")
@@ -76,6 +78,8 @@ class UpSettings:
     """The authorization policy (None: the shipped one, pullgate/security/policy.toml)."""
     database_urls: Mapping[str, str] = field(default_factory=dict)
     """Each owner's PostgreSQL database (`pullgate up --postgres`); an owner not named keeps its SQLite file."""
+    edge: str = "auto"
+    """HAProxy in front of the gateway (pullgate.tools.edge.MODES): `auto` when a haproxy binary is found."""
 
 
 def metrics_ports(settings: UpSettings, env: Mapping[str, str] = os.environ) -> dict[str, int] | None:
@@ -120,6 +124,19 @@ def _child_setup() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+EDGE_PRIORITY = 5
+"""How many nice levels above the servers the edge runs, where the launcher may raise a priority (root, or
+CAP_SYS_NICE). A refusal is only as fast as the edge is scheduled: on a machine whose cores the servers keep busy
+under overload, an edge at the same priority waits its turn behind them (docs/overload.md)."""
+
+
+def _edge_setup() -> None:
+    """`_child_setup`, and the edge's priority raised where that is allowed."""
+    _child_setup()
+    with contextlib.suppress(OSError):
+        os.nice(-EDGE_PRIORITY)
 
 
 PROC = Path("/proc")
@@ -309,6 +326,16 @@ class Launcher:
         self.pki = None if settings.insecure else Pki(settings.data_dir / "pki")
         self.access = Access(None if self.pki is None else self.pki.directory)
         self.policy = policies.load(settings.policy)  # ConfigError naming the key and the file, before anything
+        self.edge: edges.EdgeChild | None = None
+        try:
+            binary, self.edge_absent = edges.choose(settings.edge)
+        except edges.EdgeUnavailable as error:
+            raise LaunchError(str(error)) from None
+        if binary is not None:
+            # The edge takes the gateway's public port; the gateway listens behind it on a free one.
+            gateway = next(c for c in self.children if c.service == topology.ENTRY)
+            self.edge = edges.EdgeChild(binary, edges.files_under(self.run_dir), settings.host, gateway.port)
+            gateway.port = 0
 
     def addresses(self, service: str) -> list[str]:
         return [f"{self.settings.host}:{c.port}" for c in self.children if c.service == service]
@@ -338,6 +365,8 @@ class Launcher:
                 cmd += ["--token-secret", str(self.pki.directory / TOKEN_FILE)]
             if s.policy is not None:
                 cmd += ["--policy", str(s.policy)]
+        if child.service == topology.ENTRY and self.edge is not None:
+            cmd += ["--edge-control", str(self.edge.files.socket)]
         return cmd
 
     def _port_file(self, child: Child) -> Path:
@@ -365,16 +394,15 @@ class Launcher:
         child.port = int(port_file.read_text())
         if child.metrics_port is not None and metrics_file.exists():  # written before the gRPC port file
             child.metrics_port = int(metrics_file.read_text())
-        await self._wait_serving(child, deadline)
+        await self._wait_serving(child.service, child.name, f"{self.settings.host}:{child.port}", deadline)
 
-    async def _wait_serving(self, child: Child, deadline: float) -> None:
-        address = f"{self.settings.host}:{child.port}"
-        async with self.access.channel(child.service, address) as channel:
+    async def _wait_serving(self, service: str, name: str, address: str, deadline: float) -> None:
+        async with self.access.channel(service, address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
-                    raise LaunchError(f"{child.name} at {address} did not report SERVING in time")
+                    raise LaunchError(f"{name} at {address} did not report SERVING in time")
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=min(1.0, remaining),
                                              wait_for_ready=True)
@@ -385,7 +413,8 @@ class Launcher:
         """Start every stage; a service's first replica starts (and seeds its database) before the others."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        check_ports_free(self.settings.host, {c.name: c.port for c in self.children},
+        check_ports_free(self.settings.host,
+                         {c.name: c.port for c in self.children} | ({"edge": self.edge.port} if self.edge else {}),
                          {c.name: c.metrics_port for c in self.children if c.metrics_port is not None})
         if self.pki is not None:
             # Every service's certificate and the tools' (the operator's), made or renewed; the gateway's token key.
@@ -396,8 +425,62 @@ class Launcher:
             await asyncio.gather(*(self._spawn(c) for c in firsts))
             others = [c for c in self.children if c.service in stage and c.replica > 0]
             await asyncio.gather(*(self._spawn(c) for c in others))
+        if self.edge is not None:
+            self._configure_edge(self.edge)
+            await self._spawn_edge(self.edge)
         self.write_state()
         self._supervisors = [asyncio.create_task(self._supervise(c)) for c in self.children]
+        if self.edge is not None:
+            self._supervisors.append(asyncio.create_task(self._supervise_edge(self.edge)))
+
+    def _configure_edge(self, edge: edges.EdgeChild) -> None:
+        """Write the edge's configuration: the gateway's address, methods and starting rooms, and TLS."""
+        from gateway import SERVICE, criticality  # the gateway's contract; not needed without an edge
+
+        gateway = next(c for c in self.children if c.service == topology.ENTRY)
+        admission = load_config(self.settings.config_file).admission.for_service(topology.ENTRY)
+        tls = None
+        if self.pki is not None:
+            edge.files.directory.mkdir(parents=True, exist_ok=True)
+            tls = edges.tls_files(edge.files, self.pki.cert(topology.ENTRY), self.pki.key(topology.ENTRY),
+                                  self.pki.ca, topology.ENTRY)
+        edge.configure(f"{self.settings.host}:{gateway.port}", criticality(SERVICE), admission, tls)
+
+    async def _spawn_edge(self, edge: edges.EdgeChild) -> None:
+        """Start HAProxy and wait until a health check through it reaches the gateway."""
+        edge.process = await asyncio.create_subprocess_exec(*edge.command(), stdin=asyncio.subprocess.DEVNULL,
+                                                            preexec_fn=_edge_setup)
+        deadline = asyncio.get_running_loop().time() + self.settings.ready_timeout
+        waiting = asyncio.create_task(self._wait_serving(topology.ENTRY, "edge", edge.address, deadline))
+        exited = asyncio.create_task(edge.process.wait())
+        await asyncio.wait([waiting, exited], return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            raise LaunchError(f"the edge (HAProxy, {edge.files.config}) exited with code {edge.process.returncode} "
+                              "before it was ready; see its message above")
+        exited.cancel()
+        waiting.result()
+
+    async def _supervise_edge(self, edge: edges.EdgeChild) -> None:
+        """Restart HAProxy whenever it dies, as `_supervise` does a server."""
+        backoff = 0.5
+        while True:
+            assert edge.process is not None
+            code = await edge.process.wait()
+            if self._stopping:
+                return
+            edge.restarts += 1
+            log.warning("the edge exited with code %s; restarting in %.1fs (restart #%d)", code, backoff,
+                        edge.restarts)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            try:
+                await self._spawn_edge(edge)
+            except LaunchError as error:
+                log.error("restart of the edge failed: %s", error)
+                continue
+            backoff = 0.5
+            self.write_state()
 
     async def _supervise(self, child: Child) -> None:
         """Restart the child whenever it dies, with exponential backoff that resets after a stable run."""
@@ -429,6 +512,10 @@ class Launcher:
             "launcher_pid": os.getpid(),
             "data_dir": str(self.settings.data_dir.resolve()),
             "databases": dict(self.settings.database_urls),  # owners on PostgreSQL (no passwords: .pgpass)
+            "entry": self.entry,
+            "edge": None if self.edge is None else
+            {"address": self.edge.address, "pid": self.edge.process.pid if self.edge.process else None,
+             "restarts": self.edge.restarts, "haproxy": self.edge.version, "config": str(self.edge.files.config)},
             "security": {"mode": "insecure"} if self.pki is None else
             {"mode": "mtls", "pki": str(self.pki.directory.resolve()),
              "policy": str((self.settings.policy or policies.SHIPPED).resolve())},
@@ -459,6 +546,15 @@ class Launcher:
             stopped.append(outcome)
             report(outcome)
 
+        edge = self.edge
+        if edge is not None and edge.process is not None:  # first: nothing new reaches the gateway
+            if edge.process.returncode is not None:
+                ended(Stopped("edge", edge.process.pid, 0.0, exit_code=edge.process.returncode))
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    edge.process.terminate()
+                await self._reap("edge", edge.process, asyncio.get_running_loop().time(), ended)
+            edge.cleanup()
         for stage in reversed(topology.stages()):
             running: list[tuple[Child, asyncio.subprocess.Process]] = []
             for child in self.children:
@@ -491,6 +587,11 @@ class Launcher:
             killed = True
         ended(Stopped(name, process.pid, asyncio.get_running_loop().time() - since, killed=killed))
 
+    @property
+    def entry(self) -> str:
+        """Where callers call: the edge when there is one, else the gateway."""
+        return self.edge.address if self.edge is not None else self.addresses(topology.ENTRY)[0]
+
     def metrics_url(self, child: Child) -> str | None:
         """Where `child` serves its metrics for Prometheus, or None."""
         return None if child.metrics_port is None else f"http://{self.settings.host}:{child.metrics_port}/metrics"
@@ -506,8 +607,16 @@ class Launcher:
             pid = c.process.pid if c.process else 0
             metrics = self.metrics_url(c) or "-"
             rows.append(f"  {c.name:<12} {s.host + ':' + str(c.port):<22} {pid:>7}   {metrics:<36} {db}")
+        if self.edge is not None:
+            pid = self.edge.process.pid if self.edge.process else 0
+            rows.insert(1, f"  {'edge':<12} {self.edge.address:<22} {pid:>7}   {'-':<36} "
+                           f"(HAProxy {self.edge.version} in front of the gateway)")
+            edge_lines = ["Edge: HAProxy refuses at once what the gateway's admission limit has no room for "
+                          "(docs/overload.md); the gateway listens behind it.", ""]
+        else:
+            edge_lines = [f"Edge: {self.edge_absent}.", ""]
         entry = topology.service(topology.ENTRY)
-        gateway = self.addresses(entry.name)[0]
+        gateway = self.entry
         target = "" if gateway == f"127.0.0.1:{entry.port}" else f" --target {gateway}"
         if self.pki is None:
             security = ["Security: NONE (--insecure): plaintext, and every caller may call every method.", "",
@@ -520,9 +629,10 @@ class Launcher:
                         "", "Try, in another terminal (a token for customer 1 first):",
                         f"  export PULLGATE_TOKEN=$(pullgate token --customer 1{_data_dir_flag(s.data_dir)})"]
         return "\n".join([
-            f"pullgate is up: {len(self.children)} processes, data in {s.data_dir}",
+            f"pullgate is up: {len(self.children) + (self.edge is not None)} processes, data in {s.data_dir}",
             *rows,
             "",
+            *edge_lines,
             *security,
             f"  pullgate order-view 1{target}",
             f"  pullgate customer 1{target}",

@@ -17,6 +17,7 @@ DOCUMENTED = {
     "HandlerMemo",
     "UnaryInterceptor",
     "deadline",
+    "Admission",
     "AdmissionConfig",
     "AdmissionInterceptor",
     "BreakerConfig",

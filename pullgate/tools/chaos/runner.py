@@ -199,7 +199,7 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
         progress.add(call)
         healing.check()
 
-    load = Load(before.addresses(topology.ENTRY)[0], settings.rate, record, settings.seed, settings.deadline,
+    load = Load(before.entry, settings.rate, record, settings.seed, settings.deadline,
                 settings.mix, settings.max_in_flight, on_call=on_call, access=access)
     stop_watching, stop_load, stop_faults = asyncio.Event(), asyncio.Event(), asyncio.Event()
     workers = contextlib.AsyncExitStack()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pullgate import topology
 from pullgate.security.access import Access
 from pullgate.tools.launcher import STATE_FILE
 
@@ -49,6 +50,8 @@ class State:
     procs: tuple[Proc, ...]
     access: Access = field(default_factory=Access)
     """How pullgate's tools reach these processes (the `security` record; plaintext for an insecure system)."""
+    entry: str = ""
+    """Where callers call: the edge in front of the gateway, or the gateway when there is no edge."""
 
     def proc(self, name: str) -> Proc:
         for proc in self.procs:
@@ -70,7 +73,9 @@ def parse_state(data: dict[str, Any]) -> State:
         for service, entries in data["services"].items()
         for entry in entries
     )
-    return State(int(data["launcher_pid"]), Path(data["data_dir"]), procs, Access.from_state(data))
+    gateways = [p.address for p in procs if p.service == topology.ENTRY]
+    entry = str(data.get("entry") or (gateways[0] if gateways else ""))
+    return State(int(data["launcher_pid"]), Path(data["data_dir"]), procs, Access.from_state(data), entry)
 
 
 def read_state(data_dir: Path) -> State:
