@@ -45,6 +45,9 @@ def main() -> None:
                         help="overload, dashboard: where the PNGs go (default: . for overload, docs/ for dashboard)")
     parser.add_argument("--only", type=scenarios, default=overload_bench.SCENARIOS,
                         help="overload: the scenarios to run, e.g. spike,gray (default: all)")
+    parser.add_argument("--edge", choices=("auto", "haproxy", "off"), default="auto",
+                        help="overload: every system's `pullgate up --edge` (default auto: HAProxy in front of the "
+                             "gateway when it is installed)")
     args = parser.parse_args()
     if args.which == "loop":
         asyncio.run(loop_bench.run(quick=args.quick))
@@ -56,7 +59,7 @@ def main() -> None:
         asyncio.run(dashboard_bench.run(quick=args.quick, out=args.out or Path("docs")))
         return
     if args.which == "overload":
-        asyncio.run(overload_bench.run(quick=args.quick, out=args.out or Path("."), only=args.only))
+        asyncio.run(overload_bench.run(quick=args.quick, out=args.out or Path("."), only=args.only, edge=args.edge))
         return
     bench = {
         "resilience": resilience_bench, "tracing": tracing_bench, "instructions": instructions,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,34 @@ def tree_cpu(root: int | None = None) -> float | None:
     return total
 
 
+def process_cpu(pids: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds each named process has used so far (0 for one that is gone)."""
+    stats = _stats()
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        parent_cpu = stats.get(pid)
+        out[name] = 0.0 if parent_cpu is None else parent_cpu[1]
+    return out
+
+
+class Split:
+    """The cores each named process used on average between `Split(pids)` and `line()`."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self._pids = dict(pids)
+        self._at = time.monotonic()
+        self._before = process_cpu(self._pids)
+
+    def cores(self) -> dict[str, float]:
+        seconds = max(1e-9, time.monotonic() - self._at)
+        after = process_cpu(self._pids)
+        return {name: (after[name] - self._before[name]) / seconds for name in self._pids}
+
+    def line(self) -> str:
+        cores = sorted(self.cores().items(), key=lambda item: -item[1])
+        return "by process (cores): " + ", ".join(f"{name} {used:.2f}" for name, used in cores)
+
+
 @dataclass(frozen=True)
 class Usage:
     """Average cores busy over a stretch: in all, and by processes outside this benchmark."""
@@ -92,4 +121,4 @@ class Meter:
         return Usage(seconds, used, used - (ours - self._ours) / seconds)
 
 
-__all__ = ["Meter", "Usage", "machine_busy", "tree_cpu"]
+__all__ = ["Meter", "Split", "Usage", "machine_busy", "process_cpu", "tree_cpu"]

@@ -38,9 +38,12 @@ from pullgate.tools.openloop import workers
 SCENARIOS = ("spike", "gray", "tail")
 
 
-async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = SCENARIOS) -> list[Target]:
-    """Run the chosen scenarios, print their tables and the targets; the targets, for a caller to inspect."""
+async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = SCENARIOS,
+              edge: str = "auto") -> list[Target]:
+    """Run the chosen scenarios, print their tables and the targets; the targets, for a caller to inspect.
+    `edge` is every system's `pullgate up --edge` (auto: HAProxy in front of the gateway when installed)."""
     plan = QUICK if quick else FULL
+    edged = ("--edge", edge)
     began = time.monotonic()
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     print(f"overload benchmark on {machine()}", flush=True)
@@ -52,7 +55,7 @@ async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = 
             if quick:
                 # A smoke run: one system serves every scenario (each start costs 10-30 s here); figures mean
                 # nothing, only that every part of the harness ran.
-                async with up(base / "all", "replicas 1", 1) as shared:
+                async with up(base / "all", "replicas 1", 1, flags=edged) as shared:
                     if "spike" in only:
                         targets += await overload_spike.run(pool, shared, plan, out)
                     if "gray" in only:
@@ -61,15 +64,15 @@ async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = 
                         targets += await overload_tail.run(pool, [shared], plan, out)
             else:
                 if "spike" in only:
-                    async with up(base / "spike", "replicas 1", 1) as sut:
+                    async with up(base / "spike", "replicas 1", 1, flags=edged) as sut:
                         targets += await overload_spike.run(pool, sut, plan, out)
                 if "gray" in only:
-                    async with up(base / "gray", "replicas 2", 2) as sut:
+                    async with up(base / "gray", "replicas 2", 2, flags=edged) as sut:
                         targets += await overload_gray.run(sut, plan, out)
                 if "tail" in only:
                     fault, off = overload_tail.FAULT, overload_tail.HEDGING_OFF
-                    async with (up(base / "tail-on", "replicas 3, hedging on", 3, faults=fault) as hedging,
-                                up(base / "tail-off", "replicas 3, hedging off", 3, off, fault) as plain):
+                    async with (up(base / "tail-on", "replicas 3, hedging on", 3, faults=fault, flags=edged) as hedging,
+                                up(base / "tail-off", "replicas 3, hedging off", 3, off, fault, flags=edged) as plain):
                         targets += await overload_tail.run(pool, [hedging, plain], plan, out)
     print("\n== targets (issue 13)")
     for target in targets:

@@ -68,9 +68,8 @@ async def freeze_run(sut: System, victim: system.Proc, plan: Plan) -> GrayRun:
             made = 0
             while loop.time() - origin < until and (not count or made < count):
                 sent = loop.time()
-                code, overloaded, degraded = await view(stub, CONSISTENCY, ORDER_IDS[k % len(ORDER_IDS)], DEADLINE,
-                                                        metadata)
-                run.shots.append(Shot(phase, 0, sent - origin, 0.0, loop.time() - sent, code, overloaded, degraded))
+                answer = await view(stub, CONSISTENCY, ORDER_IDS[k % len(ORDER_IDS)], DEADLINE, metadata)
+                run.shots.append(Shot(phase, 0, sent - origin, 0.0, loop.time() - sent, *answer))
                 k += 1
                 made += 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pullgate import topology
 from pullgate.tools import scrape
 from pullgate.tools.chaos import system
 from pullgate.tools.chaos.actions import FaultClient
+from pullgate.tools.launcher import STATE_FILE
 from pullgate.tools.openloop import Gateway
 
 
@@ -39,6 +41,14 @@ class System:
         state = system.read_state(self.data_dir)
         return {p.name: self.metrics[p.name] for p in state.procs if p.service in calling and p.name in self.metrics}
 
+    def pids(self) -> dict[str, int]:
+        """Every process of the system by name, the edge (HAProxy) included when there is one."""
+        recorded = json.loads((self.data_dir / STATE_FILE).read_text())
+        pids = {p.name: p.pid for p in system.read_state(self.data_dir).procs}
+        if recorded.get("edge") and recorded["edge"].get("pid"):
+            pids["edge"] = int(recorded["edge"]["pid"])
+        return pids
+
 
 def _start(data_dir: Path, replicas: int, config: str, faults: str, flags: Sequence[str]) -> system.Started:
     data_dir.mkdir(parents=True)
@@ -57,7 +67,7 @@ async def up(data_dir: Path, label: str, replicas: int, config: str = "", faults
     started = await asyncio.to_thread(_start, data_dir, replicas, config, faults, flags)
     try:
         state = system.read_state(data_dir)
-        gateway = Gateway.of(state.addresses(topology.ENTRY)[0], state.access)
+        gateway = Gateway.of(state.entry, state.access)
         yield System(label, data_dir, gateway, scrape.endpoints(data_dir), faults)
     finally:
         await asyncio.to_thread(started.stop)
