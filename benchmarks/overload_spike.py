@@ -4,9 +4,12 @@ back at once afterwards?
 One `--replicas 1` system. Capacity first: OK strong order views per second from 32 closed-loop callers (runs
 differ, so it is measured, not assumed). Then open loop at 0.5x capacity, 3x for 10 s, 0.5x for 10 s, every
 view with a 1 s deadline, and a table per second by when each request was due: offered, good (OK within the
-deadline), refused by code, latency of OK answers and of refusals, and the generator's send lag. A refusal is
-RESOURCE_EXHAUSTED (admission control, in Python) or CANCELLED (grpc's core, when its queue in front of Python is
-full): both are counted, and the target names how many came with each.
+deadline), refused by code, latency of OK answers (from when each was due) and of refusals (from when each was
+sent: how long the caller waited for the "no"; the generator's own lateness in sending is the last column), and
+the generator's send lag. A refusal is RESOURCE_EXHAUSTED made at arrival (by the edge, HAProxy in front of the
+gateway, or by admission control in Python) or CANCELLED (grpc's core, when its queue in front of Python is full):
+all are counted, and the target names how many came from each; a view the gateway admitted and an owner then
+refused a part of (trailer `resilience-failure-origin`) is a failure, not a refusal.
 Breakers are counted from `resilience_breaker_transitions_total{state="open"}` on the gateway and on every
 orders process, read before and after.
 """
@@ -55,7 +58,7 @@ def per_second(shots: Sequence[Shot], deadline: float) -> list[Second]:
         buckets[math.floor(shot.due)].append(shot)
     return [Second(t, bucket[0].phase, len(bucket), Counter(overload_plot.kind(s, deadline) for s in bucket),
                    [s.latency for s in bucket if s.code == "OK"],
-                   [s.latency for s in bucket if s.refused],
+                   [s.latency - s.lag for s in bucket if s.refused],
                    [s.lag for s in bucket], sum(s.overloaded for s in bucket))
             for t, bucket in sorted(buckets.items())]
 
@@ -162,21 +165,25 @@ def targets(seconds: Sequence[Second], cap: float, opened: Mapping[str, float],
     refused = [s for s in shots if s.refused]
     codes = Counter(s.code for s in shots if s.code != "OK")
     if refused:
+        # A refusal is timed from when its request was sent: how long the caller waited for the "no". From when
+        # it was due adds the generator's own lateness in sending (its timer, its loop), which no server causes
+        # or removes; that figure is printed too.
         kinds = Counter(s.code for s in refused)
         marked = sum(s.overloaded for s in refused)
-        p99 = q([s.latency for s in refused], 0.99)
-        edge = [s.latency for s in refused if s.at_edge]
-        behind = [s.latency for s in refused if not s.at_edge]
+        p99 = q([s.latency - s.lag for s in refused], 0.99)
+        due = q([s.latency for s in refused], 0.99)
+        edge = [s.latency - s.lag for s in refused if s.at_edge]
+        behind = [s.latency - s.lag for s in refused if not s.at_edge]
         where = f"; the edge's {len(edge)} p99 {ms(q(edge, 0.99))} ms, " if edge else "; "
         where += f"the others' {len(behind)} p99 {ms(q(behind, 0.99))} ms" if behind else "no others"
-        relayed = [s.latency for s in shots if s.relayed and s.code in ("RESOURCE_EXHAUSTED", "CANCELLED")]
+        relayed = [s.latency - s.lag for s in shots if s.relayed and s.code in ("RESOURCE_EXHAUSTED", "CANCELLED")]
         if relayed:
             where += (f"; not counted: {len(relayed)} views admitted and then refused a part by an owner "
                       f"(p99 {ms(q(relayed, 0.99))} ms)")
         fast = Target("spike", "refusals p99 < 5 ms",
-                      f"{ms(p99)} ms over {len(refused)}: {kinds['RESOURCE_EXHAUSTED']} RESOURCE_EXHAUSTED "
-                      f"({marked} with resilience-overloaded: 1), {kinds['CANCELLED']} CANCELLED by grpc's core"
-                      + where, p99 < 0.005)
+                      f"{ms(p99)} ms from sending ({ms(due)} ms from when due) over {len(refused)}: "
+                      f"{kinds['RESOURCE_EXHAUSTED']} RESOURCE_EXHAUSTED ({marked} with resilience-overloaded: 1), "
+                      f"{kinds['CANCELLED']} CANCELLED by grpc's core" + where, p99 < 0.005)
     else:
         others = ", ".join(f"{code} {n}" for code, n in codes.most_common()) or "none"
         fast = Target("spike", "refusals p99 < 5 ms", f"none refused (failures: {others})", False)
