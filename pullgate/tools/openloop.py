@@ -63,6 +63,12 @@ REFUSALS = ("RESOURCE_EXHAUSTED", "CANCELLED")
 from grpc's core when its queue of calls not yet taken by Python is full (`grpc.server.max_pending_requests`,
 docs/overload.md). These loads never cancel a call themselves, so a CANCELLED here is the server's."""
 
+ORIGIN = "resilience-failure-origin"
+"""The trailer naming the owner where a failure began (resilience.errors.ORIGIN_METADATA)."""
+
+EDGE_REFUSAL = "edge:"
+"""How the details of the edge's refusals begin (pullgate.edge.haproxy.REFUSAL_MESSAGE)."""
+
 REFUSED_PAUSE = 0.05
 """How long a closed-loop caller waits after a refusal before its next request, as a client that honours
 "overloaded" does (pullgate's own client side throttles itself). A caller that re-sent at once would spin: a
@@ -133,6 +139,11 @@ class Shot:
     """The answer carried the trailer `resilience-overloaded: 1`."""
     degraded: bool = False
     """An OK view with a stale or missing part."""
+    at_edge: bool = False
+    """A refusal the edge made (HAProxy in front of the gateway; its details begin "edge:"), not the gateway."""
+    relayed: bool = False
+    """A failure an owner began (trailer `resilience-failure-origin`): the gateway took the view, and an owner
+    refused or failed a part a strong read could not do without. Not a refusal of the view."""
 
     @property
     def end(self) -> float:
@@ -141,7 +152,7 @@ class Shot:
     @property
     def refused(self) -> bool:
         """The server refused it (one of REFUSALS), rather than failing it."""
-        return self.code in REFUSALS
+        return self.code in REFUSALS and not self.relayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,16 +220,18 @@ def slots(phases: Sequence[Phase]) -> list[tuple[float, str]]:
 
 
 async def view(stub: GatewayServiceAsyncStub, consistency: str, order_id: str, deadline: float,
-               metadata: Metadata = ()) -> tuple[str, bool, bool]:
+               metadata: Metadata = ()) -> tuple[str, bool, bool, bool, bool]:
     """One order view given `deadline` seconds, carrying `metadata` (`Gateway.metadata`): (code, overloaded
-    trailer, degraded)."""
+    trailer, degraded, refused at the edge, begun at an owner)."""
     request = pb.GetOrderViewRequest(order_id=order_id, read=pb.ReadOptions(consistency=MODES[consistency]))
     try:
         answer = await stub.GetOrderView(request, timeout=deadline, metadata=metadata)
     except grpc.aio.AioRpcError as error:
         trailers: Any = error.trailing_metadata() or ()  # (key, value) pairs; grpc-stubs types them otherwise
-        return error.code().name, any(tuple(pair) == OVERLOADED for pair in trailers), False
-    return "OK", False, answer.degraded
+        edge = (error.details() or "").startswith(EDGE_REFUSAL)
+        relayed = any(pair[0] == ORIGIN for pair in trailers)
+        return error.code().name, any(tuple(pair) == OVERLOADED for pair in trailers), False, edge, relayed
+    return "OK", False, answer.degraded, False, False
 
 
 async def _open(job: Job, stubs: Sequence[tuple[GatewayServiceAsyncStub, Metadata]]) -> list[Shot]:
@@ -232,9 +245,9 @@ async def _open(job: Job, stubs: Sequence[tuple[GatewayServiceAsyncStub, Metadat
         lag = sent - (job.origin + due)
         target = (k // job.workers) % len(stubs)
         stub, metadata = stubs[target]
-        code, overloaded, degraded = await view(stub, job.consistency, ORDER_IDS[k % len(ORDER_IDS)],
-                                                max(0.001, job.deadline - lag), metadata)
-        shots.append(Shot(phase, target, due, lag, loop.time() - job.origin - due, code, overloaded, degraded))
+        answer = await view(stub, job.consistency, ORDER_IDS[k % len(ORDER_IDS)], max(0.001, job.deadline - lag),
+                            metadata)
+        shots.append(Shot(phase, target, due, lag, loop.time() - job.origin - due, *answer))
 
     for k, (due, phase) in enumerate(slots(job.phases)):
         if k % job.workers != job.worker:
@@ -262,11 +275,9 @@ async def _closed(job: Job, stubs: Sequence[tuple[GatewayServiceAsyncStub, Metad
             k = next(counter)
             target = k % len(stubs)
             stub, metadata = stubs[target]
-            code, overloaded, degraded = await view(stub, job.consistency, ORDER_IDS[k % len(ORDER_IDS)],
-                                                    job.deadline, metadata)
-            shots.append(Shot("closed", target, sent - job.origin, 0.0, loop.time() - sent, code, overloaded,
-                              degraded))
-            if code in REFUSALS:
+            answer = await view(stub, job.consistency, ORDER_IDS[k % len(ORDER_IDS)], job.deadline, metadata)
+            shots.append(Shot("closed", target, sent - job.origin, 0.0, loop.time() - sent, *answer))
+            if answer[0] in REFUSALS:
                 await asyncio.sleep(REFUSED_PAUSE)
 
     await asyncio.sleep(max(0.0, job.origin - loop.time()))
