@@ -97,6 +97,10 @@ class EdgeFiles:
         return self.directory / "levels.map"
 
     @property
+    def names(self) -> Path:
+        return self.directory / "names.map"
+
+    @property
     def refusal(self) -> Path:
         return self.directory / "refusal.http"
 
@@ -124,18 +128,26 @@ def rooms_of(limit: int, shares: Mapping[Criticality, float]) -> dict[Criticalit
 
 
 def write(files: EdgeFiles, *, listen: str, backend: str, methods: Mapping[str, Criticality],
-          rooms: Mapping[Criticality, int], tls: EdgeTls | None) -> None:
-    """Write the configuration and its maps into `files.directory` (made if missing)."""
+          rooms: Mapping[Criticality, int], tls: EdgeTls | None, metrics: str | None = None) -> None:
+    """Write the configuration and its maps into `files.directory` (made if missing); with `metrics`
+    (HOST:PORT), HAProxy serves its Prometheus metrics there."""
     files.directory.mkdir(parents=True, exist_ok=True)
     files.methods.write_text("".join(f"{path} {int(level)}\n" for path, level in sorted(methods.items())))
     files.levels.write_text("".join(f"{level.name} {int(level)}\n" for level in Criticality))
+    files.names.write_text("".join(f"{int(level)} {level.name.lower()}\n" for level in Criticality))
     files.rooms.write_text("".join(f"{int(level)} {rooms[level]}\n" for level in Criticality))
     files.refusal.write_bytes(refusal())
-    files.config.write_text(render(files, listen=listen, backend=backend, tls=tls))
+    files.config.write_text(render(files, listen=listen, backend=backend, tls=tls, metrics=metrics))
 
 
-def render(files: EdgeFiles, *, listen: str, backend: str, tls: EdgeTls | None) -> str:
-    """HAProxy's configuration: listen on `listen`, send to the gateway at `backend` (both HOST:PORT)."""
+REFUSED = "edge_refused_"
+"""The refusals of each criticality go through a backend of their own, `edge_refused_<level>`, so HAProxy's own
+Prometheus exporter counts them: `haproxy_backend_http_requests_total{proxy="edge_refused_sheddable"}`."""
+
+
+def render(files: EdgeFiles, *, listen: str, backend: str, tls: EdgeTls | None, metrics: str | None = None) -> str:
+    """HAProxy's configuration: listen on `listen`, send to the gateway at `backend` (both HOST:PORT), and serve
+    Prometheus metrics on `metrics` (HOST:PORT) if given."""
     if tls is None:
         bind = f"bind {listen} proto h2"
         server = f"server gateway {backend} proto h2"
@@ -144,6 +156,11 @@ def render(files: EdgeFiles, *, listen: str, backend: str, tls: EdgeTls | None) 
         server = (f"server gateway {backend} ssl verify required ca-file {tls.ca} verifyhost {tls.server_name} "
                   f"sni str({tls.server_name}) alpn h2")
     top = max(Criticality)
+    refusers = "".join(f"\nbackend {REFUSED}{level.name.lower()}\n  http-request return errorfile {files.refusal}\n"
+                       for level in Criticality)
+    exporter = "" if metrics is None else (
+        f"\nfrontend metrics\n  bind {metrics}\n  http-request use-service prometheus-exporter if {{ path /metrics }}\n"
+        "  http-request return status 404\n")
     return f"""\
 # The edge in front of pullgate's gateway: written by `pullgate up` (pullgate/edge/haproxy.py); see docs/overload.md.
 global
@@ -171,13 +188,13 @@ frontend edge
   # Its room in the gateway's current limit, and the requests in flight to the gateway now.
   http-request set-var(txn.room) var(txn.level),map_int_int({files.rooms},{NO_LIMIT})
   http-request set-var(txn.busy) srv_conn(gateway/gateway)
-  http-request return errorfile {files.refusal} if governed full
+  use_backend {REFUSED}%[var(txn.level),map_int({files.names})] if governed full
   default_backend gateway
 
 backend gateway
   http-reuse always
   {server}
-"""
+{refusers}{exporter}"""
 
 
 __all__ = ["NO_LIMIT", "ROOMS_MAP", "EdgeError", "EdgeFiles", "EdgeTls", "find_haproxy", "refusal", "render",

@@ -86,6 +86,8 @@ class EdgeChild:
     host: str
     port: int
     """The public port (the gateway's, from the topology or --port); 0 until one is picked."""
+    metrics_port: int | None = None
+    """Where HAProxy serves its Prometheus metrics (None: nowhere); 0 until one is picked."""
     version: str = "?"
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
@@ -98,9 +100,16 @@ class EdgeChild:
                   tls: EdgeTls | None) -> None:
         if self.port == 0:
             self.port = free_port(self.host)
+        if self.metrics_port == 0:
+            self.metrics_port = free_port(self.host)
         self.version = haproxy.version(self.binary)
+        metrics = None if self.metrics_port is None else f"{self.host}:{self.metrics_port}"
         haproxy.write(self.files, listen=self.address, backend=backend, methods=methods, rooms=rooms(admission),
-                      tls=tls)
+                      tls=tls, metrics=metrics)
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.metrics_port is None else f"http://{self.host}:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
         return [str(self.binary), "-db", "-f", str(self.files.config)]

@@ -334,7 +334,8 @@ class Launcher:
         if binary is not None:
             # The edge takes the gateway's public port; the gateway listens behind it on a free one.
             gateway = next(c for c in self.children if c.service == topology.ENTRY)
-            self.edge = edges.EdgeChild(binary, edges.files_under(self.run_dir), settings.host, gateway.port)
+            self.edge = edges.EdgeChild(binary, edges.files_under(self.run_dir), settings.host, gateway.port,
+                                        metrics_port=None if metrics is None else 0)
             gateway.port = 0
 
     def addresses(self, service: str) -> list[str]:
@@ -515,7 +516,8 @@ class Launcher:
             "entry": self.entry,
             "edge": None if self.edge is None else
             {"address": self.edge.address, "pid": self.edge.process.pid if self.edge.process else None,
-             "restarts": self.edge.restarts, "haproxy": self.edge.version, "config": str(self.edge.files.config)},
+             "restarts": self.edge.restarts, "haproxy": self.edge.version, "config": str(self.edge.files.config),
+             "metrics": self.edge.metrics_url},
             "security": {"mode": "insecure"} if self.pki is None else
             {"mode": "mtls", "pki": str(self.pki.directory.resolve()),
              "policy": str((self.settings.policy or policies.SHIPPED).resolve())},
@@ -609,7 +611,7 @@ class Launcher:
             rows.append(f"  {c.name:<12} {s.host + ':' + str(c.port):<22} {pid:>7}   {metrics:<36} {db}")
         if self.edge is not None:
             pid = self.edge.process.pid if self.edge.process else 0
-            rows.insert(1, f"  {'edge':<12} {self.edge.address:<22} {pid:>7}   {'-':<36} "
+            rows.insert(1, f"  {'edge':<12} {self.edge.address:<22} {pid:>7}   {self.edge.metrics_url or '-':<36} "
                            f"(HAProxy {self.edge.version} in front of the gateway)")
             edge_lines = ["Edge: HAProxy refuses at once what the gateway's admission limit has no room for "
                           "(docs/overload.md); the gateway listens behind it.", ""]

@@ -30,12 +30,18 @@ def binary() -> str | None:
 
 
 def config(data_dir: Path, interval: str = "1s") -> str:
-    """Prometheus's config for the `pullgate up` whose state is in `data_dir`: a job per service."""
-    services: Mapping[str, list[dict[str, Any]]] = json.loads((data_dir / STATE_FILE).read_text())["services"]
+    """Prometheus's config for the `pullgate up` whose state is in `data_dir`: a job per service, and `edge` for
+    the HAProxy in front of the gateway when there is one."""
+    state = json.loads((data_dir / STATE_FILE).read_text())
+    services: Mapping[str, list[dict[str, Any]]] = state["services"]
     jobs = []
     for name in topology.names():
         targets = [urllib.parse.urlsplit(p["metrics"]).netloc for p in services[name] if p.get("metrics")]
         jobs.append(f"  - job_name: {name}\n    static_configs:\n      - targets: {json.dumps(targets)}\n")
+    edge = state.get("edge") or {}
+    if edge.get("metrics"):  # HAProxy in front of the gateway: its own exporter
+        target = urllib.parse.urlsplit(edge["metrics"]).netloc
+        jobs.append(f"  - job_name: edge\n    static_configs:\n      - targets: {json.dumps([target])}\n")
     return (f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
             "scrape_configs:\n" + "".join(jobs))
 

@@ -23,7 +23,7 @@ from pullgate.orders.v1 import orders_pb2
 from resilience import OVERLOADED_METADATA
 from resilience.criticality import METADATA_KEY as CRITICALITY
 from tests.e2e.test_up import System, pullgate_up
-from tests.support import until, value
+from tests.support import scrape, until, value
 
 if TYPE_CHECKING:
     from pullgate.gateway.v1.gateway_pb2_grpc import GatewayServiceAsyncStub as GatewayStub
@@ -156,6 +156,8 @@ async def test_the_edge_refuses_the_excess_itself_with_the_gateways_trailers(tmp
         assert all(t.get(OVERLOADED_METADATA) == "1" and t.get("resilience-refused") == "limit" for t, _ in refused)
         assert all(details.startswith("edge:") for _, details in refused)
         assert finished.index(grpc.StatusCode.OK) >= len(refused)
+        counted = scrape(system.state["edge"]["metrics"])  # HAProxy's own exporter counts them, by criticality
+        assert value(counted, "haproxy_backend_http_requests_total", proxy="edge_refused_sheddable") == len(refused)
         gateway_metrics = system.metrics("gateway")
         assert value(gateway_metrics, "resilience_server_admitted_total") >= 3
         assert value(gateway_metrics, "resilience_server_refused_total", reason="limit") == 0

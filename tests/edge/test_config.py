@@ -141,3 +141,25 @@ def test_the_gateway_pushes_its_rooms_when_they_change_and_again_after_a_failure
         assert len(api.sent) == 3
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(haproxy.find_haproxy() is None, reason="needs haproxy (Debian: apt-get install haproxy)")
+@pytest.mark.parametrize("tls", [False, True])
+def test_haproxy_accepts_the_configuration(tmp_path: Path, tls: bool) -> None:
+    """`haproxy -c` on what `pullgate up` writes, with and without TLS, with the metrics frontend."""
+    import subprocess
+
+    from pullgate.security.pki import ensure_dev_pki
+
+    files = EdgeFiles(tmp_path / "edge")
+    secure = None
+    if tls:
+        pki = ensure_dev_pki(tmp_path / "pki", ["gateway"])
+        files.directory.mkdir()
+        secure = edges.tls_files(files, pki.cert("gateway"), pki.key("gateway"), pki.ca, "gateway")
+    haproxy.write(files, listen="127.0.0.1:1", backend="127.0.0.1:2", methods=criticality(SERVICE),
+                  rooms=edges.rooms(AdmissionConfig()), tls=secure, metrics="127.0.0.1:3")
+    binary = haproxy.find_haproxy()
+    assert binary is not None
+    checked = subprocess.run([str(binary), "-c", "-f", str(files.config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
