@@ -171,7 +171,8 @@ async def running(
     names = [b.full_name for b in bindings]
     injector = faults if faults is not None else FaultInjector("")
     own = {path: level for b in bindings for path, level in b.criticality.items()}
-    admitting = AdmissionInterceptor(names, admission, criticality=own, name=name, clock=clock)
+    admitting = AdmissionInterceptor(names, admission, criticality=own, name=name, clock=clock,
+                                     edge=edge_control is not None)
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
         # Outermost: the standard per-method metric (rpc.server.duration), so every call is counted by its
         # status, refusals too; a clock read and a histogram record per call.

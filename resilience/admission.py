@@ -53,6 +53,11 @@ class AdmissionConfig(_Checked):
     before Python spends anything on it. grpc answers those with CANCELLED, not RESOURCE_EXHAUSTED (its
     choice, not ours); the layer's transport reads a CANCELLED the server sent as an overloaded refusal.
 
+    `edge_headroom` is for a server with an edge in front (pullgate.edge: a proxy that refuses what the limit has
+    no room for, counting every request it has sent on and not seen answered): requests on their way from the edge
+    into Python (grpc's core, the accept loop, a task) are counted there and not yet here, so each room grows by
+    this many places, at the edge and here alike. It stands where grpc's pending-call bound stood without an edge.
+
         AdmissionConfig(initial_limit=20, sheddable_share=0.5)
         AdmissionConfig.from_mapping({"max_limit": 100}, source="pullgate.toml")
     """
@@ -71,6 +76,7 @@ class AdmissionConfig(_Checked):
     service_time_percentile: float = 0.1
     max_pending_requests: int = 8
     max_pending_requests_hard_limit: int = 32
+    edge_headroom: int = 4
     _rules: ClassVar = {
         "initial_limit": (lambda v: v >= 1, ">= 1"),
         "min_limit": (lambda v: v >= 1, ">= 1"),
@@ -84,6 +90,7 @@ class AdmissionConfig(_Checked):
         "service_time_percentile": (lambda v: 0 < v <= 0.5, "in (0, 0.5]"),
         "max_pending_requests": (lambda v: v >= 1, ">= 1"),
         "max_pending_requests_hard_limit": (lambda v: v >= 1, ">= 1"),
+        "edge_headroom": (lambda v: v >= 0, ">= 0"),
     }
 
     def __post_init__(self) -> None:
@@ -207,18 +214,20 @@ class Admission:
     level keeps at least one place, so no level starves completely (and each keeps giving latency samples).
     """
 
-    __slots__ = ("_gradient", "_room", "_shares", "in_flight")
+    __slots__ = ("_gradient", "_room", "_shares", "in_flight", "slack")
 
-    def __init__(self, config: AdmissionConfig) -> None:
+    def __init__(self, config: AdmissionConfig, slack: int = 0) -> None:
+        """`slack`: places added to every level's room (`AdmissionConfig.edge_headroom` behind an edge, else 0)."""
         self._gradient = GradientLimit(config)
         self._shares = tuple(config.share(level) for level in Criticality)
         self.in_flight = 0
+        self.slack = slack
         self._room: list[int] = []
         self._fit()
 
     def _fit(self) -> None:
         limit = int(self._gradient.limit)
-        self._room = [max(1, int(limit * share)) for share in self._shares]
+        self._room = [max(1, int(limit * share)) + self.slack for share in self._shares]
 
     @property
     def limit(self) -> int:

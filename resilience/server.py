@@ -151,9 +151,11 @@ class AdmissionInterceptor(UnaryInterceptor):
         criticality: Mapping[str, Criticality] | None = None,
         name: str = "",
         clock: Clock = SYSTEM_CLOCK,
+        edge: bool = False,
     ) -> None:
         """`criticality` maps full method paths (`/pkg.Service/Method`) of `services` to their own level;
-        `name` labels the metrics (the server's name)."""
+        `name` labels the metrics (the server's name); `edge`: an edge in front of the server refuses first, and
+        every room grows by `config.edge_headroom` (AdmissionConfig)."""
         self.name = name
         self._services = frozenset(services)
         own = dict(criticality or {})
@@ -167,7 +169,7 @@ class AdmissionInterceptor(UnaryInterceptor):
         self._own = own
         self._config = config
         self._clock = clock
-        self.admission = Admission(config) if config.enabled else None
+        self.admission = Admission(config, config.edge_headroom if edge else 0) if config.enabled else None
         self.methods: dict[str, MethodAdmissions] = {}
         watch_admission(self)
 

@@ -122,9 +122,9 @@ def refusal(message: str = REFUSAL_MESSAGE) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def rooms_of(limit: int, shares: Mapping[Criticality, float]) -> dict[Criticality, int]:
-    """Each criticality's room in a limit: what resilience.admission.Admission gives it (at least one place)."""
-    return {level: max(1, int(limit * shares[level])) for level in Criticality}
+def rooms_of(limit: int, shares: Mapping[Criticality, float], slack: int = 0) -> dict[Criticality, int]:
+    """Each criticality's room in a limit: what resilience.Admission gives it (at least one place, and `slack`)."""
+    return {level: max(1, int(limit * shares[level])) + slack for level in Criticality}
 
 
 def write(files: EdgeFiles, *, listen: str, backend: str, methods: Mapping[str, Criticality],

@@ -66,7 +66,8 @@ def rooms(config: AdmissionConfig) -> dict[Criticality, int]:
     """The rooms the edge starts with: the gateway's initial limit's (the gateway sets them as it moves)."""
     if not config.enabled:
         return dict.fromkeys(Criticality, haproxy.NO_LIMIT)
-    return haproxy.rooms_of(config.initial_limit, {level: config.share(level) for level in Criticality})
+    shares = {level: config.share(level) for level in Criticality}
+    return haproxy.rooms_of(config.initial_limit, shares, config.edge_headroom)
 
 
 def tls_files(files: EdgeFiles, cert: Path, key: Path, ca: Path, server_name: str) -> EdgeTls:

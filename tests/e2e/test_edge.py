@@ -34,8 +34,9 @@ pytestmark = [
 ]
 
 STRONG = pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)
-LIMIT_4 = "[admission.gateway]\ninitial_limit = 4\nmin_limit = 4\nmax_limit = 4\n"
-"""The gateway admits 4 at once: CRITICAL (PlaceOrder) may fill 4, SHEDDABLE (the reads) int(4 * 0.9) = 3."""
+LIMIT_4 = "[admission.gateway]\ninitial_limit = 4\nmin_limit = 4\nmax_limit = 4\nedge_headroom = 0\n"
+"""The gateway admits 4 at once: CRITICAL (PlaceOrder) may fill 4, SHEDDABLE (the reads) int(4 * 0.9) = 3; no
+headroom for requests on their way in, so the edge refuses at exactly those rooms."""
 
 
 def _config(tmp_path: Path, text: str) -> str:
@@ -197,11 +198,12 @@ async def test_the_edges_rooms_follow_the_gateway_and_a_killed_edge_comes_back(t
     """The edge starts with the rooms of the gateway's limit; rooms it forgot are set again by the gateway; an edge
     killed with SIGKILL is restarted by the launcher and serves again."""
     async with pullgate_up(tmp_path) as system:
-        assert _rooms(system) == {0: 18, 1: 19, 2: 20, 3: 20}  # the default initial limit, 20
+        # The default initial limit, 20, and 4 places for requests on their way in (edge_headroom).
+        assert _rooms(system) == {0: 22, 1: 23, 2: 24, 3: 24}
         path = Path(system.state["edge"]["config"]).parent / "rooms.map"
         assert _runtime_api(system, f"set map {path} 0 1").strip() == ""
         assert _rooms(system)[0] == 1
-        await until(lambda: _rooms(system)[0] == 18, within=10)
+        await until(lambda: _rooms(system)[0] == 22, within=10)
         pid = int(system.state["edge"]["pid"])
         os.kill(pid, signal.SIGKILL)
         await until(lambda: system.state["edge"]["restarts"] == 1 and system.state["edge"]["pid"] != pid, within=20)

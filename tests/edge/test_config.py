@@ -35,12 +35,25 @@ def test_a_refusal_message_that_grpc_message_cannot_carry_is_refused(message: st
         haproxy.refusal(message)
 
 
+@pytest.mark.parametrize("slack", [0, 4])
 @pytest.mark.parametrize("limit", [1, 4, 5, 19, 20, 21, 37, 200])
-def test_the_edges_rooms_are_the_ones_admission_gives_each_criticality(limit: int) -> None:
-    config = AdmissionConfig(initial_limit=limit, min_limit=1, sheddable_share=0.5, sheddable_plus_share=0.75)
-    admission = Admission(config)
-    rooms = haproxy.rooms_of(limit, {level: config.share(level) for level in Criticality})
+def test_the_edges_rooms_are_the_ones_admission_gives_each_criticality(limit: int, slack: int) -> None:
+    config = AdmissionConfig(initial_limit=limit, min_limit=1, sheddable_share=0.5, sheddable_plus_share=0.75,
+                             edge_headroom=slack)
+    admission = Admission(config, slack)
+    rooms = haproxy.rooms_of(limit, {level: config.share(level) for level in Criticality}, slack)
     assert rooms == {level: admission.room(level) for level in Criticality}
+    assert rooms == edges.rooms(config)
+
+
+def test_behind_an_edge_every_room_grows_by_the_headroom_and_the_limit_does_not() -> None:
+    config = AdmissionConfig(initial_limit=10, edge_headroom=4)
+    plain, behind = Admission(config), Admission(config, config.edge_headroom)
+    assert behind.limit == plain.limit == 10
+    assert [behind.room(level) - plain.room(level) for level in Criticality] == [4, 4, 4, 4]
+    for _ in range(behind.room(Criticality.SHEDDABLE)):
+        assert behind.try_acquire(Criticality.SHEDDABLE)
+    assert not behind.try_acquire(Criticality.SHEDDABLE)
 
 
 def test_with_admission_off_the_edge_refuses_nothing() -> None:
@@ -116,7 +129,7 @@ def pushed(follower: RoomsFollower) -> tuple[int, ...] | None:
 
 
 def test_the_gateway_pushes_its_rooms_when_they_change_and_again_after_a_failure() -> None:
-    config = AdmissionConfig(initial_limit=10, min_limit=4, max_limit=50)
+    config = AdmissionConfig(initial_limit=10, min_limit=4, max_limit=50, edge_headroom=0)
     admission = Admission(config)
     api = ScriptedApi()
     follower = RoomsFollower(admission, api, Path("rooms.map"), refresh=1.0)
