@@ -457,6 +457,8 @@ class Launcher:
         await asyncio.wait([waiting, exited], return_when=asyncio.FIRST_COMPLETED)
         if not waiting.done():
             waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LaunchError):
+                await waiting
             raise LaunchError(f"the edge (HAProxy, {edge.files.config}) exited with code {edge.process.returncode} "
                               "before it was ready; see its message above")
         exited.cancel()

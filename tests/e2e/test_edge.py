@@ -22,7 +22,7 @@ from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
 from resilience import OVERLOADED_METADATA
 from resilience.criticality import METADATA_KEY as CRITICALITY
-from tests.e2e.test_up import System, pullgate_up
+from tests.e2e.test_up import System, _pid_alive, pullgate_up
 from tests.support import scrape, until, value
 
 if TYPE_CHECKING:
@@ -93,14 +93,6 @@ def _rooms(system: System) -> dict[int, int]:
     return {int(level): int(room) for _, level, room in rows}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def test_callers_reach_the_gateway_through_the_edge_as_before(tmp_path: Path) -> None:
     """The edge takes the gateway's public place: views, authorization and health work through it over TLS,
     and SIGTERM stops it with the rest."""
@@ -128,7 +120,7 @@ async def test_callers_reach_the_gateway_through_the_edge_as_before(tmp_path: Pa
             assert code is grpc.StatusCode.UNAUTHENTICATED
         system.process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(system.process.wait(), 30)
-    assert not _alive(int(edge["pid"]))
+    assert not _pid_alive(int(edge["pid"]))
     assert not (tmp_path / "pullgate-up.json").exists()
 
 
