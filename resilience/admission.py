@@ -214,20 +214,25 @@ class Admission:
     level keeps at least one place, so no level starves completely (and each keeps giving latency samples).
     """
 
-    __slots__ = ("_gradient", "_room", "_shares", "in_flight", "slack")
+    __slots__ = ("_admit", "_gradient", "_room", "_shares", "in_flight", "lenience", "slack")
 
-    def __init__(self, config: AdmissionConfig, slack: int = 0) -> None:
-        """`slack`: places added to every level's room (`AdmissionConfig.edge_headroom` behind an edge, else 0)."""
+    def __init__(self, config: AdmissionConfig, slack: int = 0, lenience: int = 0) -> None:
+        """`slack`: places added to every level's room; `lenience`: places beyond its room a level may still fill
+        here. Behind an edge both are `AdmissionConfig.edge_headroom`: the edge refuses at the rooms, and this
+        server refuses only what the edge let in before it heard that the limit fell by more than that."""
         self._gradient = GradientLimit(config)
         self._shares = tuple(config.share(level) for level in Criticality)
         self.in_flight = 0
         self.slack = slack
+        self.lenience = lenience
         self._room: list[int] = []
+        self._admit: list[int] = []
         self._fit()
 
     def _fit(self) -> None:
         limit = int(self._gradient.limit)
         self._room = [max(1, int(limit * share)) + self.slack for share in self._shares]
+        self._admit = [room + self.lenience for room in self._room]
 
     @property
     def limit(self) -> int:
@@ -245,7 +250,7 @@ class Admission:
 
     def try_acquire(self, level: Criticality) -> bool:
         """Take a place for a request of `level`; False (and nothing taken) when its share is full."""
-        if self.in_flight < self._room[level]:
+        if self.in_flight < self._admit[level]:
             self.in_flight += 1
             return True
         return False

@@ -169,7 +169,8 @@ class AdmissionInterceptor(UnaryInterceptor):
         self._own = own
         self._config = config
         self._clock = clock
-        self.admission = Admission(config, config.edge_headroom if edge else 0) if config.enabled else None
+        headroom = config.edge_headroom if edge else 0
+        self.admission = Admission(config, headroom, headroom) if config.enabled else None
         self.methods: dict[str, MethodAdmissions] = {}
         watch_admission(self)
 

@@ -47,13 +47,18 @@ def test_the_edges_rooms_are_the_ones_admission_gives_each_criticality(limit: in
 
 
 def test_behind_an_edge_every_room_grows_by_the_headroom_and_the_limit_does_not() -> None:
+    """The edge refuses at room + headroom; the server itself only past another headroom: what the edge let in
+    before it heard that the limit fell."""
     config = AdmissionConfig(initial_limit=10, edge_headroom=4)
-    plain, behind = Admission(config), Admission(config, config.edge_headroom)
+    plain, behind = Admission(config), Admission(config, config.edge_headroom, config.edge_headroom)
     assert behind.limit == plain.limit == 10
     assert [behind.room(level) - plain.room(level) for level in Criticality] == [4, 4, 4, 4]
-    for _ in range(behind.room(Criticality.SHEDDABLE)):
+    for _ in range(behind.room(Criticality.SHEDDABLE) + 4):
         assert behind.try_acquire(Criticality.SHEDDABLE)
     assert not behind.try_acquire(Criticality.SHEDDABLE)
+    for _ in range(plain.room(Criticality.SHEDDABLE)):
+        assert plain.try_acquire(Criticality.SHEDDABLE)
+    assert not plain.try_acquire(Criticality.SHEDDABLE)
 
 
 def test_with_admission_off_the_edge_refuses_nothing() -> None:
