@@ -4,8 +4,9 @@ The limit moves with latency (resilience.admission.GradientLimit), so the edge c
 gateway looks at its rooms every `every` seconds and, when one changed (or `refresh` seconds passed, in case
 HAProxy restarted with the rooms it started with), rewrites HAProxy's rooms map through its runtime API, in one
 line of `set map` commands over its unix socket. That is a few hundred microseconds of the gateway's loop at most
-twenty times a second. Between two pushes the edge may let in a few more than the new limit; the gateway's own
-admission refuses those, as it would without an edge.
+twenty times a second. Between two pushes the edge may let in a few more than a limit that just fell; the
+gateway's own admission takes up to `edge_headroom` more than the rooms (resilience.AdmissionConfig) and refuses
+only past that, so its slow refusals are rare.
 """
 
 from __future__ import annotations

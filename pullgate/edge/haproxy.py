@@ -6,11 +6,13 @@ decides, before the gateway sees it, whether the gateway's admission limit has r
 - the request's criticality is its method's own (`methods.map`, from the gateway's contract), lowered by the
   caller's `resilience-criticality` header, never raised (`levels.map`) - as the gateway's AdmissionInterceptor
   decides it;
-- its room is that criticality's share of the gateway's current limit (`rooms.map`, which the gateway rewrites
-  through the runtime API whenever the limit moves: `pullgate.edge.control`);
+- its room is that criticality's share of the gateway's current limit, plus `edge_headroom` places for requests
+  on their way into the gateway's Python (`rooms.map`, which the gateway rewrites through the runtime API
+  whenever the limit moves: `pullgate.edge.control`);
 - while the requests in flight to the gateway (`srv_conn`) fill that room, it is answered at once with a
   trailers-only gRPC response: RESOURCE_EXHAUSTED with the gateway's own trailers (`resilience-overloaded: 1`,
-  `resilience-refused: limit`), so a pullgate client throttles on it and never counts it against a breaker.
+  `resilience-refused: limit`), so a pullgate client throttles on it and never counts it against a breaker. It
+  goes through a backend per criticality (`edge_refused_<level>`), so HAProxy's own exporter counts it.
 
 Health, reflection and anything else pass untouched, like the gateway's own admission. One thread (`nbthread 1`):
 on two cores the gateway needs the other one, and a refusal costs HAProxy a few microseconds.
