@@ -271,6 +271,26 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edge_config(args: argparse.Namespace) -> int:
+    """Write the edge's HAProxy configuration into --out: for an HAProxy sidecar beside a gateway that runs with
+    --edge-control <out>/admin.sock (deploy/kubernetes; `pullgate up` writes its own)."""
+    from pullgate.edge.haproxy import EdgeFiles
+    from pullgate.tools import edge
+
+    tls_flags = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(tls_flags) and not all(tls_flags):
+        raise UsageError("--tls-cert, --tls-key and --tls-ca go together (or none of them, for plaintext)")
+    files = EdgeFiles(args.out)
+    files.directory.mkdir(parents=True, exist_ok=True)
+    tls = None
+    if args.tls_cert:
+        tls = edge.tls_files(files, args.tls_cert, args.tls_key, args.tls_ca, topology.ENTRY)
+    edge.write_edge(files, listen=args.listen, backend=args.backend, tls=tls, metrics=args.metrics,
+                    admission=load(args.config).admission.for_service(topology.ENTRY))
+    print(files.config)
+    return 0
+
+
 # ---- the parser -----------------------------------------------------------------------------------------
 
 
@@ -407,6 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--lifetime", type=_seconds, default=12 * 3600.0, help="how long it is valid (default 12h)")
     token.add_argument("--data-dir", type=Path, default=Path("var"), help="where `pullgate up` keeps its data")
     token.set_defaults(func=cmd_token)
+
+    edge_config = sub.add_parser("edge-config", help="write the HAProxy configuration of an edge in front of a "
+                                                     "gateway, for a sidecar (docs/overload.md)")
+    edge_config.add_argument("--listen", required=True, metavar="HOST:PORT", help="where the edge listens")
+    edge_config.add_argument("--backend", required=True, metavar="HOST:PORT", help="where the gateway listens")
+    edge_config.add_argument("--tls-cert", type=Path, help="the gateway's certificate (PEM), for the edge's TLS")
+    edge_config.add_argument("--tls-key", type=Path, help="its key (PEM)")
+    edge_config.add_argument("--tls-ca", type=Path, help="the CA the gateway's certificate chains to (PEM)")
+    edge_config.add_argument("--config", type=Path, help="the gateway's TOML config: its [admission] starting rooms")
+    edge_config.add_argument("--metrics", metavar="HOST:PORT", help="where HAProxy serves Prometheus metrics")
+    edge_config.add_argument("--out", type=Path, required=True, help="the directory to write into")
+    edge_config.set_defaults(func=cmd_edge_config)
 
     sub.add_parser("db", help="PostgreSQL: the owners' databases and roles (docs/storage.md)",
                    arguments=_db_arguments)

@@ -11,7 +11,6 @@ import asyncio
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +77,16 @@ def tls_files(files: EdgeFiles, cert: Path, key: Path, ca: Path, server_name: st
     return EdgeTls(pem, ca, server_name)
 
 
+def write_edge(files: EdgeFiles, *, listen: str, backend: str, admission: AdmissionConfig,
+               tls: EdgeTls | None, metrics: str | None) -> None:
+    """Write everything HAProxy needs to be the gateway's edge into `files` (`pullgate up`, and `pullgate
+    edge-config` for a sidecar): the configuration, the gateway's methods and its starting rooms."""
+    from gateway import SERVICE, criticality  # the gateway's contract; not needed without an edge
+
+    haproxy.write(files, listen=listen, backend=backend, methods=criticality(SERVICE), rooms=rooms(admission),
+                  tls=tls, metrics=metrics)
+
+
 @dataclass
 class EdgeChild:
     """The edge's HAProxy process, as the launcher supervises it."""
@@ -97,16 +106,14 @@ class EdgeChild:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def configure(self, backend: str, methods: Mapping[str, Criticality], admission: AdmissionConfig,
-                  tls: EdgeTls | None) -> None:
+    def configure(self, backend: str, admission: AdmissionConfig, tls: EdgeTls | None) -> None:
         if self.port == 0:
             self.port = free_port(self.host)
         if self.metrics_port == 0:
             self.metrics_port = free_port(self.host)
         self.version = haproxy.version(self.binary)
         metrics = None if self.metrics_port is None else f"{self.host}:{self.metrics_port}"
-        haproxy.write(self.files, listen=self.address, backend=backend, methods=methods, rooms=rooms(admission),
-                      tls=tls, metrics=metrics)
+        write_edge(self.files, listen=self.address, backend=backend, admission=admission, tls=tls, metrics=metrics)
 
     @property
     def metrics_url(self) -> str | None:
@@ -121,4 +128,5 @@ class EdgeChild:
             shutil.rmtree(self.files.directory, ignore_errors=True)
 
 
-__all__ = ["MODES", "EdgeChild", "EdgeUnavailable", "choose", "files_under", "free_port", "rooms", "tls_files"]
+__all__ = ["MODES", "EdgeChild", "EdgeUnavailable", "choose", "files_under", "free_port", "rooms", "tls_files",
+           "write_edge"]

@@ -33,6 +33,13 @@ DRAIN_SECONDS = 10
 that is going away is dropped from every caller's replica set before it stops taking calls."""
 REPLICAS = 2
 CONFIG = "/etc/pullgate/pullgate.toml"
+EDGE_IMAGE = "haproxy:2.6"
+"""The edge beside each gateway (docs/overload.md): HAProxy's long-term-support branch, as Debian packages it."""
+EDGE_DIR = "/edge"
+"""The edge's configuration and its runtime API socket, on an emptyDir the gateway's pod shares."""
+BEHIND_EDGE_PORT = 50060
+"""Where the gateway listens behind its edge, which takes the gateway's own port."""
+EDGE_METRICS_PORT = 9465
 PART_OF = "pullgate"
 IDENTITY_LABEL = "pullgate.dev/identity"
 """The label that says which identity a pod holds: what the NetworkPolicies select callers by."""
@@ -54,8 +61,11 @@ def selector(service: str) -> dict[str, str]:
 
 
 def _args(s: topology.Service) -> list[str]:
-    args = ["serve", s.name, "--host", "0.0.0.0", "--port", str(s.port), "--health-port", str(HEALTH_PORT),
+    port = BEHIND_EDGE_PORT if s.name == topology.ENTRY else s.port
+    args = ["serve", s.name, "--host", "0.0.0.0", "--port", str(port), "--health-port", str(HEALTH_PORT),
             "--data-dir", "/data", "--config", CONFIG]
+    if s.name == topology.ENTRY:
+        args += ["--edge-control", f"{EDGE_DIR}/admin.sock"]
     for upstream in s.upstreams:
         args += ["--upstream", f"{upstream}=dns:///{upstream}:{topology.service(upstream).port}"]
     if s.owns_data:
@@ -66,6 +76,12 @@ def _args(s: topology.Service) -> list[str]:
 def _probe(initial: int, failures: int) -> dict[str, Any]:
     return {"grpc": {"port": HEALTH_PORT}, "initialDelaySeconds": initial, "periodSeconds": 5,
             "timeoutSeconds": 2, "failureThreshold": failures}
+
+
+def _hardened() -> dict[str, Any]:
+    """A container's security context: no privilege, a read-only root, no capabilities (a new object each time,
+    so YAML writes no anchors)."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
 
 def deployment(s: topology.Service) -> dict[str, Any]:
@@ -93,11 +109,16 @@ def deployment(s: topology.Service) -> dict[str, Any]:
     if s.name == topology.ENTRY:
         volumes.append({"name": "tokens", "secret": {"secretName": "pullgate-gateway-tokens", "defaultMode": 0o440}})
         mounts.append({"name": "tokens", "mountPath": "/tokens", "readOnly": True})
-    container = {
+        volumes.append({"name": "edge", "emptyDir": {}})
+        mounts.append({"name": "edge", "mountPath": EDGE_DIR})
+    # Behind its edge the gateway's gRPC port is the pod's own business: the edge's container holds `grpc`.
+    grpc_port = ({"name": "backend", "containerPort": BEHIND_EDGE_PORT} if s.name == topology.ENTRY else
+                 {"name": "grpc", "containerPort": s.port})
+    container: dict[str, Any] = {
         "name": s.name,
         "image": "pullgate",
         "args": _args(s),
-        "ports": [{"name": "grpc", "containerPort": s.port}, {"name": "health", "containerPort": HEALTH_PORT},
+        "ports": [grpc_port, {"name": "health", "containerPort": HEALTH_PORT},
                   {"name": "metrics", "containerPort": METRICS_PORT}],
         "env": env,
         "volumeMounts": mounts,
@@ -106,9 +127,13 @@ def deployment(s: topology.Service) -> dict[str, Any]:
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                       "limits": {"cpu": "1", "memory": "512Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+        "securityContext": _hardened(),
     }
+    pod: dict[str, Any] = {}
+    containers = [container]
+    if s.name == topology.ENTRY:
+        pod["initContainers"] = [_edge_config(s)]
+        containers.append(_edge(s))
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name_of(s.name), "labels": labels(s.name)},
@@ -123,11 +148,51 @@ def deployment(s: topology.Service) -> dict[str, Any]:
                     "terminationGracePeriodSeconds": DRAIN_SECONDS + 20,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
                                         "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [container],
+                    **pod,
+                    "containers": containers,
                     "volumes": volumes,
                 },
             },
         },
+    }
+
+
+def _edge_config(s: topology.Service) -> dict[str, Any]:
+    """The init container that writes the edge's HAProxy configuration (`pullgate edge-config`) onto the pod's
+    emptyDir, from the gateway's certificate and config."""
+    return {
+        "name": "edge-config",
+        "image": "pullgate",
+        "args": ["edge-config", "--listen", f"0.0.0.0:{s.port}", "--backend", f"127.0.0.1:{BEHIND_EDGE_PORT}",
+                 "--tls-cert", "/certs/tls.crt", "--tls-key", "/certs/tls.key", "--tls-ca", "/certs/ca.crt",
+                 "--config", CONFIG, "--metrics", f"0.0.0.0:{EDGE_METRICS_PORT}", "--out", EDGE_DIR],
+        "volumeMounts": [{"name": "certs", "mountPath": "/certs", "readOnly": True},
+                         {"name": "config", "mountPath": "/etc/pullgate", "readOnly": True},
+                         {"name": "edge", "mountPath": EDGE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+        "securityContext": _hardened(),
+    }
+
+
+def _edge(s: topology.Service) -> dict[str, Any]:
+    """HAProxy in front of the gateway, on the gateway's port: it refuses, in C, what the gateway's admission
+    limit has no room for; the gateway pushes its rooms through the runtime API socket on the shared emptyDir."""
+    def tcp() -> dict[str, Any]:
+        return {"tcpSocket": {"port": "grpc"}, "periodSeconds": 5, "timeoutSeconds": 2}
+
+    return {
+        "name": "edge",
+        "image": EDGE_IMAGE,
+        "command": ["haproxy", "-db", "-f", f"{EDGE_DIR}/haproxy.cfg"],
+        "ports": [{"name": "grpc", "containerPort": s.port},
+                  {"name": "edge-metrics", "containerPort": EDGE_METRICS_PORT}],
+        "volumeMounts": [{"name": "edge", "mountPath": EDGE_DIR}],
+        "readinessProbe": {**tcp(), "initialDelaySeconds": 1, "failureThreshold": 2},
+        "livenessProbe": {**tcp(), "initialDelaySeconds": 10, "failureThreshold": 6},
+        # Stops taking calls last: the gateway's own preStop drains first, then the edge's.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
+        "securityContext": _hardened(),
     }
 
 
@@ -168,9 +233,10 @@ def network_policy(s: topology.Service, policy: policies.Policy) -> dict[str, An
                                                            "app.kubernetes.io/part-of": PART_OF}}}
                            for caller in callers(s, policy)],
                   "ports": grpc_port}]
+    metrics = [METRICS_PORT, *([EDGE_METRICS_PORT] if s.name == topology.ENTRY else [])]
     rules.append({"from": [{"namespaceSelector": {},
                             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
-                  "ports": [{"protocol": "TCP", "port": METRICS_PORT}]})
+                  "ports": [{"protocol": "TCP", "port": port} for port in metrics]})
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": name_of(s.name), "labels": labels(s.name)},
             "spec": {"podSelector": {"matchLabels": selector(s.name)}, "policyTypes": ["Ingress"],

@@ -436,8 +436,6 @@ class Launcher:
 
     def _configure_edge(self, edge: edges.EdgeChild) -> None:
         """Write the edge's configuration: the gateway's address, methods and starting rooms, and TLS."""
-        from gateway import SERVICE, criticality  # the gateway's contract; not needed without an edge
-
         gateway = next(c for c in self.children if c.service == topology.ENTRY)
         admission = load_config(self.settings.config_file).admission.for_service(topology.ENTRY)
         tls = None
@@ -445,7 +443,7 @@ class Launcher:
             edge.files.directory.mkdir(parents=True, exist_ok=True)
             tls = edges.tls_files(edge.files, self.pki.cert(topology.ENTRY), self.pki.key(topology.ENTRY),
                                   self.pki.ca, topology.ENTRY)
-        edge.configure(f"{self.settings.host}:{gateway.port}", criticality(SERVICE), admission, tls)
+        edge.configure(f"{self.settings.host}:{gateway.port}", admission, tls)
 
     async def _spawn_edge(self, edge: edges.EdgeChild) -> None:
         """Start HAProxy and wait until a health check through it reaches the gateway."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,63 @@ def test_every_service_runs_two_or_more_hardened_pods_that_drain(rendered: list[
         assert kube.name_of(s.name) in budgets
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
-        (container,) = pod["containers"]
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert container["resources"]["requests"] and container["resources"]["limits"]
-        drain = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
-        assert drain > refresh and pod["terminationGracePeriodSeconds"] > drain
+        for container in [*pod["containers"], *pod.get("initContainers", [])]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+        for container in pod["containers"]:
+            drain = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+            assert drain > refresh and pod["terminationGracePeriodSeconds"] > drain
+
+
+def test_the_gateway_runs_behind_an_edge_that_takes_its_port(rendered: list[dict[str, Any]]) -> None:
+    """Each gateway pod: HAProxy on the gateway's port (the one its Service and NetworkPolicy name), its
+    configuration written by `pullgate edge-config` onto an emptyDir the gateway shares for the runtime API socket,
+    and the gateway behind it on another port (docs/overload.md)."""
+    entry = topology.service(topology.ENTRY)
+    pod = _deployment(rendered, entry.name)["spec"]["template"]["spec"]
+    gateway, edge = pod["containers"]
+    (config,) = pod["initContainers"]
+    assert [p["containerPort"] for p in edge["ports"] if p["name"] == "grpc"] == [entry.port]
+    assert "grpc" not in {p["name"] for p in gateway["ports"]}
+    behind = gateway["args"][gateway["args"].index("--port") + 1]
+    assert config["args"][config["args"].index("--backend") + 1] == f"127.0.0.1:{behind}"
+    assert config["args"][config["args"].index("--listen") + 1] == f"0.0.0.0:{entry.port}"
+    socket = gateway["args"][gateway["args"].index("--edge-control") + 1]
+    out = config["args"][config["args"].index("--out") + 1]
+    assert edge["command"][-1] == f"{out}/haproxy.cfg" and socket == f"{out}/admin.sock"
+    for container in (gateway, edge, config):
+        assert {"name": "edge", "mountPath": out} in container["volumeMounts"], container["name"]
+    assert {"name": "edge", "emptyDir": {}} in pod["volumes"]
+    services = {o["metadata"]["name"]: o for o in _kind(rendered, "Service")}
+    assert services[entry.name]["spec"]["ports"] == [{"name": "grpc", "port": entry.port, "targetPort": "grpc"}]
+
+
+def test_the_edge_config_command_writes_what_haproxy_accepts(tmp_path: Path) -> None:
+    """`pullgate edge-config` as the init container runs it, with certificates named as cert-manager names them."""
+    from pullgate.edge import haproxy
+    from pullgate.security.pki import ensure_dev_pki
+
+    binary = haproxy.find_haproxy()
+    if binary is None:
+        pytest.skip("needs haproxy (Debian: apt-get install haproxy; .ci/run does)")
+    pki = ensure_dev_pki(tmp_path / "pki", [topology.ENTRY])
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for source, name in ((pki.cert(topology.ENTRY), "tls.crt"), (pki.key(topology.ENTRY), "tls.key"),
+                         (pki.ca, "ca.crt")):
+        (certs / name).write_bytes(source.read_bytes())
+    config = next(c for c in _deployment(yaml_base(), topology.ENTRY)["spec"]["template"]["spec"]["initContainers"])
+    args = [a.replace("/certs", str(certs)).replace(kube.EDGE_DIR, str(tmp_path / "edge"))
+            .replace(kube.CONFIG, str(kube.BASE / "pullgate.toml")) for a in config["args"]]
+    subprocess.run([sys.executable, "-m", "pullgate", *args], check=True, capture_output=True, timeout=60)
+    checked = subprocess.run([str(binary), "-c", "-f", str(tmp_path / "edge" / "haproxy.cfg")], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def yaml_base() -> list[dict[str, Any]]:
+    """The committed base's objects, as the generator writes them."""
+    return [doc for path in sorted(kube.BASE.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def test_every_probe_names_a_served_port(rendered: list[dict[str, Any]]) -> None:
