@@ -66,8 +66,8 @@ def process_cpu(pids: Mapping[str, int]) -> dict[str, float]:
     stats = _stats()
     out: dict[str, float] = {}
     for name, pid in pids.items():
-        parent_cpu = stats.get(pid)
-        out[name] = 0.0 if parent_cpu is None else parent_cpu[1]
+        found = stats.get(pid)
+        out[name] = 0.0 if found is None else found[1]
     return out
 
 

@@ -40,10 +40,6 @@ NO_LIMIT = 1_000_000
 """A room that nothing fills: the edge's rooms while the gateway's admission is off."""
 
 
-class EdgeError(Exception):
-    """The edge cannot run as asked; the message says why and what to do."""
-
-
 def find_haproxy() -> Path | None:
     """The haproxy binary: on $PATH, else in the sbin directories; None when there is none."""
     found = shutil.which("haproxy") or shutil.which("haproxy", path=os.pathsep.join(SEARCH))
@@ -51,11 +47,12 @@ def find_haproxy() -> Path | None:
 
 
 def version(binary: Path) -> str:
-    """`haproxy -v`'s version number, e.g. 2.6.12-1+deb12u4."""
+    """`haproxy -v`'s version number, e.g. 2.6.12-1+deb12u4, for the summary; "?" when it does not say (a binary
+    that cannot run fails again, with its own message, when the launcher starts it)."""
     try:
         out = subprocess.run([str(binary), "-v"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as error:
-        raise EdgeError(f"{binary} -v failed: {error}") from None
+    except (OSError, subprocess.SubprocessError):
+        return "?"
     words = out.split()
     return words[2] if len(words) > 2 and words[:2] == ["HAProxy", "version"] else "?"
 
@@ -122,11 +119,6 @@ def refusal(message: str = REFUSAL_MESSAGE) -> bytes:
     lines = ["HTTP/1.1 200 OK", "content-type: application/grpc", "grpc-status: 8", f"grpc-message: {message}",
              "resilience-overloaded: 1", "resilience-refused: limit", "content-length: 0", "", ""]
     return "\r\n".join(lines).encode()
-
-
-def rooms_of(limit: int, shares: Mapping[Criticality, float], slack: int = 0) -> dict[Criticality, int]:
-    """Each criticality's room in a limit: what resilience.Admission gives it (at least one place, and `slack`)."""
-    return {level: max(1, int(limit * shares[level])) + slack for level in Criticality}
 
 
 def write(files: EdgeFiles, *, listen: str, backend: str, methods: Mapping[str, Criticality],
@@ -199,5 +191,4 @@ backend gateway
 {refusers}{exporter}"""
 
 
-__all__ = ["NO_LIMIT", "ROOMS_MAP", "EdgeError", "EdgeFiles", "EdgeTls", "find_haproxy", "refusal", "render",
-           "rooms_of", "version", "write"]
+__all__ = ["NO_LIMIT", "ROOMS_MAP", "EdgeFiles", "EdgeTls", "find_haproxy", "refusal", "render", "version", "write"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pullgate.edge import haproxy
 from pullgate.edge.haproxy import EdgeFiles, EdgeTls
-from resilience import AdmissionConfig, Criticality
+from resilience import Admission, AdmissionConfig, Criticality
 
 MODES = ("auto", "haproxy", "off")
 
@@ -62,11 +62,12 @@ def files_under(run_dir: Path) -> EdgeFiles:
 
 
 def rooms(config: AdmissionConfig) -> dict[Criticality, int]:
-    """The rooms the edge starts with: the gateway's initial limit's (the gateway sets them as it moves)."""
+    """The rooms the edge starts with: those the gateway's admission has at its initial limit behind an edge (the
+    gateway sets them as the limit moves)."""
     if not config.enabled:
         return dict.fromkeys(Criticality, haproxy.NO_LIMIT)
-    shares = {level: config.share(level) for level in Criticality}
-    return haproxy.rooms_of(config.initial_limit, shares, config.edge_headroom)
+    admission = Admission(config, config.edge_headroom)
+    return {level: admission.room(level) for level in Criticality}
 
 
 def tls_files(files: EdgeFiles, cert: Path, key: Path, ca: Path, server_name: str) -> EdgeTls:

@@ -15,6 +15,7 @@ from pullgate.edge.haproxy import EdgeFiles, EdgeTls
 from pullgate.tools import edge as edges
 from resilience.admission import Admission, AdmissionConfig
 from resilience.criticality import Criticality
+from resilience.server import AdmissionInterceptor
 
 
 def test_a_refusal_is_a_trailers_only_grpc_answer_with_the_gateways_trailers() -> None:
@@ -37,13 +38,13 @@ def test_a_refusal_message_that_grpc_message_cannot_carry_is_refused(message: st
 
 @pytest.mark.parametrize("slack", [0, 4])
 @pytest.mark.parametrize("limit", [1, 4, 5, 19, 20, 21, 37, 200])
-def test_the_edges_rooms_are_the_ones_admission_gives_each_criticality(limit: int, slack: int) -> None:
+def test_the_edge_starts_with_the_rooms_the_gateways_admission_gives_each_criticality(limit: int, slack: int) -> None:
     config = AdmissionConfig(initial_limit=limit, min_limit=1, sheddable_share=0.5, sheddable_plus_share=0.75,
                              edge_headroom=slack)
-    admission = Admission(config, slack)
-    rooms = haproxy.rooms_of(limit, {level: config.share(level) for level in Criticality}, slack)
-    assert rooms == {level: admission.room(level) for level in Criticality}
-    assert rooms == edges.rooms(config)
+    gateway = AdmissionInterceptor([SERVICE.full_name], config, edge=True).admission
+    assert gateway is not None
+    assert edges.rooms(config) == {level: gateway.room(level) for level in Criticality}
+    assert edges.rooms(config)[Criticality.CRITICAL_PLUS] == limit + slack
 
 
 def test_behind_an_edge_every_room_grows_by_the_headroom_and_the_limit_does_not() -> None:
