@@ -76,7 +76,7 @@ class AdmissionConfig(_Checked):
     service_time_percentile: float = 0.1
     max_pending_requests: int = 8
     max_pending_requests_hard_limit: int = 32
-    edge_headroom: int = 4
+    edge_headroom: int = 8
     _rules: ClassVar = {
         "initial_limit": (lambda v: v >= 1, ">= 1"),
         "min_limit": (lambda v: v >= 1, ">= 1"),

@@ -190,12 +190,12 @@ async def test_the_edges_rooms_follow_the_gateway_and_a_killed_edge_comes_back(t
     """The edge starts with the rooms of the gateway's limit; rooms it forgot are set again by the gateway; an edge
     killed with SIGKILL is restarted by the launcher and serves again."""
     async with pullgate_up(tmp_path) as system:
-        # The default initial limit, 20, and 4 places for requests on their way in (edge_headroom).
-        assert _rooms(system) == {0: 22, 1: 23, 2: 24, 3: 24}
+        # The default initial limit, 20, and 8 places for requests on their way in (edge_headroom).
+        assert _rooms(system) == {0: 26, 1: 27, 2: 28, 3: 28}
         path = Path(system.state["edge"]["config"]).parent / "rooms.map"
         assert _runtime_api(system, f"set map {path} 0 1").strip() == ""
         assert _rooms(system)[0] == 1
-        await until(lambda: _rooms(system)[0] == 22, within=10)
+        await until(lambda: _rooms(system)[0] == 26, within=10)
         pid = int(system.state["edge"]["pid"])
         os.kill(pid, signal.SIGKILL)
         await until(lambda: system.state["edge"]["restarts"] == 1 and system.state["edge"]["pid"] != pid, within=20)
