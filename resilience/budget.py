@@ -53,12 +53,13 @@ class Budget:
         self._bucket()[1] += 1.0
         self._deposits += 1.0
 
-    def try_withdraw(self) -> bool:
-        """Take one token for a retry or hedge; False (and nothing taken) when the budget is spent."""
+    def try_withdraw(self, keep: float = 0.0) -> bool:
+        """Take one token for a retry or hedge; False (and nothing taken) when the budget is spent, or when taking
+        it would leave fewer than `keep` tokens."""
         if not self.enabled:
             return True
         bucket = self._bucket()
-        if self._balance() < 1.0:
+        if self._balance() - keep < 1.0:
             return False
         bucket[2] += 1.0
         self._withdrawals += 1.0
@@ -69,6 +70,12 @@ class Budget:
         """How many retries or hedges could be sent now."""
         self._bucket()
         return self._balance()
+
+    @property
+    def allowance(self) -> float:
+        """How many retries or hedges the window allows in all: the floor plus the ratio of its requests."""
+        self._bucket()
+        return self._floor + self._ratio * self._deposits
 
     def _balance(self) -> float:
         return self._floor + self._ratio * self._deposits - self._withdrawals

@@ -112,18 +112,21 @@ class RetryConfig(_Checked):
 class HedgingConfig(_Checked):
     """Hedged requests for reads: another attempt after `hedging_delay` or the method's recent `percentile`
     latency, whichever is larger, and another after as long again, up to `max_attempts` in all, each to a replica
-    not tried yet; at most `max_extra_load` extra requests (a fraction of requests)."""
+    not tried yet; at most `max_extra_load` extra requests (a fraction of requests). A hedge sent at the first
+    delay leaves `reserve` of that allowance unspent, for calls that are already slower than twice the delay."""
 
     enabled: bool = True
     max_attempts: int = 3
     hedging_delay: Seconds = 0.01
     percentile: float = 0.95
     max_extra_load: float = 0.05
+    reserve: float = 0.5
     _rules: ClassVar = {
         "max_attempts": (lambda v: 1 <= v <= 5, "1..5"),
         "hedging_delay": (_non_negative, ">= 0"),
         "percentile": (lambda v: 0.5 <= v < 1, "in [0.5, 1)"),
         "max_extra_load": (_fraction, "in [0, 1]"),
+        "reserve": (lambda v: 0 <= v < 1, "in [0, 1)"),
     }
 
 

@@ -1,17 +1,19 @@
 """Hedged requests for reads: when the first attempt is slow, send another and take whichever answers first.
 
-The Tail at Scale (Dean and Barroso, 2013): one slow server should not make the caller slow. After a delay with
-no answer, a second attempt goes to a different replica; the first good answer wins and the others are
-cancelled (the owner sees the cancellation and can stop). The delay adapts: the method's recent latency at a
-high percentile (p95 by default), never below `hedging_delay`, so only the slowest few percent of calls are
-hedged. The extra load is capped twice: by the hedging cap (`max_extra_load`, 5% by default) and by the budget
-shared with retries. A hedge that could not finish in the time left is not sent. A retryable failure of an
-attempt sends the next one at once (gRFC A6); so does an overloaded refusal, if a replica not tried yet is
-left. An attempt that got no answer (refused here by the throttle or the breaker, or refused by an overloaded
-owner) does not end the call while another attempt may still answer. Up to `max_attempts` (3 by default: two
-hedges, the second after twice the delay), each to a replica not tried yet (resilience.balance), and the
-losers' elapsed times feed the balancer's latency estimates and outlier detection. grpc Python ignores the
-service config's `hedgingPolicy`, so this is written by hand; Finagle's BackupRequestFilter is the model.
+The Tail at Scale (Dean and Barroso, 2013): one slow server should not make the caller slow. After a delay with no
+answer, a second attempt goes to a different replica; the first good answer wins and the others are cancelled (the
+owner sees the cancellation and can stop). The delay adapts: the method's recent latency at a high percentile (p95
+by default), never below `hedging_delay`, so only the slowest few percent of calls are hedged. The extra load is
+capped twice: by the hedging cap (`max_extra_load`, 5% by default) and by the budget shared with retries. A hedge
+at the first delay leaves half the cap (`reserve`) to calls already slower than twice the delay: when a whole
+method slows down, every call passes its delay at once, and those hedges would otherwise spend what a call stuck
+for 500 ms needs. A hedge that could not finish in the time left is not sent. A retryable failure of an attempt
+sends the next one at once (gRFC A6); so does an overloaded refusal, if a replica not tried yet is left. An attempt
+that got no answer (refused here by the throttle or the breaker, or refused by an overloaded owner) does not end
+the call while another attempt may still answer. Up to `max_attempts` (3 by default: two hedges, the second after
+twice the delay), each to a replica not tried yet (resilience.balance), and the losers' elapsed times feed the
+balancer's latency estimates and outlier detection. grpc Python ignores the service config's `hedgingPolicy`, so
+this is written by hand; Finagle's BackupRequestFilter is the model.
 """
 
 from __future__ import annotations
@@ -91,10 +93,15 @@ class Hedge:
             tracker = self._trackers[method_path] = LatencyTracker(self.config.percentile)
         return tracker
 
-    def _withdraw_hedge(self) -> bool:
-        if self.cap.balance < 1.0 or self.budget.balance < 1.0:
+    def _withdraw_hedge(self, waited: float, delay: float) -> bool:
+        """A token from the cap and from the budget. Before the call has waited twice the delay (roughly: a first
+        hedge), the cap's `reserve` stays untouched: when the whole method slows down and every call passes its
+        delay at once, those hedges cannot spend what the calls stuck far longer need."""
+        cap = self.cap
+        keep = self.config.reserve * cap.allowance if waited < 1.5 * delay else 0.0
+        if cap.balance - keep < 1.0 or self.budget.balance < 1.0:
             return False
-        return self.cap.try_withdraw() and self.budget.try_withdraw()
+        return cap.try_withdraw(keep) and self.budget.try_withdraw()
 
     @staticmethod
     def _refused(ctx: CallContext, kind: str, attempt: int) -> None:
@@ -137,7 +144,7 @@ class _Race:
 
     __slots__ = (
         "ctx", "decided", "delay", "hedge", "hedges", "inline", "inner", "interrupted", "last_error",
-        "max_attempts", "outcome", "request", "running", "sent", "task", "timer", "tracker"
+        "max_attempts", "outcome", "request", "running", "sent", "start", "task", "timer", "tracker"
     )
 
     def __init__(self, hedge: Hedge, request: Any, ctx: CallContext, inner: Call) -> None:
@@ -148,6 +155,8 @@ class _Race:
         self.max_attempts = hedge.config.max_attempts
         self.tracker = hedge._tracker(ctx.method.path)
         self.delay = hedge.delay(ctx.method.path)
+        self.start = 0.0
+        """When the first attempt started."""
         self.running: dict[asyncio.Task[Any], CallContext] = {}
         self.hedges: set[int] = set()
         self.sent = 1
@@ -172,7 +181,7 @@ class _Race:
         clock = self.hedge._clock
         try:
             try:
-                start = clock.now()
+                self.start = start = clock.now()
                 response = await self.inner(self.request, ctx)
                 self.tracker.record(clock.now() - start)
             except asyncio.CancelledError:
@@ -265,7 +274,7 @@ class _Race:
             return
         ctx, hedge = self.ctx, self.hedge
         may_hedge = (self.inline or self.running) and self.sent < self.max_attempts and hedge._has_time(ctx, self.delay)
-        if may_hedge and not hedge._withdraw_hedge():
+        if may_hedge and not hedge._withdraw_hedge(hedge._clock.now() - self.start, self.delay):
             hedge._refused(ctx, "hedge", self.sent)
             if self.delay <= 0.0:
                 return  # asking again after no delay at all would spin until the call ends

@@ -100,6 +100,49 @@ async def test_hedges_are_capped_by_max_extra_load() -> None:
     assert hedged < 200
 
 
+async def _burst_then_stuck(reserve: float) -> tuple[int, float, bool]:
+    """100 calls at once, each a little slower than the hedge delay (every one asks for a hedge at once), then one
+    call whose first attempt is stuck for 1 s: (hedges the burst sent, how long the stuck call took, hedged?)."""
+    clock = FakeClock()
+    config = DownstreamConfig(
+        cache=CacheConfig(enabled=False),
+        hedging=HedgingConfig(hedging_delay=0.05, max_extra_load=0.05, reserve=reserve),
+        bulkhead=BulkheadConfig(max_concurrent=1000),
+    )
+    stuck_from: list[int] = []
+    script = Scripted(clock, lambda n, r: Step(delay=(1.0 if n == stuck_from[0] else 0.01) if stuck_from
+                                               else 0.08))
+    downstream = Downstream("catalog", ["a:1", "b:1", "c:1"], config, clock, endpoint=script)
+    burst = [asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x"))) for _ in range(100)]
+    while not all(c.done() for c in burst):
+        await clock.advance(0.01)
+    await settle()
+    hedged = sum(1 for c in burst if c.result().provenance.hedged)
+    stuck_from.append(len(script.calls))
+    began = clock.now()
+    stuck = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="y")))
+    while not stuck.done():
+        await clock.advance(0.01)
+    return hedged, clock.now() - began, stuck.result().provenance.hedged
+
+
+async def test_a_burst_of_first_hedges_leaves_the_reserve_to_a_stuck_call() -> None:
+    """When every call passes its delay at once, first hedges spend at most half the cap (its allowance here: the
+    floor of 10 plus 5% of 100 calls), and a call stuck for far longer still gets its hedge from the reserve."""
+    hedged, took, stuck_hedged = await _burst_then_stuck(reserve=0.5)
+    assert 1 <= hedged <= 0.5 * (10 + 0.05 * 100)
+    assert stuck_hedged
+    assert took < 0.5
+
+
+async def test_without_a_reserve_the_burst_spends_the_cap_and_the_stuck_call_waits() -> None:
+    """The same with `reserve = 0`: the burst's hedges take the whole cap and the stuck call gets none."""
+    hedged, took, stuck_hedged = await _burst_then_stuck(reserve=0.0)
+    assert hedged > 0.5 * (10 + 0.05 * 100)
+    assert not stuck_hedged
+    assert took >= 1.0
+
+
 async def test_a_refused_hedge_with_no_delay_is_not_asked_for_again_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """With `hedging_delay = 0` and the budget spent, the hedge is refused once, not again and again at once (that
     spun the event loop until the first attempt answered; on a fake clock, forever)."""
