@@ -70,9 +70,9 @@ async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = 
                     async with up(base / "gray", "replicas 2", 2, flags=edged) as sut:
                         targets += await overload_gray.run(sut, plan, out)
                 if "tail" in only:
-                    fault, off = overload_tail.FAULT, overload_tail.HEDGING_OFF
-                    async with (up(base / "tail-on", "replicas 3, hedging on", 3, faults=fault, flags=edged) as hedging,
-                                up(base / "tail-off", "replicas 3, hedging off", 3, off, fault, flags=edged) as plain):
+                    off = overload_tail.HEDGING_OFF  # the fault is set once the floor is measured
+                    async with (up(base / "tail-on", "replicas 3, hedging on", 3, flags=edged) as hedging,
+                                up(base / "tail-off", "replicas 3, hedging off", 3, off, flags=edged) as plain):
                         targets += await overload_tail.run(pool, [hedging, plain], plan, out)
     print("\n== targets (issue 13)")
     for target in targets:

@@ -44,11 +44,14 @@ class Plan:
     """Views per second to each system."""
     tail_views: int = 20_000
     """Views per system."""
+    tail_floor: float = 60.0
+    """Seconds of the same load before the fault is set: what this machine gives without it (the tail's floor)."""
 
 
 FULL = Plan()
 QUICK = Plan(warm=0.5, capacity=1.0, before=1.0, spike=2.0, after=2.0, gray_before=1.0, gray_views=30,
-             gray_cap=4.0, gray_after=1.0, tail_warm=0.0, tail_rate=40.0, tail_views=80)
+             gray_cap=4.0, gray_after=1.0, tail_warm=0.0, tail_rate=40.0, tail_views=80,
+             tail_floor=1.0)
 
 
 @dataclass(frozen=True)
