@@ -41,9 +41,15 @@ class Plan:
     tail_warm: float = 10.0
     """Open loop before the tail is counted: connections, and the hedge delay's latency window."""
     tail_rate: float = 40.0
-    """Views per second to each system."""
+    """Views per second to each system, at most: a modest load on the machine these figures were first made on."""
+    tail_load: float = 0.4
+    """The tail's load, all systems together, as a share of what closed-loop callers got from them: where the
+    machine is slower than `tail_rate` assumes, the rate comes down to this (the tail of an idle-enough machine,
+    not its queueing)."""
     tail_views: int = 20_000
-    """Views per system."""
+    """Views per system, at most."""
+    tail_seconds: float = 500.0
+    """The counted tail lasts at most this long (fewer views where the rate came down)."""
     tail_floor: float = 60.0
     """Seconds of the same load before the fault is set: what this machine gives without it (the tail's floor)."""
 

@@ -94,11 +94,12 @@ def recovered_after(seconds: Sequence[Second], share: float) -> int | None:
     return None
 
 
-async def capacity(pool: Workers, target: Gateway, plan: Plan) -> tuple[float, Result]:
-    """OK answers per second with CALLERS closed-loop callers, after `plan.warm` seconds not counted; and every
-    answer counted. A caller pauses after a refusal (openloop.REFUSED_PAUSE), as a client that honours
-    "overloaded" does: one that re-sent at once would measure how fast the gateway refuses, not what it serves."""
-    result = await pool.closed_loop([target], CALLERS, plan.warm + plan.capacity, "strong", DEADLINE)
+async def capacity(pool: Workers, targets: Sequence[Gateway], plan: Plan) -> tuple[float, Result]:
+    """OK answers per second with CALLERS closed-loop callers (sending to `targets` in turn), after `plan.warm`
+    seconds not counted; and every answer counted. A caller pauses after a refusal (openloop.REFUSED_PAUSE), as a
+    client that honours "overloaded" does: one that re-sent at once would measure how fast the gateway refuses, not
+    what it serves."""
+    result = await pool.closed_loop(targets, CALLERS, plan.warm + plan.capacity, "strong", DEADLINE)
     counted = [s for s in result.shots if plan.warm <= s.end < plan.warm + plan.capacity]
     return sum(1 for s in counted if s.code == "OK") / plan.capacity, Result(counted, result.cpu)
 
@@ -106,11 +107,13 @@ async def capacity(pool: Workers, target: Gateway, plan: Plan) -> tuple[float, R
 async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]:
     print(f"\n== 1. spike: strong order views, {DEADLINE:g} s deadlines, gateway {sut.label}", flush=True)
     meter = cpu.Meter()
-    cap, measured = await capacity(pool, sut.gateway, plan)
+    cap, measured = await capacity(pool, [sut.gateway], plan)
     oks = [s.latency for s in measured.shots if s.code == "OK"]
     failed = Counter(s.code for s in measured.shots if s.code != "OK")
+    each = Counter(math.floor(s.end - plan.warm) for s in measured.shots if s.code == "OK")
+    spread = f"{min(each.values())}-{max(each.values())}/s by second, " if each else ""
     print(f"capacity: {cap:.0f} OK views/s with {CALLERS} closed-loop callers over {plan.capacity:g} s "
-          f"(p50 {ms(q(oks, 0.5))} ms, p99 {ms(q(oks, 0.99))} ms; not OK: "
+          f"({spread}p50 {ms(q(oks, 0.5))} ms, p99 {ms(q(oks, 0.99))} ms; not OK: "
           f"{', '.join(f'{code} {n}' for code, n in failed.most_common()) or 'none'}); {meter.usage().line()}",
           flush=True)
     phases = [Phase("before", plan.before, cap / 2), Phase("spike", plan.spike, 3 * cap),
