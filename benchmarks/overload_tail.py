@@ -33,9 +33,10 @@ STALL = 0.050
 HEDGING_OFF = "[resilience.default.hedging]\nenabled = false\n"
 
 
-def catalog_calls(reading: scrape.Reading) -> tuple[float, float]:
-    """(hedges sent, calls) to catalog, as the gateway counts them."""
+def catalog_calls(reading: scrape.Reading) -> tuple[float, float, float]:
+    """(hedges sent, hedges the cap or the budget refused, calls) to catalog, as the gateway counts them."""
     return (reading.total("resilience_hedges_sent_total", downstream="catalog"),
+            reading.total("resilience_budget_refusals_total", downstream="catalog", kind="hedge"),
             reading.total("resilience_call_duration_seconds_count", downstream="catalog"))
 
 
@@ -73,17 +74,18 @@ async def run(pool: Workers, suts: Sequence[System], plan: Plan, out: Path) -> l
         usage = meter.usage()
         after = await scrape.read_all(gateways)
     print(f"{'system':<22} {'views':>6} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'max ms':>7} "
-          f"{'hedges':>6} {'calls':>6} {'extra':>6}")
+          f"{'hedges':>6} {'refused':>7} {'calls':>6} {'extra':>6}")
     rows: dict[str, tuple[float, float]] = {}
     for index, sut in enumerate(suts):
         shots = [s for s in result.shots if s.target == index]
         lat = [s.latency if s.code == "OK" else DEADLINE for s in shots]  # an error is as bad as no answer
         errors = sum(1 for s in shots if s.code != "OK")
-        hedges, calls = catalog_calls(after[sut.label].minus(before[sut.label]))
+        hedges, refused, calls = catalog_calls(after[sut.label].minus(before[sut.label]))
         extra = hedges / calls if calls else math.nan
         rows[sut.label] = (q(lat, 0.999), extra)
         print(f"{sut.label:<22} {len(shots):6d} {errors:6d} {ms(q(lat, 0.5)):>7} {ms(q(lat, 0.99)):>7} "
-              f"{ms(q(lat, 0.999)):>8} {ms(max(lat, default=math.nan)):>7} {hedges:6.0f} {calls:6.0f} {extra:6.1%}")
+              f"{ms(q(lat, 0.999)):>8} {ms(max(lat, default=math.nan)):>7} {hedges:6.0f} {refused:7.0f} "
+              f"{calls:6.0f} {extra:6.1%}")
     late: dict[int, float] = defaultdict(float)
     for shot in result.shots:
         late[math.floor(shot.due)] = max(late[math.floor(shot.due)], shot.lag)
@@ -93,7 +95,8 @@ async def run(pool: Workers, suts: Sequence[System], plan: Plan, out: Path) -> l
     print(usage.line())
     print("Latency of every view, an error counted as the whole deadline; p99.9 of n views rests on the slowest "
           "n/1000 of them. extra = hedges sent / catalog calls at the gateway (resilience_hedges_sent_total / "
-          "resilience_call_duration_seconds_count).")
+          "resilience_call_duration_seconds_count); refused = hedges the hedging cap or the retry budget refused "
+          "(resilience_budget_refusals_total{kind=\"hedge\"}), each asked again after another delay.")
     path = out / "overload-tail.png"
     overload_plot.tail(result.shots, [s.label for s in suts], DEADLINE, path,
                        f"pullgate tail: {FAULT}, strong order views, {each:.0f}/s to each system")
