@@ -127,16 +127,28 @@ def _child_setup() -> None:
 
 
 EDGE_PRIORITY = 5
-"""How many nice levels above the servers the edge runs, where the launcher may raise a priority (root, or
-CAP_SYS_NICE). A refusal is only as fast as the edge is scheduled: on a machine whose cores the servers keep busy
-under overload, an edge at the same priority waits its turn behind them (docs/overload.md)."""
+"""How many nice levels above the servers the edge runs where it cannot run real-time (`_edge_setup`)."""
+
+EDGE_REALTIME = 1
+"""The edge's SCHED_RR priority (the lowest real-time one), where the launcher may set it (root, or CAP_SYS_NICE)."""
 
 
 def _edge_setup() -> None:
-    """`_child_setup`, and the edge's priority raised where that is allowed."""
+    """`_child_setup`, and the edge scheduled ahead of the servers where that is allowed: real-time (SCHED_RR),
+    else `EDGE_PRIORITY` nice levels up.
+
+    A refusal is only as fast as the edge is scheduled. Under overload the servers keep every core busy, and a
+    woken process at a better nice level still waits for the running one's slice: measured on two cores with
+    both kept busy at the servers' priority, one client's refusals through an edge 5 nice levels up had p99
+    47 ms, against 1.7 ms with the edge real-time, and 1.7 ms on the idle machine. The edge uses little CPU
+    (0.06 of a core refusing 250 requests a second), and the kernel's real-time throttling keeps 5% of every
+    second for the rest of the machine in any case (docs/overload.md)."""
     _child_setup()
-    with contextlib.suppress(OSError):
-        os.nice(-EDGE_PRIORITY)
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(EDGE_REALTIME))
+    except (OSError, AttributeError):  # not permitted, or not Linux
+        with contextlib.suppress(OSError):
+            os.nice(-EDGE_PRIORITY)
 
 
 PROC = Path("/proc")

@@ -205,6 +205,20 @@ async def test_the_edges_rooms_follow_the_gateway_and_a_killed_edge_comes_back(t
         assert view.view.order.order_id == "1"
 
 
+async def test_the_edge_is_scheduled_ahead_of_the_servers(tmp_path: Path) -> None:
+    """Where the launcher may (root here, or CAP_SYS_NICE), the edge runs real-time (SCHED_RR) and the servers do
+    not; elsewhere it runs at a better nice level than the gateway, where that is allowed, and never a worse one."""
+    async with pullgate_up(tmp_path) as system:
+        edge = int(system.state["edge"]["pid"])
+        gateway = int(system.recorded("gateway")["pid"])
+        assert os.sched_getscheduler(gateway) == os.SCHED_OTHER
+        if os.geteuid() == 0:
+            assert os.sched_getscheduler(edge) == os.SCHED_RR
+            assert os.sched_getparam(edge).sched_priority == 1
+        else:
+            assert os.getpriority(os.PRIO_PROCESS, edge) <= os.getpriority(os.PRIO_PROCESS, gateway)
+
+
 async def test_without_the_edge_callers_call_the_gateway(tmp_path: Path) -> None:
     async with pullgate_up(tmp_path, "--edge", "off") as system:
         assert system.state["edge"] is None
