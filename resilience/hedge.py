@@ -97,11 +97,10 @@ class Hedge:
         """A token from the cap and from the budget. Before the call has waited twice the delay (roughly: a first
         hedge), the cap's `reserve` stays untouched: when the whole method slows down and every call passes its
         delay at once, those hedges cannot spend what the calls stuck far longer need."""
-        cap = self.cap
-        keep = self.config.reserve * cap.allowance if waited < 1.5 * delay else 0.0
-        if cap.balance - keep < 1.0 or self.budget.balance < 1.0:
+        if self.budget.balance < 1.0:  # checked first, so a token is never taken from the cap for nothing
             return False
-        return cap.try_withdraw(keep) and self.budget.try_withdraw()
+        keep = self.config.reserve * self.cap.allowance if waited < 1.5 * delay else 0.0
+        return self.cap.try_withdraw(keep) and self.budget.try_withdraw()
 
     @staticmethod
     def _refused(ctx: CallContext, kind: str, attempt: int) -> None:
