@@ -2,16 +2,19 @@
 turns (issue 17's honest comparison).
 
 One `pullgate up --any-ports` supplies the owners and a gateway with the default config (cache on), secure as by
-default. Beside it: a second pullgate gateway (`pullgate serve gateway`, cache off, metrics on as a user runs it)
-and the hand-written gateway (benchmarks/handwritten_gateway.py: plain stubs and gather), both calling the same
-owners with the first gateway's certificate, so all three are alike on the wire: TLS from the benchmark, mutual TLS
-to the owners. Every view carries a token that may read every order (pullgate's gateways check it; the
-hand-written one, which checks nothing, ignores it). Then, with the gateways taking turns block by block so that
-all see the same machine:
+default. Beside it: a second pullgate gateway (`pullgate serve gateway`, cache off, metrics on as a user runs it),
+a third with every policy that can be switched off switched off (`LEAN`), and the hand-written gateway
+(benchmarks/handwritten_gateway.py: plain stubs and gather), all calling the same owners with the first gateway's
+certificate, so all four are alike on the wire: TLS from the benchmark, mutual TLS to the owners. Every view
+carries a token that may read every order (pullgate's gateways check it; the hand-written one, which checks
+nothing, ignores it). Then, with the gateways taking turns (view by view in 1, block by block in 2 and 3) so
+that all see the same machine:
 
-1. N=1: sequential strong order views; p50 of pullgate (cache off) over hand-written.
+1. N=1: sequential strong order views, the gateways taking turns view by view; p50 of pullgate (cache off) over
+   hand-written.
 2. N=16: 16 closed-loop callers of strong views; OK views a second, and each gateway process's CPU per view
    (/proc), pullgate (cache off) over hand-written.
+   The lean gateway takes its turns in 1 and 2 too, so the gap splits into the skeleton's and the policies'.
 3. The default read mode with pullgate's cache on, 16 callers over a Zipf(1.1) choice of every demo order;
    hand-written as before (it has no cache): throughput, p50 and CPU per view.
 
@@ -51,6 +54,12 @@ STRONG = pb.ReadOptions(consistency=pb.CONSISTENCY_STRONG)
 DEFAULT = pb.ReadOptions()
 OWNERS = topology.service(topology.ENTRY).upstreams
 """The owners the gateway calls, as the topology says."""
+LEAN = "".join(f"[resilience.default.{policy}]\nenabled = false\n" for policy in (
+    "cache", "retry", "hedging", "breaker", "bulkhead", "throttle", "outlier_detection")) + (
+    "[admission.gateway]\nenabled = false\n")
+"""pullgate's gateway with every policy that can be switched off switched off: what is left is what every call
+pays (the deadline, the balancer, the token check, tracing's no-op, the metrics, the decoding), so the gap to the
+hand-written gateway splits into what the skeleton costs and what the policies do."""
 
 
 @dataclass
@@ -146,17 +155,22 @@ async def systems(root: Path) -> AsyncIterator[tuple[Access, dict[str, tuple[str
         upstreams = [f"{name}={services[name][0]['address']}" for name in OWNERS]
         flags = [arg for u in upstreams for arg in ("--upstream", u)] + _tls(access)
         config = _write(root / "cache-off.toml", "[resilience.default.cache]\nenabled = false\n")
+        lean = _write(root / "lean.toml", LEAN)
+
+        def gateway(config: Path, name: str) -> list[str]:
+            return [sys.executable, "-m", "pullgate", "serve", "gateway", "--port", "0", "--metrics-port", "0",
+                    "--config", str(config), "--port-file", str(root / f"{name}.port"), *flags,
+                    "--token-secret", str(access.token_file)]
+
         async with (
-            _process([sys.executable, "-m", "pullgate", "serve", "gateway", "--port", "0", "--metrics-port", "0",
-                      "--config", str(config), "--port-file", str(root / "nocache.port"), *flags,
-                      "--token-secret", str(access.token_file)],
-                     root / "nocache.port", "pullgate serve gateway") as nocache,
+            _process(gateway(config, "nocache"), root / "nocache.port", "pullgate serve gateway") as nocache,
+            _process(gateway(lean, "lean"), root / "lean.port", "pullgate serve gateway, lean") as lean_gateway,
             _process([sys.executable, "-m", "benchmarks.handwritten_gateway", "--port-file", str(root / "hand.port"),
                       *flags], root / "hand.port", "the hand-written gateway") as hand,
         ):
-            gateway = services["gateway"][0]
-            yield access, {"pullgate": (gateway["address"], int(gateway["pid"])), "pullgate, cache off": nocache,
-                           "hand-written": hand}
+            entry = services["gateway"][0]
+            yield access, {"pullgate": (entry["address"], int(entry["pid"])), "pullgate, cache off": nocache,
+                           "pullgate, lean": lean_gateway, "hand-written": hand}
     finally:
         up.terminate()
         up.wait(30)
@@ -169,6 +183,17 @@ async def _sequential(gw: Gateway, n: int, read: pb.ReadOptions) -> None:
         await gw.stub.GetOrderView(request, timeout=5, metadata=gw.metadata)
         gw.latencies.append(time.perf_counter() - start)
         gw.ok += 1
+
+
+async def _in_turn(gateways: Sequence[Gateway], n: int, read: pb.ReadOptions) -> None:
+    """`n` sequential views from each gateway, taking turns view by view: the machine's drift falls on all alike."""
+    for k in range(n):
+        request = pb.GetOrderViewRequest(order_id=ORDER_IDS[k % len(ORDER_IDS)], read=read)
+        for gw in gateways:
+            start = time.perf_counter()
+            await gw.stub.GetOrderView(request, timeout=5, metadata=gw.metadata)
+            gw.latencies.append(time.perf_counter() - start)
+            gw.ok += 1
 
 
 async def _closed(gw: Gateway, callers: int, seconds: float, read: pb.ReadOptions,
@@ -224,7 +249,10 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
             for gw in gateways.values():  # warm up: connections, handles, trackers
                 await _sequential(gw, 50, STRONG)
             pull, hand, cached = gateways["pullgate, cache off"], gateways["hand-written"], gateways["pullgate"]
+            lean = gateways["pullgate, lean"]
             results: dict[str, tuple[float, float]] = {}
+            skeleton: dict[str, float] = {}
+            """The lean gateway's figure for each strong, cache-off row."""
 
             def flipped(r: int, pair: list[Gateway]) -> list[Gateway]:
                 return pair if r % 2 == 0 else pair[::-1]
@@ -232,20 +260,23 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
             for gw in gateways.values():
                 gw.reset()
             for r in range(rounds):
-                for gw in flipped(r, [pull, hand]):
-                    await _sequential(gw, sequential, STRONG)
+                await _in_turn(flipped(r, [pull, lean, hand]), sequential, STRONG)
             results["N=1 p50, strong, cache off (ms)"] = (percentile(pull.latencies, 0.5) * 1e3,
                                                           percentile(hand.latencies, 0.5) * 1e3)
+            skeleton["N=1 p50, strong, cache off (ms)"] = percentile(lean.latencies, 0.5) * 1e3
             for gw in gateways.values():
                 gw.reset()
             for r in range(rounds):
-                for gw in flipped(r, [pull, hand]):
+                for gw in flipped(r, [pull, lean, hand]):
                     await _closed(gw, 16, block, STRONG, _uniform)
             results["N=16 throughput, strong, cache off (views/s)"] = (pull.throughput(), hand.throughput())
             refusals = {"strong, cache off": (pull.refused, hand.refused)}
             codes = {"strong, cache off": (dict(pull.codes), dict(hand.codes))}
             results["gateway CPU per view, strong, cache off (ms)"] = (pull.cpu_per_view() * 1e3,
                                                                        hand.cpu_per_view() * 1e3)
+            skeleton["N=16 throughput, strong, cache off (views/s)"] = lean.throughput()
+            skeleton["gateway CPU per view, strong, cache off (ms)"] = lean.cpu_per_view() * 1e3
+            lean_refused = (lean.refused, dict(lean.codes))
             for gw in gateways.values():
                 gw.reset()
             for r in range(rounds):
@@ -265,11 +296,17 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
     print(f"{'figure':<62} {'pullgate':>9} {'hand':>9} {'ratio':>7}")
     for name, (mine, theirs) in results.items():
         print(f"{name:<62} {mine:>9.2f} {theirs:>9.2f} {_ratio(mine, theirs):>7}  {targets.get(name, '')}")
+    print("lean: pullgate's gateway with every policy that can be off switched off (cache, retry, hedging, "
+          "breaker, bulkhead, throttle, outlier detection, admission), taking the same turns")
+    for name, value in skeleton.items():
+        theirs = results[name][1]
+        print(f"{'  lean, ' + name:<62} {value:>9.2f} {theirs:>9.2f} {_ratio(value, theirs):>7}")
+    print(f"views refused at N=16, strong, cache off: lean {lean_refused[0]} {_codes(lean_refused[1])}")
     for name, (mine, theirs) in refusals.items():
         print(f"views refused at N=16, {name}: pullgate {mine} {_codes(codes[name][0])}, hand-written {theirs} "
               f"{_codes(codes[name][1])} (each caller pauses {REFUSED_PAUSE * 1000:.0f} ms after one)")
-    print(f"{rounds} rounds, the two gateways taking turns (order flipped each round); N=1: {sequential} views a "
-          f"block; N=16: {block:g} s blocks; CPU: the gateway process alone (/proc), user + system")
+    print(f"{rounds} rounds, the gateways taking turns (order flipped each round); N=1: {sequential} views each, "
+          f"view by view; N=16: {block:g} s blocks; CPU: the gateway process alone (/proc), user + system")
     path = _chart(results, out / "gateway-comparison.png")
     print(f"picture: {path}")
 
