@@ -23,6 +23,8 @@ import grpc
 from opentelemetry import context, trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.instrumentation.grpc._aio_client import UnaryUnaryAioClientInterceptor
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.propagate import inject
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
@@ -64,6 +66,32 @@ class CancellingUnaryUnary(UnaryUnaryAioClientInterceptor):
     """Set when the sampler drops every child of an unsampled parent (pullgate.telemetry.tracing): then, under
     such a parent, no span is made at all; the parent's own context is injected as it is (same trace, sampled
     flag off), which is all the owner needs to drop its spans too."""
+
+    _kept: tuple[context.Context, tuple[tuple[str, str], ...] | None] | None = None
+    """The last context `direct_metadata` was asked about, and its answer: the answer depends on nothing else, and
+    a view's calls to its owners are all made in the one context of the view's (unsampled) root."""
+
+    def direct_metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The propagation headers of the current context, if it is a trace the sampler dropped and the shortcut
+        is on; else None. Then propagating is all this interceptor would do, so the transport adds them and calls
+        directly (resilience.transport), and they are worked out once per context, not per call: the same
+        headers `intercept_unary_unary` would inject, through the same propagator."""
+        if not self.unsampled_is_final or self._filter is not None:
+            return None
+        current = context.get_current()
+        kept = self._kept
+        if kept is not None and kept[0] is current:
+            return kept[1]
+        headers: tuple[tuple[str, str], ...] | None = None
+        parent = trace.get_current_span(current).get_span_context()
+        if not is_instrumentation_enabled():
+            headers = ()  # tracing_skipped: the library passes the call on untouched
+        elif parent.is_valid and not parent.trace_flags.sampled:
+            carrier: dict[str, str] = {}
+            inject(carrier, context=current)
+            headers = tuple(carrier.items())
+        self._kept = (current, headers)
+        return headers
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         if self.tracing_skipped(client_call_details):  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry import context, trace
+from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,8 +20,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from pullgate.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pullgate.methods import GET_PRODUCT
-from pullgate.telemetry.grpc_client import client_interceptor
-from pullgate.telemetry.grpc_server import Behavior, LeanServerInterceptor, server_interceptor
+from pullgate.telemetry.grpc_client import CancellingUnaryUnary, client_interceptor
+from pullgate.telemetry.grpc_server import Behavior, LeanServerInterceptor, server_interceptor, unsampled_parent
 from pullgate.telemetry.tracing import drops_unsampled_parents, traced_method
 from resilience import CacheConfig, Downstream, DownstreamConfig, HedgingConfig, StatusError
 
@@ -70,6 +71,7 @@ class Traced:
     interceptor: LeanServerInterceptor
     downstream: Downstream
     seen: Seen
+    client: CancellingUnaryUnary
 
     def finished(self, kind: SpanKind) -> list[ReadableSpan]:
         return [s for s in self.spans.get_finished_spans() if s.kind is kind]
@@ -93,7 +95,7 @@ async def traced(sampler: Sampler = ALWAYS_ON, shortcut: bool = False) -> AsyncI
     await server.start()
     downstream = Downstream("catalog", [f"127.0.0.1:{port}"], PLAIN, interceptors=[client])
     try:
-        yield Traced(provider, spans, interceptor, downstream, seen)
+        yield Traced(provider, spans, interceptor, downstream, seen, client)
     finally:
         await downstream.close()
         await server.stop(None)
@@ -199,3 +201,73 @@ async def test_a_cancelled_call_through_the_interceptor_is_cancelled_at_the_serv
         (client,) = t.finished(SpanKind.CLIENT)
         assert client.attributes is not None
         assert client.attributes["pullgate.cancelled"] is True
+
+
+async def test_under_a_dropped_trace_the_transport_adds_the_headers_itself_and_skips_the_interceptor() -> None:
+    """The direct path (resilience.transport, `direct_metadata`): the interceptor's coroutine never runs, the owner
+    still gets the caller's context, unsampled, and a sampled trace still goes through the interceptor."""
+    async with traced(ParentBased(ALWAYS_OFF), shortcut=True) as t:
+        client = t.client
+        ran = 0
+        original = client.intercept_unary_unary
+
+        async def counting(*args: Any) -> Any:
+            nonlocal ran
+            ran += 1
+            return await original(*args)
+
+        client.intercept_unary_unary = counting  # type: ignore[method-assign,assignment]
+        roots = [t.provider.get_tracer("test").start_span("request") for _ in range(2)]
+        for root in roots:
+            with inside(root):
+                for _ in range(2):  # the second is answered from what the first worked out
+                    await t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="a"))
+        assert ran == 0
+        assert [c.trace_id for c in t.seen.contexts] == [r.get_span_context().trace_id for r in roots for _ in "ab"]
+        assert [c.span_id for c in t.seen.contexts] == [r.get_span_context().span_id for r in roots for _ in "ab"]
+        assert not any(c.trace_flags.sampled for c in t.seen.contexts)
+    async with traced(ALWAYS_ON, shortcut=True) as t:
+        client = t.client
+        assert client.direct_metadata() is None  # no parent: the interceptor starts a root span
+        root = t.provider.get_tracer("test").start_span("request")
+        with inside(root):
+            assert client.direct_metadata() is None  # sampled: the client span must be made
+            await t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="a"))
+        assert len(t.finished(SpanKind.CLIENT)) == 1
+
+
+async def test_a_cancelled_call_on_the_direct_path_is_cancelled_at_the_server() -> None:
+    async with traced(ParentBased(ALWAYS_OFF), shortcut=True) as t:
+        with inside(t.provider.get_tracer("test").start_span("request")):
+            call = asyncio.ensure_future(t.downstream.call(GET_PRODUCT, catalog_pb2.GetProductRequest(sku="slow")))
+        await asyncio.wait_for(t.seen.started.wait(), 5)
+        call.cancel()
+        await asyncio.wait_for(t.seen.cancelled.wait(), 5)
+        assert t.spans.get_finished_spans() == ()
+
+
+TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize("flags", ["00", "02"])
+def test_an_unsampled_traceparent_read_by_hand_gives_the_propagators_context(flags: str) -> None:
+    headers = {"traceparent": f"00-{TRACE}-{SPAN}-{flags}", "authorization": "Bearer x"}
+    by_hand = unsampled_parent(headers)
+    assert by_hand is not None
+    assert trace.get_current_span(by_hand).get_span_context() == trace.get_current_span(
+        extract(headers)).get_span_context()
+
+
+@pytest.mark.parametrize("headers", [
+    {"traceparent": f"00-{TRACE}-{SPAN}-01"},  # sampled: the span is made
+    {"traceparent": f"00-{TRACE}-{SPAN}-00", "tracestate": "vendor=1"},  # more than a traceparent
+    {"traceparent": f"00-{TRACE}-{SPAN}-00", "baggage": "k=v"},
+    {"traceparent": f"00-{TRACE.upper()}-{SPAN}-00"},  # not lowercase hex
+    {"traceparent": f"00-{TRACE[:-1]}_-{SPAN}-00"},  # int() would take the underscore
+    {"traceparent": f"01-{TRACE}-{SPAN}-00"},  # another version
+    {"traceparent": f"00-{'0' * 32}-{SPAN}-00"},  # an invalid trace id
+    {"traceparent": f"00-{TRACE}-{SPAN}-00-extra"},
+    {},
+])
+def test_anything_else_is_left_to_the_propagators(headers: dict[str, str]) -> None:
+    assert unsampled_parent(headers) is None
