@@ -3,7 +3,9 @@
 The interceptor is handed to the resilience layer's transport, which runs it around each attempt itself,
 rather than installed on the channels (GrpcAioInstrumentorClient): grpc.aio's channel interceptor machinery
 costs each call an extra task and several turns of the event loop (docs/observability.md, Cost). The span,
-its attributes and the W3C propagation are the library's.
+its attributes and the W3C propagation are the library's. Under a trace the sampler dropped there is no span to
+make, so the transport does not run the interceptor at all: it asks `direct_metadata()` for the headers and adds
+them itself (docs/performance.md, "Call by call, and propagation without the interceptor machinery").
 
 The library's unary-unary interceptor awaits the call's status inside grpc's interceptor task. When the caller
 cancels (a hedge loser, a caller that left), that await is cancelled but the call underneath is not, so the
