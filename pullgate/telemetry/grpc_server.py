@@ -34,13 +34,17 @@ from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServe
 from opentelemetry.instrumentation.grpc._server import _wrap_rpc_behavior
 from opentelemetry.instrumentation.grpc._utilities import _server_status
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.propagate import extract
+from opentelemetry.propagate import extract, get_global_textmap
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from pullgate.telemetry.grpc_client import rpc_attributes
 from resilience import HandlerMemo
 
+W3C_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})
+"""The headers of OpenTelemetry's default propagators (W3C trace context and baggage)."""
+_NO_PARENT = context.Context()
+"""What `extract` gives for headers that carry none of the propagators' fields: no parent."""
 _TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 """A version-00 W3C traceparent, nothing around it (as the TraceContext propagator accepts it, less whitespace)."""
 _OK = grpc.StatusCode.OK
@@ -93,15 +97,20 @@ class LeanServerInterceptor(OpenTelemetryAioServerInterceptor):
         base = rpc_attributes(method)
         tracer = self._tracer
         final = self.unsampled_is_final
+        # The headers the configured propagators read (OTEL_PROPAGATORS; set up before any handler is wrapped):
+        # a request with none of them has no parent, without asking them; and only W3C's own propagators may
+        # have an unsampled traceparent read by hand.
+        fields = frozenset(get_global_textmap().fields)
+        by_hand = final and fields == W3C_FIELDS
 
         async def unary(request: Any, servicer_context: Any) -> Any:
             metadata = servicer_context.invocation_metadata()
             parent = None
             if metadata:
                 headers = {md.key: md.value for md in metadata}
-                dropped = unsampled_parent(headers) if final else None
+                dropped = unsampled_parent(headers) if by_hand else None
                 if dropped is None:
-                    parent = extract(headers)
+                    parent = extract(headers) if not fields.isdisjoint(headers) else _NO_PARENT
                     if final:
                         caller = trace.get_current_span(parent).get_span_context()
                         if caller.is_valid and not caller.trace_flags.sampled:

@@ -10,8 +10,10 @@ from typing import Any
 
 import grpc
 import pytest
-from opentelemetry import context, trace
+from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagate import extract
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -271,3 +273,30 @@ def test_an_unsampled_traceparent_read_by_hand_gives_the_propagators_context(fla
 ])
 def test_anything_else_is_left_to_the_propagators(headers: dict[str, str]) -> None:
     assert unsampled_parent(headers) is None
+
+
+class _OtherPropagator(TextMapPropagator):
+    """A propagator that reads a header of its own and nothing of W3C's, as OTEL_PROPAGATORS=b3 would be."""
+
+    def extract(self, carrier: Any, context: Context | None = None, getter: Any = None) -> Context:
+        return context if context is not None else Context()
+
+    def inject(self, carrier: Any, context: Context | None = None, setter: Any = None) -> None:
+        return None
+
+    @property
+    def fields(self) -> set[str]:
+        return {"x-other-trace"}
+
+
+async def test_a_traceparent_is_read_by_hand_only_when_the_propagators_are_w3cs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under other propagators a traceparent means nothing, so the server must not read it by hand either."""
+    monkeypatch.setattr(propagate, "_HTTP_TEXT_FORMAT", _OtherPropagator())
+    async with traced(ParentBased(ALWAYS_OFF), shortcut=True) as t:
+        channel = grpc.aio.insecure_channel(t.downstream.addresses[0])
+        stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+        await stub.GetProduct(catalog_pb2.GetProductRequest(sku="a"),
+                              metadata=(("traceparent", f"00-{TRACE}-{SPAN}-00"),))
+        await channel.close(None)
+        assert t.seen.contexts[0].trace_id != int(TRACE, 16)  # a root of its own, not the traceparent's trace
