@@ -111,12 +111,20 @@ async def test_up_starts_again_at_once_after_an_owner_was_killed_under_traffic(t
                     for _ in range(LOAD)]
             try:
                 await until(lambda: outcomes.count(True) >= 4 * LOAD, within=30)
-                # A caller of customers that is idle when it dies: with nothing unread on that connection the dead
-                # server's side sends FIN (not RST) and is left in TIME_WAIT, which the loaded connections only
-                # sometimes are.
+                # Callers of customers that are idle when it dies: with nothing unread on a connection the dead
+                # server's side sends FIN (not RST) and, once the caller closes too, is left in TIME_WAIT, which the
+                # loaded connections only sometimes are. A grpc channel may still have a frame in flight (a ping,
+                # a window update) and be reset; a bare TCP connection that never sends a byte cannot.
+                host, _, port = first.state["services"]["customers"][0]["address"].rpartition(":")
+                bare = socket.create_connection((host, int(port)), timeout=5)
+                bare.setblocking(False)
                 async with first.channel("customers") as idle:
                     await health_pb2_grpc.HealthStub(idle).Check(health_pb2.HealthCheckRequest(), timeout=5)
                     os.kill(first.state["services"]["customers"][0]["pid"], signal.SIGKILL)
+                    try:  # its FIN; then the close that leaves the dead server's side in TIME_WAIT
+                        assert await asyncio.wait_for(asyncio.get_running_loop().sock_recv(bare, 1), 10) == b""
+                    finally:
+                        bare.close()
                     await asyncio.wait_for(_read_until(first.process, "customers is back", first.output),
                                            READY_TIMEOUT)
                 back = len(outcomes)
