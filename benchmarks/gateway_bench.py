@@ -176,15 +176,6 @@ async def systems(root: Path) -> AsyncIterator[tuple[Access, dict[str, tuple[str
         up.wait(30)
 
 
-async def _sequential(gw: Gateway, n: int, read: pb.ReadOptions) -> None:
-    for k in range(n):
-        request = pb.GetOrderViewRequest(order_id=ORDER_IDS[k % len(ORDER_IDS)], read=read)
-        start = time.perf_counter()
-        await gw.stub.GetOrderView(request, timeout=5, metadata=gw.metadata)
-        gw.latencies.append(time.perf_counter() - start)
-        gw.ok += 1
-
-
 async def _in_turn(gateways: Sequence[Gateway], n: int, read: pb.ReadOptions) -> None:
     """`n` sequential views from each gateway, taking turns view by view: the machine's drift falls on all alike."""
     for k in range(n):
@@ -247,7 +238,7 @@ async def run(quick: bool = False, out: Path = Path(".")) -> None:
                 channel = await stack.enter_async_context(target.channel(()))
                 gateways[label] = Gateway(label, gateway_pb2_grpc.GatewayServiceStub(channel), target.metadata, pid)
             for gw in gateways.values():  # warm up: connections, handles, trackers
-                await _sequential(gw, 50, STRONG)
+                await _in_turn([gw], 50, STRONG)
             pull, hand, cached = gateways["pullgate, cache off"], gateways["hand-written"], gateways["pullgate"]
             lean = gateways["pullgate, lean"]
             results: dict[str, tuple[float, float]] = {}
