@@ -53,7 +53,7 @@ def _ticks(sut: System) -> float:
 
 async def _round(pool: Workers, sut: System, tally: Tally) -> None:
     before = _ticks(sut)
-    result = await pool.closed_loop([sut.gateway], CALLERS, WARM + COUNTED, "strong", DEADLINE)
+    result, _ = await pool.closed_loop([sut.gateway], CALLERS, WARM + COUNTED, "strong", DEADLINE)
     counted = [s for s in result.shots if WARM <= s.end < WARM + COUNTED]
     ok = sum(1 for s in counted if s.code == "OK")
     tally.ok.append(ok / COUNTED)

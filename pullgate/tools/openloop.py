@@ -402,11 +402,10 @@ class Workers:
                                     workers=count) for w in range(count)])
 
     async def closed_loop(self, targets: Sequence[Gateway], callers: int, seconds: float, consistency: str,
-                          deadline: float) -> Result:
-        """`callers` closed-loop callers for `seconds`, in one worker process."""
-        result, _ = await self._run([Job(tuple(targets), consistency, deadline, 0.0, callers=callers,
-                                         seconds=seconds)])
-        return result
+                          deadline: float) -> tuple[Result, float]:
+        """`callers` closed-loop callers for `seconds`, in one worker process; (the shots, the origin as
+        `time.monotonic()`)."""
+        return await self._run([Job(tuple(targets), consistency, deadline, 0.0, callers=callers, seconds=seconds)])
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from pullgate.tools.chaos import invariants
@@ -194,6 +195,20 @@ def test_goodput_names_a_second_under_the_share() -> None:
     assert not verdict.held and verdict.count == 1
     assert "its second 1: 49 good of 300 offered, under 50% of the 100/s capacity (50)" in verdict.violations[0]
     assert "RESOURCE_EXHAUSTED 251" in verdict.violations[0]
+
+
+def test_goodput_is_judged_against_the_capacity_for_the_cores_left_to_the_system() -> None:
+    """Where the spike's generator took cores the capacity run left the system, goodput is judged against the
+    capacity scaled to what was left (fair_capacity): 45/s passes against 80/s, and fails against 100/s."""
+    s = spike([100, 45, 90])
+    assert not invariants.goodput([s], [overload_run(s)], LIMITS, T0).held
+    fair = replace(s, fair_capacity=80.0)
+    verdict = invariants.goodput([fair], [overload_run(fair)], LIMITS, T0)
+    assert verdict.held and verdict.measured["judged_capacity_per_s"] == 80.0
+    assert verdict.measured["capacity_per_s"] == 100.0 and verdict.measured["lowest_goodput_share"] == 0.562
+    low = replace(s, fair_capacity=95.0)
+    violated = invariants.goodput([low], [overload_run(low)], LIMITS, T0)
+    assert not violated.held and "under 50% of the 95/s capacity (48)" in violated.violations[0]
 
 
 def test_goodput_names_slow_refusals() -> None:

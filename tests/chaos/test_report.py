@@ -25,7 +25,8 @@ def report() -> Report:
               FaultRun("overload gateway 3x for 2s", "overload", "gateway", T0 + 5, T0 + 7, service="gateway")]
     answers = [Answer(i / 30, 0.01, "OK") for i in range(40)] + [Answer(1 + i / 30, 0.001, "CANCELLED")
                                                                  for i in range(20)]
-    spike = Spike("overload gateway 3x for 2s", T0 + 5, 2.0, 30.0, 10.0, 1.0, answers, lag_p99=0.002)
+    spike = Spike("overload gateway 3x for 2s", T0 + 5, 2.0, 30.0, 10.0, 1.0, answers, lag_p99=0.002,
+                  fair_capacity=8.0, cpu="the spike left the system 1.60 cores")
     verdicts = [invariants.deadlines(calls, Limits(), T0), invariants.strong(calls, T0)]
     verdicts[1].violate("order view 1 (strong): customer:1 is CACHED")
     return Report({"duration": 6, "rate": 10, "seed": 7, "deadline": 1.5, "data_dir": "var"}, calls, faults,
@@ -45,7 +46,8 @@ def test_json_holds_every_section_with_times_since_the_start() -> None:
     assert data["faults"][1]["end_s"] is None and [f["kind"] for f in data["faults"][2:]] == ["gray", "overload"]
     assert data["spikes"] == [{
         "label": "overload gateway 3x for 2s", "start_s": 5.0, "capacity_per_s": 10.0, "rate_per_s": 30.0,
-        "views": 60, "good": 40, "refusal_p99_ms": 1.0, "overloaded_trailer": 0, "send_lag_p99_ms": 2.0,
+        "judged_capacity_per_s": 8.0, "cpu": "the spike left the system 1.60 cores", "views": 60, "good": 40,
+        "refusal_p99_ms": 1.0, "overloaded_trailer": 0, "send_lag_p99_ms": 2.0,
         "seconds": [{"t": 0, "offered": 30, "good": 30}, {"t": 1, "offered": 30, "good": 10, "CANCELLED": 20}],
         "metrics_unread": []}]
     assert [(i["name"], i["held"], i["violations"]) for i in data["invariants"]] == [("deadline", True, 0),
@@ -60,6 +62,7 @@ def test_text_names_each_invariant_and_quotes_its_violations() -> None:
     assert "- order view 1 (strong): customer:1 is CACHED" in text
     assert "never ended" in text and text.endswith("VIOLATED: strong")
     assert "overload overload gateway 3x for 2s at 5.00s: 30 strong views/s against a capacity of 10/s" in text
+    assert "judged against 8/s, the capacity for the cores the rest left the system: the spike left" in text
     assert "second  1:    10 good of    30, CANCELLED 20" in text
 
 

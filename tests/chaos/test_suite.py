@@ -8,17 +8,20 @@ and asserts that all nine invariants held, printing the whole report when one di
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from pullgate import topology
+from pullgate.tools import machine
 from pullgate.tools.chaos.load import DEFAULT_MIX
 from pullgate.tools.chaos.report import Report
 from pullgate.tools.chaos.runner import Settings, chaos
 from pullgate.tools.chaos.spike import REFUSALS
-from pullgate.tools.chaos.system import start
+from pullgate.tools.chaos.system import read_state, start
+from pullgate.tools.launcher import STATE_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -84,3 +87,18 @@ async def test_an_overload_from_a_second_process(system: Path, tmp_path: Path) -
     goodput, breakers = report.verdicts[6], report.verdicts[7]
     assert goodput.measured["seconds_judged"] == 2 and breakers.measured["spikes_judged"] == 1, report.text()
     assert any(a.code in REFUSALS for a in report.spikes[0].answers), "3x capacity was not refused in part"
+    # Judged against the capacity for the cores the generator left the system: measured here, where there is /proc.
+    spike = report.spikes[0]
+    if machine.machine_busy() is not None:
+        assert spike.fair_capacity is not None and 0 < spike.fair_capacity <= spike.capacity, report.text()
+        assert "the spike after its first second" in spike.cpu
+
+
+def test_the_systems_processes_are_known_by_pid(system: Path) -> None:
+    """What the CPU split counts as the system: the launcher, every server and the edge the state file records."""
+    state = read_state(system)
+    pids = set(machine.system_pids(system))
+    assert {state.launcher_pid, *(p.pid for p in state.procs)} <= pids
+    recorded = json.loads((system / STATE_FILE).read_text())
+    if recorded.get("edge"):
+        assert int(recorded["edge"]["pid"]) in pids

@@ -318,13 +318,14 @@ def goodput(spikes: Sequence[Spike], faults: Sequence[FaultRun], limits: Limits,
         at = spike.start - origin
         for second in per_second(spike)[1:]:
             judged += 1
-            bound = share * min(spike.capacity, second.offered)
-            lowest = min(lowest, second.good / spike.capacity if spike.capacity else 0.0)
+            capacity = spike.judged_capacity
+            bound = share * min(capacity, second.offered)
+            lowest = min(lowest, second.good / capacity if capacity else 0.0)
             codes += second.codes
             if second.good < bound:
                 rest = ", ".join(f"{code} {n}" for code, n in second.codes.most_common()) or "nothing else"
                 verdict.violate(f"{spike.label} at {at:.2f}s, its second {second.t}: {second.good} good of "
-                                f"{second.offered} offered, under {share:.0%} of the {spike.capacity:.0f}/s capacity "
+                                f"{second.offered} offered, under {share:.0%} of the {capacity:.0f}/s capacity "
                                 f"({bound:.0f}); the rest: {rest}")
         refusals = [a.latency for a in spike.answers if a.code in REFUSALS]
         if refusals:
@@ -333,14 +334,17 @@ def goodput(spikes: Sequence[Spike], faults: Sequence[FaultRun], limits: Limits,
             if p99 > limits.refusal_bound:
                 verdict.violate(f"{spike.label} at {at:.2f}s: its {len(refusals)} refusals took {p99 * 1000:.0f} ms "
                                 f"at p99 (over {limits.refusal_bound * 1000:.0f} ms): callers waited to be refused")
-    verdict.measured = {"capacity_per_s": round(min(s.capacity for s in spikes), 1), "seconds_judged": judged,
+    verdict.measured = {"capacity_per_s": round(min(s.capacity for s in spikes), 1),
+                        "judged_capacity_per_s": round(min(s.judged_capacity for s in spikes), 1),
+                        "seconds_judged": judged,
                         "spikes_not_judged": len(skipped),
                         "lowest_goodput_share": None if lowest == math.inf else round(lowest, 3),
                         "refusal_p99_ms": round(worst_refusal * 1000, 1),
                         **{f"answers_{'ok_late' if code == 'OK' else code.lower()}": n
                            for code, n in sorted(codes.items())}}
-    verdict.summary = (f"{judged} spike seconds judged against {', '.join(f'{s.capacity:.0f}/s' for s in spikes)} "
-                       f"capacity; lowest goodput "
+    verdict.summary = (f"{judged} spike seconds judged against "
+                       f"{', '.join(f'{s.judged_capacity:.0f}/s' for s in spikes)} capacity (for the cores left to "
+                       f"the system); lowest goodput "
                        + ("n/a" if lowest == math.inf else f"{lowest:.0%} of capacity")
                        + f"; refusals p99 {worst_refusal * 1000:.0f} ms"
                        + _not_judged(skipped))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pullgate.tools.chaos.invariants import Peak
 from pullgate.tools.chaos.system import SystemUnusable, memory, read_state
+from pullgate.tools.machine import sampling
 
 
 class MemoryWatch:
@@ -28,11 +29,7 @@ class MemoryWatch:
                     pids[proc.pid] = max(pids.get(proc.pid, 0), found[0])
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.sample()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._every)
-        self.sample()
+        await sampling(self.sample, self._every, stop)
 
     def peaks(self) -> list[Peak]:
         return [Peak(name, max(pids.values()), tuple(pids)) for name, pids in self._peaks.items()]

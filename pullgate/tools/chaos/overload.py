@@ -7,18 +7,21 @@ timings (the deadline invariant) would then measure the tool instead of the syst
 one reaches all four owners, so the cache hides none of the load (docs/overload.md, "Why these reads").
 
 Capacity is measured once, before the chaos load starts, as the benchmark does: OK views per second that
-CALLERS closed-loop callers get, the first WARM seconds not counted.
+CALLERS closed-loop callers get, the first WARM seconds not counted. A spike is judged against that capacity scaled
+to the cores its own generator and everything else left the system (pullgate.tools.machine): at three times the
+load the generator costs three times as much, on the same two cores.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from pullgate.tools import scrape
+from pullgate.tools import machine, scrape
 from pullgate.tools.chaos.schedule import Fault
 from pullgate.tools.chaos.spike import Answer, Opens, Spike
 from pullgate.tools.openloop import Gateway, Phase, Workers
@@ -57,16 +60,24 @@ async def read_opens(data_dir: Path) -> tuple[Opens, list[str]]:
 class Overload:
     """The spike's worker processes for one run, the capacity they measured, and the spikes they send."""
 
-    def __init__(self, pool: Workers, gateway: Gateway, data_dir: Path, deadline: float) -> None:
+    def __init__(self, pool: Workers, gateway: Gateway, data_dir: Path, deadline: float,
+                 trace: machine.Trace | None = None) -> None:
         self._pool = pool
         self._gateway = gateway
         self._data_dir = data_dir
         self._deadline = deadline
+        self._trace = trace
         self.capacity = 0.0
+        self.measured: machine.Share | None = None
+        """How the machine's CPU divided while capacity was counted."""
 
     async def measure(self) -> float:
         """OK views per second (within the deadline) from CALLERS closed-loop callers; NoCapacity if none."""
-        result = await self._pool.closed_loop([self._gateway], CALLERS, WARM + COUNTED, CONSISTENCY, self._deadline)
+        result, origin = await self._pool.closed_loop([self._gateway], CALLERS, WARM + COUNTED, CONSISTENCY,
+                                                      self._deadline)
+        if self._trace is not None:
+            self._trace.sample()
+            self.measured = self._trace.between(origin + WARM, origin + WARM + COUNTED)
         good = [s for s in result.shots
                 if s.code == "OK" and s.latency <= self._deadline and WARM <= s.end < WARM + COUNTED]
         self.capacity = len(good) / COUNTED
@@ -84,6 +95,15 @@ class Overload:
         result, origin = await self._pool.open_loop([self._gateway], [Phase("spike", fault.duration, rate)],
                                                     CONSISTENCY, self._deadline)
         start = time.time() - (time.monotonic() - origin)
+        fair, cpu = None, ""
+        if self._trace is not None:
+            self._trace.sample()
+            during = self._trace.between(origin + 1.0, origin + fault.duration)
+            if self.measured is not None and during is not None:
+                cpus = os.cpu_count() or 1
+                fair = machine.fair_capacity(self.capacity, self.measured, during, cpus)
+                cpu = (f"capacity measured with {self.measured.line(cpus)}; the spike after its first second "
+                       f"{during.line(cpus)}")
         # Calls the spike caused inside the system (an owner call, a retry) end by the deadline of the view that
         # caused them, so a breaker that opens because of it has opened by then.
         with contextlib.suppress(TimeoutError):
@@ -92,7 +112,7 @@ class Overload:
         return Spike(fault.label, start, fault.duration, rate, self.capacity, self._deadline,
                      [Answer(s.due, s.latency, s.code, s.overloaded) for s in result.shots],
                      opens_before, opens_after, (before_at, time.time()), sorted({*unread, *unread_after}),
-                     result.lag(0.99))
+                     result.lag(0.99), fair, cpu)
 
 
 @contextlib.asynccontextmanager
@@ -101,7 +121,8 @@ async def overload(gateway: Gateway, data_dir: Path, deadline: float) -> AsyncIt
     (its address, with the system's CA and a token that may read every order: `Gateway.of`)."""
     pool = await Workers.start(WORKERS)
     try:
-        yield Overload(pool, gateway, data_dir, deadline)
+        async with machine.tracing(lambda: machine.system_pids(data_dir)) as trace:
+            yield Overload(pool, gateway, data_dir, deadline, trace)
     finally:
         await pool.close()
 

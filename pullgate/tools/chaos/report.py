@@ -94,6 +94,7 @@ class Report:
             rows.append({
                 "label": spike.label, "start_s": round(spike.start - self.origin, 3),
                 "capacity_per_s": round(spike.capacity, 1), "rate_per_s": round(spike.rate, 1),
+                "judged_capacity_per_s": round(spike.judged_capacity, 1), "cpu": spike.cpu,
                 "views": len(spike.answers), "good": sum(1 for a in spike.answers if spike.good(a)),
                 "refusal_p99_ms": round(percentile(refusals, 0.99) * 1000, 1),
                 "overloaded_trailer": sum(1 for a in spike.answers if a.overloaded),
@@ -159,6 +160,9 @@ class Report:
             lines += ["", f"overload {spike['label']} at {spike['start_s']:.2f}s: {spike['rate_per_s']:.0f} strong "
                           f"views/s against a capacity of {spike['capacity_per_s']:.0f}/s; refusals p99 "
                           f"{spike['refusal_p99_ms']:.1f} ms; generator send lag p99 {spike['send_lag_p99_ms']:.1f} ms"]
+            if spike["cpu"]:
+                lines.append(f"  judged against {spike['judged_capacity_per_s']:.0f}/s, the capacity for the cores "
+                             f"the rest left the system: {spike['cpu']}")
             for second in spike["seconds"]:
                 rest = {k: v for k, v in second.items() if k not in ("t", "offered", "good")}
                 lines.append(f"  second {second['t']:>2}: {second['good']:>5} good of {second['offered']:>5}"

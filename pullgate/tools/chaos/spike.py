@@ -55,6 +55,16 @@ class Spike:
     """Processes whose metrics could not be read, and why."""
     lag_p99: float = 0.0
     """How late the generator sent its views, at p99 (seconds): whether it kept its schedule."""
+    fair_capacity: float | None = None
+    """`capacity` scaled to the cores the generator and everything else left the system during the spike after its
+    first second (pullgate.tools.machine.fair_capacity); None when not measured (no /proc, too short a spike)."""
+    cpu: str = ""
+    """How the machine's CPU divided while capacity was measured and in the spike, for the report."""
+
+    @property
+    def judged_capacity(self) -> float:
+        """What goodput is judged against: the fair capacity where measured, else the capacity."""
+        return self.capacity if self.fair_capacity is None else self.fair_capacity
 
     def good(self, answer: Answer) -> bool:
         """An OK answer within the deadline: goodput."""
