@@ -37,11 +37,12 @@ class AdmissionConfig(_Checked):
     """Admission control for one server. Durations are in seconds; the defaults suit a Python process that
     shares two cores with others.
 
-    `initial_limit`, `min_limit`, `max_limit` bound the number of requests in flight. The limit moves on each
-    finished request: `smoothing` is how much of the new estimate it takes at once, and `tolerance` how much
-    slower than the long-term average (over about `long_window` requests) a request may be before it counts as
-    queueing. CRITICAL_PLUS may fill the whole limit; `critical_share`, `sheddable_plus_share` and
-    `sheddable_share` are the fractions of it the other levels may fill. With `check_deadline`, a request with
+    `initial_limit`, `min_limit`, `max_limit` bound the number of requests in flight. The limit moves once per
+    `window` finished requests, on their average latency and the most that were in flight when one of them
+    started: `smoothing` is how much of the new estimate it takes at once, and `tolerance` how much slower than
+    the long-term average (over about `long_window` windows) a window may be before it counts as queueing.
+    CRITICAL_PLUS may fill the whole limit; `critical_share`, `sheddable_plus_share` and `sheddable_share` are
+    the fractions of it the other levels may fill. With `check_deadline`, a request with
     less time left than the `service_time_percentile` of its method's recent latency is refused at arrival.
 
     `max_pending_requests` and `max_pending_requests_hard_limit` bound the queue *in front of* all of that, in
@@ -69,6 +70,7 @@ class AdmissionConfig(_Checked):
     smoothing: float = 0.2
     tolerance: float = 1.5
     long_window: int = 600
+    window: int = 10
     critical_share: float = 1.0
     sheddable_plus_share: float = 0.95
     sheddable_share: float = 0.9
@@ -84,6 +86,7 @@ class AdmissionConfig(_Checked):
         "smoothing": (_fraction, "in (0, 1]"),
         "tolerance": (lambda v: 1 <= v <= 10, "in [1, 10]"),
         "long_window": (lambda v: v >= 10, ">= 10"),
+        "window": (lambda v: 1 <= v <= 1000, "in [1, 1000]"),
         "critical_share": (_fraction, "in (0, 1]"),
         "sheddable_plus_share": (_fraction, "in (0, 1]"),
         "sheddable_share": (_fraction, "in (0, 1]"),
@@ -150,13 +153,21 @@ class AdmissionConfig(_Checked):
 
 
 class GradientLimit:
-    """The concurrency limit, moved by each finished request's latency against the long-term average.
+    """The concurrency limit, moved by finished requests' latency against the long-term average.
 
-    On each sample: gradient = tolerance * long-term average / this latency, kept in [0.5, 1]; the new estimate
+    Samples are taken a window at a time (`window` requests, Netflix's WindowedLimit with its average sample
+    window): the window's average latency is its sample, and the most requests in flight when one of its requests
+    started says whether the limit was in use. One request at a time would bias the limit down wherever latency
+    varies: at a small limit only the requests that found many in flight count as "in use", and those are the
+    ones that waited behind the others, so the fast ones never speak; and each fast one pulled the baseline down.
+    Measured on two saturated cores (docs/overload.md): orders' limit sat at `min_limit` through a 3x spike, and
+    50-223 views the gateway had admitted had a part refused by an owner; with windows of 10, 3-55.
+
+    On each window: gradient = tolerance * long-term average / this latency, kept in [0.5, 1]; the new estimate
     is limit * gradient + sqrt(limit) (the headroom to grow into, Envoy's and Netflix's square root), and the
     limit takes `smoothing` of it. While latency stays within `tolerance` of its average, the gradient is 1
-    and the limit grows by smoothing * sqrt(limit) a sample; when it rises past that, requests are queueing
-    and the limit shrinks (by at most half of `smoothing` a sample, so one slow request is not a collapse).
+    and the limit grows by smoothing * sqrt(limit) a window; when it rises past that, requests are queueing
+    and the limit shrinks (by at most half of `smoothing` a window, so one slow window is not a collapse).
     Under lasting overload it settles at 4 (where limit / 2 = sqrt(limit)), or at `min_limit` if that is
     higher. It does not move while fewer than half of it are in use: latency then says nothing about the
     limit. The long-term average follows latency slowly (it is the baseline); when latency falls back to half
@@ -164,10 +175,11 @@ class GradientLimit:
     """
 
     WARMUP: ClassVar[int] = 10
-    """Samples averaged plainly before the long-term average becomes exponential (a first slow call would
+    """Windows averaged plainly before the long-term average becomes exponential (a first slow window would
     otherwise weigh for hundreds)."""
 
-    __slots__ = ("_alpha", "_long", "_max", "_min", "_samples", "_smoothing", "_tolerance", "limit")
+    __slots__ = ("_alpha", "_busiest", "_count", "_long", "_max", "_min", "_samples", "_smoothing", "_sum",
+                 "_tolerance", "_window", "limit")
 
     def __init__(self, config: AdmissionConfig) -> None:
         self.limit = float(config.initial_limit)
@@ -178,6 +190,10 @@ class GradientLimit:
         self._alpha = 2.0 / (config.long_window + 1)
         self._long = 0.0
         self._samples = 0
+        self._window = config.window
+        self._sum = 0.0
+        self._count = 0
+        self._busiest = 0
 
     @property
     def baseline(self) -> float:
@@ -185,7 +201,20 @@ class GradientLimit:
         return self._long
 
     def update(self, latency: float, in_flight: int) -> float:
-        """Take one finished request's `latency` (seconds) and the number in flight when it started; the new limit."""
+        """Take one finished request's `latency` (seconds) and the number in flight when it started; the limit,
+        moved if this request closed a window."""
+        self._sum += latency
+        self._count += 1
+        if in_flight > self._busiest:
+            self._busiest = in_flight
+        if self._count < self._window:
+            return self.limit
+        latency, in_flight = self._sum / self._count, self._busiest
+        self._sum, self._count, self._busiest = 0.0, 0, 0
+        return self._take(latency, in_flight)
+
+    def _take(self, latency: float, in_flight: int) -> float:
+        """One window's average `latency` and the most in flight during it; the new limit."""
         latency = max(latency, 1e-6)
         if self._samples < self.WARMUP:
             self._samples += 1

@@ -10,6 +10,10 @@ from resilience.admission import Admission, AdmissionConfig, GradientLimit, Serv
 from resilience.config import ConfigError
 from resilience.criticality import Criticality
 
+ONE = 1
+"""The tests of the update rule itself give it one request per window (`window=1`); the window's own tests
+below use the default."""
+
 
 def run(limit: GradientLimit, latency: float, samples: int, in_flight: int | None = None) -> list[float]:
     """Feed `samples` finished requests of `latency`, each found the limit full (or `in_flight`)."""
@@ -18,7 +22,7 @@ def run(limit: GradientLimit, latency: float, samples: int, in_flight: int | Non
 
 def test_the_limit_grows_while_latency_stays_low_up_to_max_limit() -> None:
     """Steady latency with the limit in use: the limit only grows, and stops at max_limit."""
-    limit = GradientLimit(AdmissionConfig(initial_limit=20, max_limit=60))
+    limit = GradientLimit(AdmissionConfig(window=ONE, initial_limit=20, max_limit=60))
     seen = run(limit, 0.010, 200)
     assert seen == sorted(seen)
     assert seen[10] > 20
@@ -27,7 +31,7 @@ def test_the_limit_grows_while_latency_stays_low_up_to_max_limit() -> None:
 
 def test_the_limit_shrinks_when_latency_rises_down_to_min_limit() -> None:
     """Latency well past the tolerance of its long-term average: the limit only falls, and stops at min_limit."""
-    limit = GradientLimit(AdmissionConfig(initial_limit=40, min_limit=8))
+    limit = GradientLimit(AdmissionConfig(window=ONE, initial_limit=40, min_limit=8))
     run(limit, 0.010, 50)
     before = limit.limit
     seen = run(limit, 0.050, 60)
@@ -38,7 +42,7 @@ def test_the_limit_shrinks_when_latency_rises_down_to_min_limit() -> None:
 
 def test_a_slow_request_within_the_tolerance_does_not_shrink_the_limit() -> None:
     """A request up to `tolerance` times slower than usual is not taken for queueing."""
-    limit = GradientLimit(AdmissionConfig(tolerance=1.5))
+    limit = GradientLimit(AdmissionConfig(window=ONE, tolerance=1.5))
     run(limit, 0.010, 50)
     before = limit.limit
     assert limit.update(0.014, int(before)) > before
@@ -46,7 +50,7 @@ def test_a_slow_request_within_the_tolerance_does_not_shrink_the_limit() -> None
 
 def test_one_slow_request_costs_at_most_half_of_smoothing() -> None:
     """The gradient is kept at 0.5 or more: one outlier shrinks the limit by at most smoothing / 2."""
-    limit = GradientLimit(AdmissionConfig(initial_limit=100, smoothing=0.2))
+    limit = GradientLimit(AdmissionConfig(window=ONE, initial_limit=100, smoothing=0.2))
     run(limit, 0.010, 20)
     before = limit.limit
     assert limit.update(10.0, int(before)) == pytest.approx(before * 0.9 + 0.2 * before**0.5)
@@ -54,7 +58,7 @@ def test_one_slow_request_costs_at_most_half_of_smoothing() -> None:
 
 def test_the_limit_stays_put_while_the_server_is_lightly_used() -> None:
     """Fewer than half the limit in flight: latency, fast or slow, does not move the limit."""
-    limit = GradientLimit(AdmissionConfig(initial_limit=20))
+    limit = GradientLimit(AdmissionConfig(window=ONE, initial_limit=20))
     run(limit, 0.010, 50, in_flight=3)
     run(limit, 0.500, 50, in_flight=3)
     assert limit.limit == 20
@@ -62,12 +66,41 @@ def test_the_limit_stays_put_while_the_server_is_lightly_used() -> None:
 
 def test_the_limit_grows_back_once_the_overload_is_over() -> None:
     """After an overload pulled the limit down, latency back to normal lets it grow again."""
-    limit = GradientLimit(AdmissionConfig(initial_limit=40, min_limit=5, max_limit=200))
+    limit = GradientLimit(AdmissionConfig(window=ONE, initial_limit=40, min_limit=5, max_limit=200))
     run(limit, 0.010, 600)
     run(limit, 0.100, 300)  # long enough for the baseline to drift up
     low = limit.limit
     seen = run(limit, 0.010, 100)
     assert seen[-1] > low + 20
+
+
+def test_the_limit_moves_once_per_window_on_its_average() -> None:
+    """Nine requests of a window of ten leave the limit; the tenth moves it, as one sample of their average."""
+    windowed = GradientLimit(AdmissionConfig(initial_limit=20))
+    single = GradientLimit(AdmissionConfig(window=ONE, initial_limit=20))
+    run(windowed, 0.010, 100)
+    run(single, 0.010, 10)  # the same ten samples of the baseline, one per window
+    assert windowed.limit == pytest.approx(single.limit)
+    before = windowed.limit
+    latencies = [0.010] * 9 + [0.110]  # average 20 ms: past the tolerance of a 10 ms baseline
+    seen = [windowed.update(latency, 30) for latency in latencies]
+    assert seen[:9] == [before] * 9 and seen[9] < before
+    assert seen[9] == pytest.approx(single.update(0.020, 30))
+
+
+def test_the_fast_requests_of_a_busy_window_count() -> None:
+    """Latency that varies (a process waiting for a core at random): most requests are fast and found few in
+    flight, one in ten waited behind a crowd. One request at a time, only the slow ones pass the "in use" rule
+    and the limit falls to min_limit; a window of ten averages them with the fast ones and the limit holds."""
+    single = GradientLimit(AdmissionConfig(window=ONE, initial_limit=10, min_limit=5))
+    windowed = GradientLimit(AdmissionConfig(initial_limit=10, min_limit=5))
+    for limit in (single, windowed):
+        for _ in range(100):
+            for _ in range(9):
+                limit.update(0.004, 2)
+            limit.update(0.016, 8)
+    assert single.limit == 5
+    assert windowed.limit >= 10
 
 
 def test_sheddable_requests_fill_only_their_share_while_critical_ones_fill_the_limit() -> None:
@@ -108,7 +141,7 @@ def test_every_level_keeps_a_place_at_the_smallest_limit() -> None:
 
 def test_the_shares_follow_the_limit_as_it_moves() -> None:
     """As released requests shrink the limit, each level's room shrinks with it."""
-    admission = Admission(AdmissionConfig(initial_limit=40, min_limit=6, max_limit=40, sheddable_share=0.5))
+    admission = Admission(AdmissionConfig(window=ONE, initial_limit=40, min_limit=6, max_limit=40, sheddable_share=0.5))
     assert admission.room(Criticality.SHEDDABLE) == 20
     for latency in [0.010] * 100 + [0.200] * 60:
         assert admission.try_acquire(Criticality.CRITICAL)
