@@ -74,8 +74,9 @@ def _save(fig: Figure, axes: Sequence[Axes], title: str, path: Path) -> None:
 
 
 def spike(shots: Sequence[Shot], phases: Sequence[Phase], capacity: float, deadline: float, path: Path,
-          title: str) -> None:
-    """Write the spike's timeline to `path`: one-second buckets by when each request was due."""
+          title: str, target: float | None = None) -> None:
+    """Write the spike's timeline to `path`: one-second buckets by when each request was due; `target`, if given,
+    is the goodput each spike second must reach (drawn as a dotted line)."""
     buckets: dict[int, list[Shot]] = defaultdict(list)
     for shot in shots:
         buckets[math.floor(shot.due)].append(shot)
@@ -105,6 +106,8 @@ def spike(shots: Sequence[Shot], phases: Sequence[Phase], capacity: float, deadl
         start += phase.seconds
     bottom.plot(edges, offered, color="black", linewidth=1.0, label="offered")
     bottom.axhline(capacity, color="black", linewidth=0.8, linestyle="--", label=f"capacity {capacity:.0f}/s")
+    if target is not None:
+        bottom.axhline(target, color="#d62728", linewidth=0.8, linestyle=":", label=f"goodput target {target:.0f}/s")
     bottom.set_ylabel("answers per second")
     bottom.set_xlabel("seconds since the load started (by when each request was due)")
     bottom.grid(alpha=0.3)
