@@ -1,7 +1,7 @@
 """Run the benchmarks: `python -m benchmarks [NAME] [--quick]`, NAME one of resilience (the default), tracing,
 instructions, admission, overload, loop, dashboard, gateway.
 
-`overload` also takes `--out DIR` (where its pictures go) and `--only spike,gray,tail`; `dashboard` (the Grafana
+`overload` also takes `--out DIR` (where its pictures go) and `--only spike,gray,tail,cost`; `dashboard` (the Grafana
 panels drawn from a real run's Prometheus data) takes `--out DIR` too (default docs/), and so does `gateway`
 (pullgate's gateway against a hand-written one; its bar chart).
 """

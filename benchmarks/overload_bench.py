@@ -1,7 +1,7 @@
 """The overload and gray-failure benchmark (issue 13), against real `pullgate up` systems on this machine.
 
-Three scenarios, all in one run, each printed as a table with its targets marked PASS or MISS (never asserted:
-the figures are the point, before and after the mechanisms land):
+Four scenarios, all in one run, each printed as a table, the first three with their targets marked PASS or MISS
+(never asserted: the figures are the point, before and after the mechanisms land):
 
 1. spike (`--replicas 1`): capacity for strong order views (32 closed-loop callers), then open loop at 0.5x,
    3x for 10 s and 0.5x again, with 1 s deadlines. Targets: goodput in the spike >= 80% of capacity in every
@@ -14,11 +14,13 @@ the figures are the point, before and after the mechanisms land):
 3. tail (`--replicas 3`, `--faults catalog=delay:500ms@2%`): open-loop strong order views at a modest rate to
    a system with hedging and one without, taking turns request by request. Targets: p99.9 <= 40 ms and
    hedges sent <= 5% of catalog calls, with hedging.
+4. cost (`--replicas 1`): the system's CPU per OK view, by process, under a closed loop and open loop at 0.5x,
+   0.95x, 1.5x and 3x of it, taking turns. No target: it says where the spike's goodput goes.
 
 The load comes from worker processes (pullgate/tools/openloop.py); latency counts from when each request was due.
-One module per scenario (overload_spike, overload_gray, overload_tail); overload_plan holds the durations and
-the verdicts, overload_system starts the systems, scrape reads their metrics, cpu says where the machine's CPU
-went, overload_plot draws the pictures.
+One module per scenario (overload_spike, overload_gray, overload_tail, overload_cost); overload_plan holds the
+durations and the verdicts, overload_system starts the systems, scrape reads their metrics, cpu says where the
+machine's CPU went, overload_plot draws the pictures.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import overload_gray, overload_spike, overload_tail
+from benchmarks import overload_cost, overload_gray, overload_spike, overload_tail
 from benchmarks.overload_plan import FULL, QUICK, Target
 from benchmarks.overload_system import up
 from benchmarks.resilience_bench import machine
 from pullgate.tools.openloop import workers
 
-SCENARIOS = ("spike", "gray", "tail")
+SCENARIOS = ("spike", "gray", "tail", "cost")
 
 
 async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = SCENARIOS,
@@ -62,6 +64,8 @@ async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = 
                         targets += await overload_gray.run(shared, plan, out)
                     if "tail" in only:
                         targets += await overload_tail.run(pool, [shared], plan, out)
+                    if "cost" in only:
+                        await overload_cost.run(pool, shared, plan)
             else:
                 if "spike" in only:
                     async with up(base / "spike", "replicas 1", 1, flags=edged) as sut:
@@ -74,6 +78,9 @@ async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = 
                     async with (up(base / "tail-on", "replicas 3, hedging on", 3, flags=edged) as hedging,
                                 up(base / "tail-off", "replicas 3, hedging off", 3, off, flags=edged) as plain):
                         targets += await overload_tail.run(pool, [hedging, plain], plan, out)
+                if "cost" in only:
+                    async with up(base / "cost", "replicas 1", 1, flags=edged) as sut:
+                        await overload_cost.run(pool, sut, plan)
     print("\n== targets (issue 13)")
     for target in targets:
         print(target.line())

@@ -52,12 +52,16 @@ class Plan:
     """The counted tail lasts at most this long (fewer views where the rate came down)."""
     tail_floor: float = 60.0
     """Seconds of the same load before the fault is set: what this machine gives without it (the tail's floor)."""
+    cost_rounds: int = 3
+    """Rounds of the cost scenario, each every load in turn."""
+    cost_seconds: float = 6.0
+    """Seconds of each load in a round of the cost scenario (the first not counted)."""
 
 
 FULL = Plan()
 QUICK = Plan(warm=0.5, capacity=1.0, before=1.0, spike=2.0, after=2.0, gray_before=1.0, gray_views=30,
              gray_cap=4.0, gray_after=1.0, tail_warm=0.0, tail_rate=40.0, tail_views=80,
-             tail_floor=1.0)
+             tail_floor=1.0, cost_rounds=1, cost_seconds=1.5)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import loop_bench, overload_bench, resilience_bench
+from benchmarks import loop_bench, overload_bench, overload_cost, resilience_bench
 
 
 async def test_the_resilience_benchmark_measures_every_row() -> None:
@@ -43,11 +43,13 @@ async def test_the_resilience_benchmark_measures_every_row() -> None:
 
 @pytest.mark.e2e
 async def test_the_overload_benchmark_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A quick run starts a real system, runs the three scenarios and writes their tables, targets and pictures."""
+    """A quick run starts a real system, runs the four scenarios and writes their tables, targets and pictures."""
     targets = await overload_bench.run(quick=True, out=tmp_path)
     out = capsys.readouterr().out
-    for heading in ("== 1. spike", "== 2. gray failure", "== 3. tail", "== targets"):
+    for heading in ("== 1. spike", "== 2. gray failure", "== 3. tail", "== 4. cost", "== targets"):
         assert heading in out
+    assert "x closed gateway owners  edge" in out
+    assert "open 3x" in out
     assert "offered  good RESEXH CANCEL UNAVAIL DEADLN" in out
     assert "send lag p50" in out
     assert [t.scenario for t in targets] == ["spike"] * 4 + ["gray"] * 3 + ["tail"] * 2
@@ -65,3 +67,16 @@ async def test_the_loop_benchmark_runs_both_loops_side_by_side(capsys: pytest.Ca
     assert set(tallies) == {"asyncio", "uvloop"}
     assert all(t.views > 0 and t.cpu > 0 and len(t.ok) == 2 for t in tallies.values())
     assert "uvloop/asyncio: throughput" in out
+
+
+def test_the_cost_table_divides_each_parts_cpu_by_the_views_served() -> None:
+    """Per view, by part (the launcher and owners together), and each load against the closed loop's cost."""
+    closed = overload_cost.Row("closed 12", ok=[300.0], other=[0.0], p50=[0.03], rest=[0.2],
+                               per_view={"system": [0.005], "gateway": [0.002], "owners": [0.0028], "edge": [0.0002]})
+    spike = overload_cost.Row("open 3x", ok=[240.0], other=[780.0], p50=[0.1], rest=[0.55],
+                              per_view={"system": [0.006], "gateway": [0.0022], "owners": [0.0031], "edge": [0.0007]})
+    lines = overload_cost.table([closed, spike]).splitlines()
+    assert lines[1].split() == ["closed", "12", "300", "0", "30.0", "0.20", "5.00", "1.00", "2.00", "2.80", "0.20"]
+    assert lines[2].split() == ["open", "3x", "240", "780", "100.0", "0.55", "6.00", "1.20", "2.20", "3.10", "0.70"]
+    assert [overload_cost.part(n) for n in ("gateway", "edge", "catalog", "launcher")] == [
+        "gateway", "edge", "owners", "owners"]

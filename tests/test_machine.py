@@ -59,6 +59,8 @@ async def test_a_trace_counts_a_busy_process_as_the_systems() -> None:
         assert share is not None and share.system * share.seconds >= 0.3 - 0.02
         assert share.busy >= share.system - 0.05
         assert trace.between(last, first) is None
+        assert trace.processes(first, last) == pytest.approx({spin.pid: share.system})
+        assert trace.processes(last, first) == {}
     finally:
         spin.kill()
         await spin.wait()

@@ -132,17 +132,32 @@ class Trace:
         """Sample until `stop` is set, and once more then."""
         await sampling(self.sample, self._every, stop)
 
-    def between(self, start: float, end: float) -> Share | None:
-        """The Share over the samples nearest to `start` and `end` (`time.monotonic()`); None when not sampled."""
+    def _window(self, start: float, end: float) -> tuple[_Sample, _Sample] | None:
+        """The samples nearest to `start` and `end`, if they are apart in that order."""
         if len(self._samples) < 2 or end <= start:
             return None
         first = min(self._samples, key=lambda s: abs(s.at - start))
         last = min(self._samples, key=lambda s: abs(s.at - end))
+        return (first, last) if last.at > first.at else None
+
+    def processes(self, start: float, end: float) -> dict[int, float]:
+        """Cores each of the system's processes used on average between `start` and `end` (`time.monotonic()`), by
+        pid; {} when not sampled. A process that was not there at both ends is left out."""
+        window = self._window(start, end)
+        if window is None:
+            return {}
+        first, last = window
         seconds = last.at - first.at
-        if seconds <= 0:
+        return {pid: (last.cpu[pid] - first.cpu[pid]) / seconds for pid in last.cpu.keys() & first.cpu.keys()}
+
+    def between(self, start: float, end: float) -> Share | None:
+        """The Share over the samples nearest to `start` and `end` (`time.monotonic()`); None when not sampled."""
+        window = self._window(start, end)
+        if window is None:
             return None
-        system = sum(last.cpu[pid] - first.cpu[pid] for pid in last.cpu.keys() & first.cpu.keys())
-        return Share(seconds, (last.busy - first.busy) / seconds, system / seconds)
+        first, last = window
+        seconds = last.at - first.at
+        return Share(seconds, (last.busy - first.busy) / seconds, sum(self.processes(start, end).values()))
 
 
 @contextlib.asynccontextmanager
