@@ -7,7 +7,8 @@ generator's 0.5 cores at nice -15 left the views' cost unchanged (5.0-5.3 ms eac
 does not hold for is the load's shape. A closed loop sends the next view the moment the last one answered, so every
 process always has work; an open loop's views arrive on their own schedule, and above capacity most of them are
 refused, at the edge, each at a cost. This measures both, by process: the edge's column is what refusing costs,
-per view served.
+per view served. Beside the CPU, each part's context switches per view (/proc): voluntary ones say how often
+its threads waited and woke again, involuntary ones how often the kernel gave its core to another process.
 
 One `--replicas 1` system (the spike's shape). Each round: CALLERS closed-loop callers (the round's capacity),
 then open loop at each of LOADS times that, each for `plan.cost_seconds` with the first second not counted; the
@@ -50,9 +51,15 @@ class Row:
     """Cores the processes outside the system used (the load generator, mostly)."""
     per_view: dict[str, list[float]] = field(default_factory=dict)
     """CPU seconds per OK view, by part of the system ("system" is every part)."""
+    switches: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Context switches per OK view, by part: (voluntary: a thread waited for something, so the process woke up
+    again afterwards; involuntary: the kernel took the core away)."""
 
     def cost(self, part: str) -> float:
         return statistics.fmean(self.per_view.get(part) or [float("nan")])
+
+    def switched(self, part: str, kind: int) -> float:
+        return statistics.fmean([each[kind] for each in self.switches.get(part, ())] or [float("nan")])
 
 
 def part(name: str) -> str:
@@ -61,10 +68,32 @@ def part(name: str) -> str:
     return name if name in ("gateway", "edge") else "owners"
 
 
+Switches = dict[str, tuple[int, int]]
+
+
+def switches(names: dict[int, str]) -> Switches:
+    """Context switches so far by part of the system (machine.switches), processes gone left out."""
+    out: dict[str, tuple[int, int]] = {}
+    for pid, name in names.items():
+        counted = machine.switches(pid)
+        if counted is not None:
+            key = part(name)
+            voluntary, involuntary = out.get(key, (0, 0))
+            out[key] = (voluntary + counted[0], involuntary + counted[1])
+    return out
+
+
 def record(row: Row, result: Result, start: float, end: float, trace: machine.Trace, names: dict[int, str],
-           counted: Sequence[float]) -> None:
-    """Add one round's figures for the answers whose start falls in `counted` (seconds from the origin) and the CPU
-    of the window `start`-`end` (`time.monotonic()`)."""
+           counted: Sequence[float], switched: tuple[Switches, Switches] = ({}, {})) -> None:
+    """Add one round's figures for the answers whose start falls in `counted` (seconds from the origin), the CPU
+    of the window `start`-`end` (`time.monotonic()`), and the context switches from `switched[0]` to
+    `switched[1]` over all of the load's OK views."""
+    before, after = switched
+    served = sum(1 for s in result.shots if s.code == "OK")
+    for key in before.keys() & after.keys():
+        if served:
+            row.switches.setdefault(key, []).append(((after[key][0] - before[key][0]) / served,
+                                                     (after[key][1] - before[key][1]) / served))
     seconds = counted[1] - counted[0]
     shots = [s for s in result.shots if counted[0] <= s.due < counted[1]]
     oks = [s.latency for s in shots if s.code == "OK"]
@@ -88,13 +117,17 @@ def record(row: Row, result: Result, start: float, end: float, trace: machine.Tr
 def table(rows: Sequence[Row]) -> str:
     base = rows[0].cost("system")
     lines = [f"{'load':12} {'OK/s':>6} {'not OK/s':>8} {'OK p50':>7} {'rest':>5}  {'system':>6} {'x closed':>8} "
-             f"{'gateway':>7} {'owners':>6} {'edge':>5}   (ms of CPU per OK view; rest in cores)"]
+             f"{'gateway':>7} {'owners':>6} {'edge':>5}  {'gw wait/pre':>11} {'own wait/pre':>12}"]
     for row in rows:
         lines.append(f"{row.name:12} {statistics.fmean(row.ok):6.0f} {statistics.fmean(row.other):8.0f} "
                      f"{ms(statistics.fmean(row.p50)):>7} {statistics.fmean(row.rest):5.2f}  "
                      f"{row.cost('system') * 1000:6.2f} {row.cost('system') / base:8.2f} "
                      f"{row.cost('gateway') * 1000:7.2f} {row.cost('owners') * 1000:6.2f} "
-                     f"{row.cost('edge') * 1000:5.2f}")
+                     f"{row.cost('edge') * 1000:5.2f}  "
+                     f"{row.switched('gateway', 0):5.1f}/{row.switched('gateway', 1):<5.1f} "
+                     f"{row.switched('owners', 0):6.1f}/{row.switched('owners', 1):<5.1f}")
+    lines.append("CPU in ms per OK view; rest in cores (the generator, mostly); context switches per OK view, "
+                 "voluntary (a thread waited) / involuntary (preempted), the gateway's and all owners'")
     return "\n".join(lines)
 
 
@@ -108,16 +141,20 @@ async def run(pool: Workers, sut: System, plan: Plan) -> list[Row]:
     skip = min(SKIP, seconds / 3)
     async with machine.tracing(lambda: machine.system_pids(sut.data_dir)) as trace:
         for _ in range(plan.cost_rounds):
+            before = switches(names)
             result, origin = await pool.closed_loop([sut.gateway], CALLERS, seconds, "strong", DEADLINE)
             # a closed-loop shot's `due` is when it was sent
-            record(rows[0], result, origin + skip, origin + seconds, trace, names, (skip, seconds))
+            record(rows[0], result, origin + skip, origin + seconds, trace, names, (skip, seconds),
+                   (before, switches(names)))
             capacity = rows[0].ok[-1]
             for row, load in zip(rows[1:], LOADS, strict=True):
+                before = switches(names)
                 result, origin = await pool.open_loop([sut.gateway], [Phase(row.name, seconds, load * capacity)],
                                                       "strong", DEADLINE)
-                record(row, result, origin + skip, origin + seconds, trace, names, (skip, seconds))
+                record(row, result, origin + skip, origin + seconds, trace, names, (skip, seconds),
+                       (before, switches(names)))
     print(table(rows))
     return rows
 
 
-__all__ = ["CALLERS", "LOADS", "Row", "part", "run", "table"]
+__all__ = ["CALLERS", "LOADS", "Row", "part", "run", "switches", "table"]

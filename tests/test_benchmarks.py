@@ -70,13 +70,18 @@ async def test_the_loop_benchmark_runs_both_loops_side_by_side(capsys: pytest.Ca
 
 
 def test_the_cost_table_divides_each_parts_cpu_by_the_views_served() -> None:
-    """Per view, by part (the launcher and owners together), and each load against the closed loop's cost."""
+    """Per view, by part (the launcher and owners together), each load against the closed loop's cost, and the
+    context switches per view, averaged over the rounds."""
     closed = overload_cost.Row("closed 12", ok=[300.0], other=[0.0], p50=[0.03], rest=[0.2],
-                               per_view={"system": [0.005], "gateway": [0.002], "owners": [0.0028], "edge": [0.0002]})
+                               per_view={"system": [0.005], "gateway": [0.002], "owners": [0.0028], "edge": [0.0002]},
+                               switches={"gateway": [(20.0, 12.0), (22.0, 12.0)], "owners": [(48.0, 20.0)]})
     spike = overload_cost.Row("open 3x", ok=[240.0], other=[780.0], p50=[0.1], rest=[0.55],
-                              per_view={"system": [0.006], "gateway": [0.0022], "owners": [0.0031], "edge": [0.0007]})
+                              per_view={"system": [0.006], "gateway": [0.0022], "owners": [0.0031], "edge": [0.0007]},
+                              switches={"gateway": [(22.0, 15.0)], "owners": [(47.0, 21.0)]})
     lines = overload_cost.table([closed, spike]).splitlines()
-    assert lines[1].split() == ["closed", "12", "300", "0", "30.0", "0.20", "5.00", "1.00", "2.00", "2.80", "0.20"]
-    assert lines[2].split() == ["open", "3x", "240", "780", "100.0", "0.55", "6.00", "1.20", "2.20", "3.10", "0.70"]
+    assert lines[1].split() == ["closed", "12", "300", "0", "30.0", "0.20", "5.00", "1.00", "2.00", "2.80", "0.20",
+                                "21.0/12.0", "48.0/20.0"]
+    assert lines[2].split() == ["open", "3x", "240", "780", "100.0", "0.55", "6.00", "1.20", "2.20", "3.10", "0.70",
+                                "22.0/15.0", "47.0/21.0"]
     assert [overload_cost.part(n) for n in ("gateway", "edge", "catalog", "launcher")] == [
         "gateway", "edge", "owners", "owners"]

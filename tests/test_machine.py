@@ -45,7 +45,7 @@ def test_system_pids_come_from_the_launchers_state_file(tmp_path: Path) -> None:
 
 async def test_a_trace_counts_a_busy_process_as_the_systems() -> None:
     """A real process spinning on a core: the trace's window gives it to the system, and the machine was busy at
-    least that much."""
+    least that much; once it is gone, it has no context switches to count."""
     spin = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
     try:
         trace = machine.Trace(lambda: [spin.pid])
@@ -64,3 +64,26 @@ async def test_a_trace_counts_a_busy_process_as_the_systems() -> None:
     finally:
         spin.kill()
         await spin.wait()
+    assert machine.switches(spin.pid) is None
+
+
+async def test_a_process_that_sleeps_switches_voluntarily() -> None:
+    """Each sleep is a voluntary context switch: 20 sleeps, at least 20 more."""
+    sleeper = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys, time\nfor line in sys.stdin:\n    [time.sleep(0.001) for _ in range(20)]"
+        "\n    print('done', flush=True)", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert sleeper.stdin is not None and sleeper.stdout is not None
+    try:
+        sleeper.stdin.write(b"go\n")
+        await sleeper.stdin.drain()
+        await sleeper.stdout.readline()
+        before = machine.switches(sleeper.pid)
+        sleeper.stdin.write(b"go\n")
+        await sleeper.stdin.drain()
+        await sleeper.stdout.readline()
+        after = machine.switches(sleeper.pid)
+        assert before is not None and after is not None
+        assert after[0] - before[0] >= 20
+    finally:
+        sleeper.kill()
+        await sleeper.wait()

@@ -50,6 +50,23 @@ def own_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def switches(pid: int) -> tuple[int, int] | None:
+    """Context switches of process `pid`, all its threads summed: (voluntary, the thread waited for something;
+    involuntary, the kernel took the core away); None if gone."""
+    voluntary = involuntary = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        voluntary += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        involuntary += int(line.split()[1])
+    except OSError:
+        return None
+    return voluntary, involuntary
+
+
 def system_pids(data_dir: Path) -> list[int]:
     """The processes of the `pullgate up` whose state file is in `data_dir`: its launcher, every server and the edge;
     [] when there is no readable state file."""
@@ -173,4 +190,5 @@ async def tracing(pids: Callable[[], Iterable[int]], every: float = 0.2) -> Asyn
         await task
 
 
-__all__ = ["Share", "Trace", "fair_capacity", "machine_busy", "own_cpu", "sampling", "system_pids", "tracing"]
+__all__ = ["Share", "Trace", "fair_capacity", "machine_busy", "own_cpu", "sampling", "switches", "system_pids",
+           "tracing"]
