@@ -27,8 +27,8 @@ from pullgate.tools import machine
 from pullgate.tools.openloop import Phase, Result, Workers
 
 CALLERS = 12
-"""Closed-loop callers: enough to fill the system on two cores (8, 12, 20 and 32 gave the same views per second,
-within 3%, the most with a few refused), without the refusals 32 get at the edge."""
+"""Closed-loop callers: enough to fill the system on two cores (8, 12 and 20 gave the same views per second, within
+3%), without the refusals 32 get at the edge (32 gave 5-9% fewer)."""
 
 LOADS = (0.5, 0.95, 1.5, 3.0)
 """Open-loop rates, as multiples of the round's closed-loop capacity."""
@@ -84,16 +84,15 @@ def switches(names: dict[int, str]) -> Switches:
 
 
 def record(row: Row, result: Result, start: float, end: float, trace: machine.Trace, names: dict[int, str],
-           counted: Sequence[float], switched: tuple[Switches, Switches] = ({}, {})) -> None:
+           counted: Sequence[float], switched: tuple[Switches, Switches]) -> None:
     """Add one round's figures for the answers whose start falls in `counted` (seconds from the origin), the CPU
     of the window `start`-`end` (`time.monotonic()`), and the context switches from `switched[0]` to
     `switched[1]` over all of the load's OK views."""
     before, after = switched
     served = sum(1 for s in result.shots if s.code == "OK")
-    for key in before.keys() & after.keys():
-        if served:
-            row.switches.setdefault(key, []).append(((after[key][0] - before[key][0]) / served,
-                                                     (after[key][1] - before[key][1]) / served))
+    for key in before.keys() & after.keys() if served else ():
+        row.switches.setdefault(key, []).append(((after[key][0] - before[key][0]) / served,
+                                                 (after[key][1] - before[key][1]) / served))
     seconds = counted[1] - counted[0]
     shots = [s for s in result.shots if counted[0] <= s.due < counted[1]]
     oks = [s.latency for s in shots if s.code == "OK"]

@@ -157,15 +157,17 @@ class Trace:
         last = min(self._samples, key=lambda s: abs(s.at - end))
         return (first, last) if last.at > first.at else None
 
+    @staticmethod
+    def _cores(first: _Sample, last: _Sample) -> dict[int, float]:
+        """Cores each process sampled at both ends used on average between them, by pid."""
+        seconds = last.at - first.at
+        return {pid: (last.cpu[pid] - first.cpu[pid]) / seconds for pid in last.cpu.keys() & first.cpu.keys()}
+
     def processes(self, start: float, end: float) -> dict[int, float]:
         """Cores each of the system's processes used on average between `start` and `end` (`time.monotonic()`), by
         pid; {} when not sampled. A process that was not there at both ends is left out."""
         window = self._window(start, end)
-        if window is None:
-            return {}
-        first, last = window
-        seconds = last.at - first.at
-        return {pid: (last.cpu[pid] - first.cpu[pid]) / seconds for pid in last.cpu.keys() & first.cpu.keys()}
+        return {} if window is None else self._cores(*window)
 
     def between(self, start: float, end: float) -> Share | None:
         """The Share over the samples nearest to `start` and `end` (`time.monotonic()`); None when not sampled."""
@@ -174,7 +176,7 @@ class Trace:
             return None
         first, last = window
         seconds = last.at - first.at
-        return Share(seconds, (last.busy - first.busy) / seconds, sum(self.processes(start, end).values()))
+        return Share(seconds, (last.busy - first.busy) / seconds, sum(self._cores(first, last).values()))
 
 
 @contextlib.asynccontextmanager
