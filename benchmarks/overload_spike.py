@@ -21,7 +21,7 @@ import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks import cpu, overload_plot
@@ -47,10 +47,17 @@ class Second:
     """Latencies of refusals (RESOURCE_EXHAUSTED or CANCELLED)."""
     lag: list[float]
     overloaded: int
+    cores: float | None = None
+    """Cores the system's processes (servers and edge) used in this second; None where not sampled."""
 
     @property
     def good(self) -> int:
         return self.kinds["good"]
+
+    @property
+    def cost(self) -> float:
+        """The system's CPU in this second per good view, in seconds (NaN where unknown or none were good)."""
+        return self.cores / self.good if self.cores is not None and self.good else math.nan
 
 
 def per_second(shots: Sequence[Shot], deadline: float) -> list[Second]:
@@ -64,15 +71,27 @@ def per_second(shots: Sequence[Shot], deadline: float) -> list[Second]:
             for t, bucket in sorted(buckets.items())]
 
 
+def with_cores(seconds: Sequence[Second], trace: machine.Trace, origin: float) -> list[Second]:
+    """`seconds` with the cores the system used in each (`origin`: the schedule's, as `time.monotonic()`)."""
+    out = []
+    for s in seconds:
+        share = trace.between(origin + s.t, origin + s.t + 1)
+        out.append(replace(s, cores=None if share is None else share.system))
+    return out
+
+
 def table(seconds: Sequence[Second]) -> str:
+    """Per second: offered, good, not good by code, latencies, and the system's cores and CPU per good view."""
     lines = [f"{'s':>3} {'phase':7} {'offered':>7} {'good':>5} {'RESEXH':>6} {'CANCEL':>6} {'UNAVAIL':>7} "
-             f"{'DEADLN':>6} {'other':>5}  {'OK p50':>7} {'OK p99':>7} {'ref p99':>7} {'lag p99':>7}  (ms)"]
+             f"{'DEADLN':>6} {'other':>5}  {'OK p50':>7} {'OK p99':>7} {'ref p99':>7} {'lag p99':>7}  "
+             f"{'cores':>5} {'CPU/OK':>6}  (ms)"]
     for s in seconds:
         lines.append(f"{s.t:3d} {s.phase:7} {s.offered:7d} {s.good:5d} {s.kinds['RESOURCE_EXHAUSTED']:6d} "
                      f"{s.kinds['CANCELLED']:6d} "
                      f"{s.kinds['UNAVAILABLE']:7d} {s.kinds['DEADLINE_EXCEEDED']:6d} {s.kinds['other']:5d}  "
                      f"{ms(q(s.ok, 0.5)):>7} {ms(q(s.ok, 0.99)):>7} {ms(q(s.refused, 0.99)):>7} "
-                     f"{ms(q(s.lag, 0.99)):>7}")
+                     f"{ms(q(s.lag, 0.99)):>7}  {'-' if s.cores is None else f'{s.cores:.2f}':>5} "
+                     f"{ms(s.cost):>6}")
     return "\n".join(lines)
 
 
@@ -132,8 +151,9 @@ async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]
         by_process = split.line()
     await asyncio.sleep(1.0)  # let the last transitions be counted
     opened = breakers_opened(before, await scrape.read_all(callers))
-    seconds = per_second(result.shots, DEADLINE)
+    seconds = with_cores(per_second(result.shots, DEADLINE), trace, origin)
     print(table(seconds))
+    print("cores: the system's (servers and edge) in that second; CPU/OK: their CPU per good view")
     other = Counter(s.code for s in result.shots if overload_plot.kind(s, DEADLINE) == "other")
     if other:
         print("other: " + ", ".join(f"{code} {n}" for code, n in other.most_common()))

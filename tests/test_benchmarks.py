@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from benchmarks import loop_bench, overload_bench, overload_cost, resilience_bench
+from benchmarks import loop_bench, overload_bench, overload_cost, overload_spike, resilience_bench
+from pullgate.tools.machine import Share, Trace
+from pullgate.tools.openloop import Shot
 
 
 async def test_the_resilience_benchmark_measures_every_row() -> None:
@@ -85,3 +88,25 @@ def test_the_cost_table_divides_each_parts_cpu_by_the_views_served() -> None:
                                 "22.0/15.0", "47.0/21.0"]
     assert [overload_cost.part(n) for n in ("gateway", "edge", "catalog", "launcher")] == [
         "gateway", "edge", "owners", "owners"]
+
+
+class _Trace:
+    """A trace that knows the system's cores in the spike's seconds 0 and 1 only (a stand-in for machine.Trace)."""
+
+    def between(self, start: float, end: float) -> Share | None:
+        return {100.0: Share(1.0, 1.9, 1.4), 101.0: Share(1.0, 1.95, 1.2)}.get(start)
+
+
+def test_the_spike_table_gives_each_seconds_system_cores_and_cpu_per_good_view() -> None:
+    """Each second's row ends with the cores the system used in it and their CPU per good view; a second the
+    trace did not sample, or with no good view, says so with a dash."""
+    shots = [Shot("spike", 0, 0.001 * k, 0.0, 0.05, "OK") for k in range(200)]
+    shots += [Shot("spike", 0, 1.0 + 0.001 * k, 0.0, 0.05, "OK" if k < 150 else "RESOURCE_EXHAUSTED", True)
+              for k in range(600)]
+    shots += [Shot("spike", 0, 2.5, 0.0, 0.002, "RESOURCE_EXHAUSTED", True)]
+    seconds = overload_spike.with_cores(overload_spike.per_second(shots, 1.0), cast(Trace, _Trace()), 100.0)
+    rows = [line.split() for line in overload_spike.table(seconds).splitlines()]
+    assert rows[0][-3:] == ["cores", "CPU/OK", "(ms)"]
+    assert (rows[1][3], rows[1][-2:]) == ("200", ["1.40", "7.0"])
+    assert (rows[2][3], rows[2][4], rows[2][-2:]) == ("150", "450", ["1.20", "8.0"])
+    assert (rows[3][3], rows[3][-2:]) == ("0", ["-", "-"])
