@@ -49,6 +49,8 @@ class Second:
     overloaded: int
     cores: float | None = None
     """Cores the system's processes (servers and edge) used in this second; None where not sampled."""
+    idle: float | None = None
+    """Cores the machine left idle in this second (nobody's work); None where not sampled."""
 
     @property
     def good(self) -> int:
@@ -71,27 +73,32 @@ def per_second(shots: Sequence[Shot], deadline: float) -> list[Second]:
             for t, bucket in sorted(buckets.items())]
 
 
-def with_cores(seconds: Sequence[Second], trace: machine.Trace, origin: float) -> list[Second]:
-    """`seconds` with the cores the system used in each (`origin`: the schedule's, as `time.monotonic()`)."""
+def with_cores(seconds: Sequence[Second], trace: machine.Trace, origin: float, cpus: int) -> list[Second]:
+    """`seconds` with the cores the system used in each and those the machine left idle (`origin`: the
+    schedule's, as `time.monotonic()`; `cpus`: the machine's cores)."""
     out = []
     for s in seconds:
         share = trace.between(origin + s.t, origin + s.t + 1)
-        out.append(replace(s, cores=None if share is None else share.system))
+        out.append(s if share is None else replace(s, cores=share.system, idle=max(0.0, cpus - share.busy)))
     return out
 
 
+def _cores(cores: float | None) -> str:
+    return "-" if cores is None else f"{cores:.2f}"
+
+
 def table(seconds: Sequence[Second]) -> str:
-    """Per second: offered, good, not good by code, latencies, and the system's cores and CPU per good view."""
+    """Per second: offered, good, not good by code, latencies, the system's cores, the machine's idle cores, and the
+    system's CPU per good view."""
     lines = [f"{'s':>3} {'phase':7} {'offered':>7} {'good':>5} {'RESEXH':>6} {'CANCEL':>6} {'UNAVAIL':>7} "
              f"{'DEADLN':>6} {'other':>5}  {'OK p50':>7} {'OK p99':>7} {'ref p99':>7} {'lag p99':>7}  "
-             f"{'cores':>5} {'CPU/OK':>6}  (ms)"]
+             f"{'cores':>5} {'idle':>5} {'CPU/OK':>6}  (ms)"]
     for s in seconds:
         lines.append(f"{s.t:3d} {s.phase:7} {s.offered:7d} {s.good:5d} {s.kinds['RESOURCE_EXHAUSTED']:6d} "
                      f"{s.kinds['CANCELLED']:6d} "
                      f"{s.kinds['UNAVAILABLE']:7d} {s.kinds['DEADLINE_EXCEEDED']:6d} {s.kinds['other']:5d}  "
                      f"{ms(q(s.ok, 0.5)):>7} {ms(q(s.ok, 0.99)):>7} {ms(q(s.refused, 0.99)):>7} "
-                     f"{ms(q(s.lag, 0.99)):>7}  {'-' if s.cores is None else f'{s.cores:.2f}':>5} "
-                     f"{ms(s.cost):>6}")
+                     f"{ms(q(s.lag, 0.99)):>7}  {_cores(s.cores):>5} {_cores(s.idle):>5} {ms(s.cost):>6}")
     return "\n".join(lines)
 
 
@@ -151,9 +158,10 @@ async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]
         by_process = split.line()
     await asyncio.sleep(1.0)  # let the last transitions be counted
     opened = breakers_opened(before, await scrape.read_all(callers))
-    seconds = with_cores(per_second(result.shots, DEADLINE), trace, origin)
+    seconds = with_cores(per_second(result.shots, DEADLINE), trace, origin, cpus)
     print(table(seconds))
-    print("cores: the system's (servers and edge) in that second; CPU/OK: their CPU per good view")
+    print("cores: the system's (servers and edge) in that second; idle: the machine's cores nobody used; "
+          "CPU/OK: the system's CPU per good view")
     other = Counter(s.code for s in result.shots if overload_plot.kind(s, DEADLINE) == "other")
     if other:
         print("other: " + ", ".join(f"{code} {n}" for code, n in other.most_common()))
