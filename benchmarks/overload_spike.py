@@ -17,8 +17,10 @@ orders process, read before and after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +31,7 @@ from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
 from benchmarks.overload_system import System
 from pullgate.tools import machine, scrape
 from pullgate.tools.openloop import Gateway, Phase, Result, Shot, Workers
+from resilience import Criticality
 
 CALLERS = 32
 """Closed-loop callers that measure capacity."""
@@ -51,6 +54,10 @@ class Second:
     """Cores the system's processes (servers and edge) used in this second; None where not sampled."""
     idle: float | None = None
     """Cores the machine left idle in this second (nobody's work); None where not sampled."""
+    room: int | None = None
+    """The fewest places the edge gave reads (SHEDDABLE) at any sample in this second; None without an edge."""
+    in_flight: int | None = None
+    """The most requests the edge had in flight to the gateway at any sample in this second; None without one."""
 
     @property
     def good(self) -> int:
@@ -83,22 +90,64 @@ def with_cores(seconds: Sequence[Second], trace: machine.Trace, origin: float, c
     return out
 
 
+@dataclass(frozen=True)
+class EdgeSample:
+    """What the edge enforced at one moment: the room for reads, and the requests it had in flight."""
+
+    at: float
+    room: int
+    in_flight: int
+
+
+async def sample_edge(sut: System, stop: asyncio.Event, every: float = 0.2) -> list[EdgeSample]:
+    """The edge's room for reads and its requests in flight every `every` seconds until `stop` is set ([] without
+    an edge). Read from HAProxy's runtime API, which costs the edge microseconds and the gateway nothing."""
+    edge = sut.edge()
+    samples: list[EdgeSample] = []
+    if edge is None:
+        return samples
+    api, rooms = edge
+    while not stop.is_set():
+        with contextlib.suppress(OSError, ValueError, KeyError, TimeoutError):
+            room = (await api.rooms(rooms))[int(Criticality.SHEDDABLE)]
+            samples.append(EdgeSample(time.monotonic(), room, await api.in_flight()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+    return samples
+
+
+def with_edge(seconds: Sequence[Second], samples: Sequence[EdgeSample], origin: float) -> list[Second]:
+    """`seconds` with the edge's fewest places for reads and most requests in flight in each (`origin`: the
+    schedule's, as `time.monotonic()`); seconds without a sample are left as they are."""
+    out = []
+    for s in seconds:
+        inside = [e for e in samples if origin + s.t <= e.at < origin + s.t + 1]
+        out.append(replace(s, room=min(e.room for e in inside), in_flight=max(e.in_flight for e in inside))
+                   if inside else s)
+    return out
+
+
 def _cores(cores: float | None) -> str:
     return "-" if cores is None else f"{cores:.2f}"
 
 
+def _count(count: int | None) -> str:
+    return "-" if count is None else str(count)
+
+
 def table(seconds: Sequence[Second]) -> str:
     """Per second: offered, good, not good by code, latencies, the system's cores, the machine's idle cores, and the
-    system's CPU per good view."""
+    system's CPU per good view; behind an edge, its fewest places for reads and most requests in flight."""
     lines = [f"{'s':>3} {'phase':7} {'offered':>7} {'good':>5} {'RESEXH':>6} {'CANCEL':>6} {'UNAVAIL':>7} "
              f"{'DEADLN':>6} {'other':>5}  {'OK p50':>7} {'OK p99':>7} {'ref p99':>7} {'lag p99':>7}  "
-             f"{'cores':>5} {'idle':>5} {'CPU/OK':>6}  (ms)"]
+             f"{'cores':>5} {'idle':>5} {'CPU/OK':>6} {'room':>4} {'busy':>4}  (ms)"]
     for s in seconds:
         lines.append(f"{s.t:3d} {s.phase:7} {s.offered:7d} {s.good:5d} {s.kinds['RESOURCE_EXHAUSTED']:6d} "
                      f"{s.kinds['CANCELLED']:6d} "
                      f"{s.kinds['UNAVAILABLE']:7d} {s.kinds['DEADLINE_EXCEEDED']:6d} {s.kinds['other']:5d}  "
                      f"{ms(q(s.ok, 0.5)):>7} {ms(q(s.ok, 0.99)):>7} {ms(q(s.refused, 0.99)):>7} "
-                     f"{ms(q(s.lag, 0.99)):>7}  {_cores(s.cores):>5} {_cores(s.idle):>5} {ms(s.cost):>6}")
+                     f"{ms(q(s.lag, 0.99)):>7}  {_cores(s.cores):>5} {_cores(s.idle):>5} {ms(s.cost):>6} "
+                     f"{_count(s.room):>4} {_count(s.in_flight):>4}")
     return "\n".join(lines)
 
 
@@ -153,15 +202,22 @@ async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]
         before = await scrape.read_all(callers)
         meter = cpu.Meter()
         split = cpu.Split(sut.pids())
-        result, origin = await pool.open_loop([sut.gateway], phases, "strong", DEADLINE)
+        stop = asyncio.Event()
+        edge = asyncio.create_task(sample_edge(sut, stop), name="edge samples")
+        try:
+            result, origin = await pool.open_loop([sut.gateway], phases, "strong", DEADLINE)
+        finally:
+            stop.set()
+            edge_samples = await edge
         usage = meter.usage()
         by_process = split.line()
     await asyncio.sleep(1.0)  # let the last transitions be counted
     opened = breakers_opened(before, await scrape.read_all(callers))
-    seconds = with_cores(per_second(result.shots, DEADLINE), trace, origin, cpus)
+    seconds = with_edge(with_cores(per_second(result.shots, DEADLINE), trace, origin, cpus), edge_samples, origin)
     print(table(seconds))
     print("cores: the system's (servers and edge) in that second; idle: the machine's cores nobody used; "
-          "CPU/OK: the system's CPU per good view")
+          "CPU/OK: the system's CPU per good view; room: the fewest places the edge gave reads (SHEDDABLE) in that "
+          "second (from the gateway's limit); busy: the most requests it had in flight to the gateway")
     other = Counter(s.code for s in result.shots if overload_plot.kind(s, DEADLINE) == "other")
     if other:
         print("other: " + ", ".join(f"{code} {n}" for code, n in other.most_common()))

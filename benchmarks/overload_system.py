@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pullgate import topology
+from pullgate.edge.control import RuntimeApi
+from pullgate.edge.haproxy import EdgeFiles
 from pullgate.tools import scrape
 from pullgate.tools.chaos import system
 from pullgate.tools.chaos.actions import FaultClient
@@ -40,6 +42,14 @@ class System:
         calling = {s.name for s in topology.SERVICES if s.upstreams}
         state = system.read_state(self.data_dir)
         return {p.name: self.metrics[p.name] for p in state.procs if p.service in calling and p.name in self.metrics}
+
+    def edge(self) -> tuple[RuntimeApi, Path] | None:
+        """The edge's runtime API and its rooms map, when the system runs an edge (HAProxy); None otherwise."""
+        recorded = json.loads((self.data_dir / STATE_FILE).read_text())
+        if not (recorded.get("edge") or {}).get("config"):
+            return None
+        files = EdgeFiles(Path(recorded["edge"]["config"]).parent)
+        return RuntimeApi(files.socket), files.rooms
 
     def pids(self) -> dict[str, int]:
         """Every process of the system by name, the edge (HAProxy) included when there is one."""

@@ -97,16 +97,19 @@ class _Trace:
         return {100.0: Share(1.0, 1.9, 1.4), 101.0: Share(1.0, 1.95, 1.2)}.get(start)
 
 
-def test_the_spike_table_gives_each_seconds_system_cores_and_cpu_per_good_view() -> None:
-    """Each second's row ends with the cores the system used in it, those the machine left idle, and the system's
-    CPU per good view; a second the trace did not sample, or with no good view, says so with a dash."""
+def test_the_spike_table_gives_each_seconds_cost_and_what_the_edge_enforced() -> None:
+    """Each second's row ends with the cores the system used in it, those the machine left idle, the system's CPU
+    per good view, the fewest places the edge gave reads and the most requests it had in flight; a second the
+    trace or the edge's samples did not cover, or with no good view, says so with a dash."""
     shots = [Shot("spike", 0, 0.001 * k, 0.0, 0.05, "OK") for k in range(200)]
     shots += [Shot("spike", 0, 1.0 + 0.001 * k, 0.0, 0.05, "OK" if k < 150 else "RESOURCE_EXHAUSTED", True)
               for k in range(600)]
     shots += [Shot("spike", 0, 2.5, 0.0, 0.002, "RESOURCE_EXHAUSTED", True)]
+    edge = [overload_spike.EdgeSample(100.1, 26, 20), overload_spike.EdgeSample(100.6, 15, 24),
+            overload_spike.EdgeSample(101.2, 17, 9)]
     seconds = overload_spike.with_cores(overload_spike.per_second(shots, 1.0), cast(Trace, _Trace()), 100.0, 2)
-    rows = [line.split() for line in overload_spike.table(seconds).splitlines()]
-    assert rows[0][-4:] == ["cores", "idle", "CPU/OK", "(ms)"]
-    assert (rows[1][3], rows[1][-3:]) == ("200", ["1.40", "0.10", "7.0"])
-    assert (rows[2][3], rows[2][4], rows[2][-3:]) == ("150", "450", ["1.20", "0.05", "8.0"])
-    assert (rows[3][3], rows[3][-3:]) == ("0", ["-", "-", "-"])
+    rows = [line.split() for line in overload_spike.table(overload_spike.with_edge(seconds, edge, 100.0)).splitlines()]
+    assert rows[0][-6:] == ["cores", "idle", "CPU/OK", "room", "busy", "(ms)"]
+    assert (rows[1][3], rows[1][-5:]) == ("200", ["1.40", "0.10", "7.0", "15", "24"])
+    assert (rows[2][3], rows[2][4], rows[2][-5:]) == ("150", "450", ["1.20", "0.05", "8.0", "17", "9"])
+    assert (rows[3][3], rows[3][-5:]) == ("0", ["-", "-", "-", "-", "-"])

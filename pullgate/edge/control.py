@@ -51,6 +51,32 @@ class RuntimeApi:
         if answer:  # each `set map` that succeeds answers nothing
             raise OSError(f"HAProxy at {self.socket} refused `{line}`: {answer.splitlines()[0]}")
 
+    async def rooms(self, map_file: Path) -> dict[int, int]:
+        """The rooms in force, by criticality level (what `set_rooms` last set, or the file's)."""
+        return parse_rooms(await self.command(f"show map {map_file}"))
+
+    async def in_flight(self) -> int:
+        """The requests the edge has in flight to the gateway now."""
+        return parse_in_flight(await self.command("show stat"))
+
+
+def parse_rooms(answer: str) -> dict[int, int]:
+    """The rooms by criticality level from HAProxy's answer to `show map <rooms.map>` (lines of id, key, value)."""
+    rows = [line.split() for line in answer.splitlines() if line.strip()]
+    return {int(level): int(room) for _, level, room in rows}
+
+
+def parse_in_flight(answer: str) -> int:
+    """The requests the edge has in flight to the gateway (`scur` of its server `gateway/gateway`), from HAProxy's
+    answer to `show stat`; ValueError if the answer has no such server."""
+    lines = answer.splitlines()
+    header = lines[0].lstrip("# ").split(",") if lines else []
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("pxname") == "gateway" and row.get("svname") == "gateway":
+            return int(row["scur"])
+    raise ValueError("no server gateway/gateway in the edge's stats")
+
 
 class RoomsFollower:
     """Pushes an Admission's rooms to the edge whenever they change."""
@@ -117,4 +143,4 @@ async def following(admission: Admission | None, socket: Path | None) -> AsyncIt
             await task
 
 
-__all__ = ["RoomsFollower", "RuntimeApi", "following"]
+__all__ = ["RoomsFollower", "RuntimeApi", "following", "parse_in_flight", "parse_rooms"]

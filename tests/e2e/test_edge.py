@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pullgate.edge import haproxy
+from pullgate.edge.control import parse_in_flight, parse_rooms
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
@@ -78,19 +79,12 @@ def _runtime_api(system: System, command: str) -> str:
 
 def _in_flight(system: System) -> int:
     """The requests the edge has in flight to the gateway now (`scur` of its one server)."""
-    lines = _runtime_api(system, "show stat").splitlines()
-    header = lines[0].lstrip("# ").split(",")
-    for line in lines[1:]:
-        row = dict(zip(header, line.split(","), strict=False))
-        if row.get("pxname") == "gateway" and row.get("svname") == "gateway":
-            return int(row["scur"])
-    raise AssertionError("no gateway server in the edge's stats")
+    return parse_in_flight(_runtime_api(system, "show stat"))
 
 
 def _rooms(system: System) -> dict[int, int]:
     path = Path(system.state["edge"]["config"]).parent / "rooms.map"
-    rows = [line.split() for line in _runtime_api(system, f"show map {path}").splitlines() if line.strip()]
-    return {int(level): int(room) for _, level, room in rows}
+    return parse_rooms(_runtime_api(system, f"show map {path}"))
 
 
 async def test_callers_reach_the_gateway_through_the_edge_as_before(tmp_path: Path) -> None:
