@@ -140,7 +140,7 @@ def table(seconds: Sequence[Second]) -> str:
     system's CPU per good view; behind an edge, its fewest places for reads and most requests in flight."""
     lines = [f"{'s':>3} {'phase':7} {'offered':>7} {'good':>5} {'RESEXH':>6} {'CANCEL':>6} {'UNAVAIL':>7} "
              f"{'DEADLN':>6} {'other':>5}  {'OK p50':>7} {'OK p99':>7} {'ref p99':>7} {'lag p99':>7}  "
-             f"{'cores':>5} {'idle':>5} {'CPU/OK':>6} {'room':>4} {'busy':>4}  (ms)"]
+             f"{'cores':>5} {'idle':>5} {'CPU/OK':>6} {'room':>4} {'infl':>4}  (ms)"]
     for s in seconds:
         lines.append(f"{s.t:3d} {s.phase:7} {s.offered:7d} {s.good:5d} {s.kinds['RESOURCE_EXHAUSTED']:6d} "
                      f"{s.kinds['CANCELLED']:6d} "
@@ -217,7 +217,7 @@ async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]
     print(table(seconds))
     print("cores: the system's (servers and edge) in that second; idle: the machine's cores nobody used; "
           "CPU/OK: the system's CPU per good view; room: the fewest places the edge gave reads (SHEDDABLE) in that "
-          "second (from the gateway's limit); busy: the most requests it had in flight to the gateway")
+          "second (from the gateway's limit); infl: the most requests it had in flight to the gateway")
     other = Counter(s.code for s in result.shots if overload_plot.kind(s, DEADLINE) == "other")
     if other:
         print("other: " + ", ".join(f"{code} {n}" for code, n in other.most_common()))

@@ -109,7 +109,7 @@ def test_the_spike_table_gives_each_seconds_cost_and_what_the_edge_enforced() ->
             overload_spike.EdgeSample(101.2, 17, 9)]
     seconds = overload_spike.with_cores(overload_spike.per_second(shots, 1.0), cast(Trace, _Trace()), 100.0, 2)
     rows = [line.split() for line in overload_spike.table(overload_spike.with_edge(seconds, edge, 100.0)).splitlines()]
-    assert rows[0][-6:] == ["cores", "idle", "CPU/OK", "room", "busy", "(ms)"]
+    assert rows[0][-6:] == ["cores", "idle", "CPU/OK", "room", "infl", "(ms)"]
     assert (rows[1][3], rows[1][-5:]) == ("200", ["1.40", "0.10", "7.0", "15", "24"])
     assert (rows[2][3], rows[2][4], rows[2][-5:]) == ("150", "450", ["1.20", "0.05", "8.0", "17", "9"])
     assert (rows[3][3], rows[3][-5:]) == ("0", ["-", "-", "-", "-", "-"])
