@@ -11,9 +11,9 @@ for 500 ms needs. A hedge that could not finish in the time left is not sent. A 
 sends the next one at once (gRFC A6); so does an overloaded refusal, if a replica not tried yet is left. An attempt
 that got no answer (refused here by the throttle or the breaker, or refused by an overloaded owner) does not end
 the call while another attempt may still answer. Up to `max_attempts` (3 by default: two hedges, the second after
-twice the delay), each to a replica not tried yet (resilience.balance), and the losers' elapsed times feed the
-balancer's latency estimates and outlier detection. grpc Python ignores the service config's `hedgingPolicy`, so
-this is written by hand; Finagle's BackupRequestFilter is the model.
+twice the delay), each to a replica not tried yet (resilience.balance; none when none is left), and the losers'
+elapsed times feed the balancer's latency estimates and outlier detection. grpc Python ignores the service
+config's `hedgingPolicy`, so this is written by hand; Finagle's BackupRequestFilter is the model.
 """
 
 from __future__ import annotations
@@ -216,8 +216,10 @@ class _Race:
                                                     "resilience.replica": actx.replica or ""})
 
     def _arm(self) -> None:
-        """Arm the hedge timer if another attempt may still go and could finish in time."""
-        if self.timer is None and self.sent < self.max_attempts and self.hedge._has_time(self.ctx, self.delay):
+        """Arm the hedge timer if another attempt may still go, to a replica not tried yet, and could finish in
+        time."""
+        if (self.timer is None and self.sent < self.max_attempts and self.hedge._has_time(self.ctx, self.delay)
+                and self.hedge.elsewhere(self.ctx.stats.tried)):
             self.timer = self.hedge._timers.call_later(self.delay, self._fire)
 
     def _launch(self, number: int) -> None:
@@ -272,7 +274,8 @@ class _Race:
         if self.outcome is not None:
             return
         ctx, hedge = self.ctx, self.hedge
-        may_hedge = (self.inline or self.running) and self.sent < self.max_attempts and hedge._has_time(ctx, self.delay)
+        may_hedge = ((self.inline or self.running) and self.sent < self.max_attempts
+                     and hedge._has_time(ctx, self.delay) and hedge.elsewhere(ctx.stats.tried))
         if may_hedge and not hedge._withdraw_hedge(hedge._clock.now() - self.start, self.delay):
             hedge._refused(ctx, "hedge", self.sent)
             if self.delay <= 0.0:

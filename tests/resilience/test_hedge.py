@@ -82,6 +82,33 @@ async def test_fast_answer_sends_no_hedge() -> None:
     assert len(script.calls) == 1
 
 
+async def test_a_single_replica_is_never_hedged() -> None:
+    """A hedge goes only to a replica the call has not tried: with one replica, a slow call waits for its one
+    attempt (a second attempt to the same process would double its work, and under overload that process is
+    slow because it is busy)."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: Step(delay=0.5))
+    downstream = Downstream("catalog", ["a:1"], NO_CACHE, clock, endpoint=script)
+    call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+    await clock.advance(0.6)
+    result = await call
+    assert script.calls == ["a:1"]
+    assert not result.provenance.hedged
+    assert downstream.stack.get("retry_or_hedge").hedge.hedges_sent == 0
+
+
+async def test_two_replicas_give_one_hedge_however_many_attempts_are_allowed() -> None:
+    """max_attempts is 3, but with two replicas the second hedge has nowhere new to go and is not sent."""
+    clock = FakeClock()
+    script = Scripted(clock, lambda n, r: Step(delay=0.5))
+    downstream = Downstream("catalog", REPLICAS, NO_CACHE, clock, endpoint=script, rng=random.Random(3))
+    call = asyncio.create_task(downstream.call(READ, catalog_pb2.GetProductRequest(sku="x")))
+    await clock.advance(0.6)
+    result = await call
+    assert sorted(script.calls) == REPLICAS
+    assert result.provenance.hedged
+
+
 async def test_hedges_are_capped_by_max_extra_load() -> None:
     """With every call slow and a 10% cap (floor 1/s over 10 s), hedges stay within the cap plus floor."""
     clock = FakeClock()
