@@ -30,7 +30,7 @@ from benchmarks import cpu, overload_plot
 from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
 from benchmarks.overload_system import System
 from pullgate.tools import machine, scrape
-from pullgate.tools.openloop import Gateway, Phase, Result, Shot, Workers
+from pullgate.tools.openloop import REFUSALS, Gateway, Phase, Result, Shot, Workers
 from resilience import Criticality
 
 CALLERS = 32
@@ -50,6 +50,8 @@ class Second:
     """Latencies of refusals (RESOURCE_EXHAUSTED or CANCELLED)."""
     lag: list[float]
     overloaded: int
+    lost: int = 0
+    """Views the gateway admitted and an owner then refused a part of (its work was spent for nothing)."""
     cores: float | None = None
     """Cores the system's processes (servers and edge) used in this second; None where not sampled."""
     idle: float | None = None
@@ -76,7 +78,8 @@ def per_second(shots: Sequence[Shot], deadline: float) -> list[Second]:
     return [Second(t, bucket[0].phase, len(bucket), Counter(overload_plot.kind(s, deadline) for s in bucket),
                    [s.latency for s in bucket if s.code == "OK"],
                    [s.latency - s.lag for s in bucket if s.refused],
-                   [s.lag for s in bucket], sum(s.overloaded for s in bucket))
+                   [s.lag for s in bucket], sum(s.overloaded for s in bucket),
+                   sum(1 for s in bucket if s.relayed and s.code in REFUSALS))
             for t, bucket in sorted(buckets.items())]
 
 
@@ -140,13 +143,13 @@ def table(seconds: Sequence[Second]) -> str:
     system's CPU per good view; behind an edge, its fewest places for reads and most requests in flight."""
     lines = [f"{'s':>3} {'phase':7} {'offered':>7} {'good':>5} {'RESEXH':>6} {'CANCEL':>6} {'UNAVAIL':>7} "
              f"{'DEADLN':>6} {'other':>5}  {'OK p50':>7} {'OK p99':>7} {'ref p99':>7} {'lag p99':>7}  "
-             f"{'cores':>5} {'idle':>5} {'CPU/OK':>6} {'room':>4} {'infl':>4}  (ms)"]
+             f"{'lost':>4}  {'cores':>5} {'idle':>5} {'CPU/OK':>6} {'room':>4} {'infl':>4}  (ms)"]
     for s in seconds:
         lines.append(f"{s.t:3d} {s.phase:7} {s.offered:7d} {s.good:5d} {s.kinds['RESOURCE_EXHAUSTED']:6d} "
                      f"{s.kinds['CANCELLED']:6d} "
                      f"{s.kinds['UNAVAILABLE']:7d} {s.kinds['DEADLINE_EXCEEDED']:6d} {s.kinds['other']:5d}  "
                      f"{ms(q(s.ok, 0.5)):>7} {ms(q(s.ok, 0.99)):>7} {ms(q(s.refused, 0.99)):>7} "
-                     f"{ms(q(s.lag, 0.99)):>7}  {_cores(s.cores):>5} {_cores(s.idle):>5} {ms(s.cost):>6} "
+                     f"{ms(q(s.lag, 0.99)):>7}  {s.lost:4d}  {_cores(s.cores):>5} {_cores(s.idle):>5} {ms(s.cost):>6} "
                      f"{_count(s.room):>4} {_count(s.in_flight):>4}")
     return "\n".join(lines)
 
@@ -215,7 +218,8 @@ async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]
     opened = breakers_opened(before, await scrape.read_all(callers))
     seconds = with_edge(with_cores(per_second(result.shots, DEADLINE), trace, origin, cpus), edge_samples, origin)
     print(table(seconds))
-    print("cores: the system's (servers and edge) in that second; idle: the machine's cores nobody used; "
+    print("lost: views the gateway admitted and an owner then refused a part of; "
+          "cores: the system's (servers and edge) in that second; idle: the machine's cores nobody used; "
           "CPU/OK: the system's CPU per good view; room: the fewest places the edge gave reads (SHEDDABLE) in that "
           "second (from the gateway's limit); infl: the most requests it had in flight to the gateway")
     other = Counter(s.code for s in result.shots if overload_plot.kind(s, DEADLINE) == "other")
@@ -279,7 +283,7 @@ def targets(seconds: Sequence[Second], cap: float, fair: float, opened: Mapping[
         behind = [s.latency - s.lag for s in refused if not s.at_edge]
         where = f"; the edge's {len(edge)} p99 {ms(q(edge, 0.99))} ms, " if edge else "; "
         where += f"the others' {len(behind)} p99 {ms(q(behind, 0.99))} ms" if behind else "no others"
-        relayed = [s.latency - s.lag for s in shots if s.relayed and s.code in ("RESOURCE_EXHAUSTED", "CANCELLED")]
+        relayed = [s.latency - s.lag for s in shots if s.relayed and s.code in REFUSALS]
         if relayed:
             where += (f"; not counted: {len(relayed)} views admitted and then refused a part by an owner "
                       f"(p99 {ms(q(relayed, 0.99))} ms)")
