@@ -1,7 +1,8 @@
 """The one store interface every owner uses, whichever database is behind it: SQLite (embedded) or PostgreSQL.
 
 A store writes each of its operations as `fn(conn)`, a plain function over a DB-API connection with `?`
-placeholders, and runs it as `await db.transaction(fn)`: one transaction that behaves as if it ran alone.
+placeholders, and runs it as `await db.transaction(fn)`: one transaction that behaves as if it ran alone; a
+bounded read that writes nothing may run as `await db.read(fn)`, which SQLite answers without a thread hop.
 `open_database(target, ...)` picks the backend from the target: a path is a SQLite file
 (`services._sqlite`), a `postgresql://` URL a PostgreSQL database (`services._postgres`). See docs/storage.md.
 """
@@ -59,6 +60,10 @@ class Database(Protocol):
     """An open store database: run transactions, claim work, close."""
 
     async def transaction(self, fn: Callable[[Any], T]) -> T: ...
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(conn)`, which only reads, in one transaction that sees everything committed before it began."""
+        ...
 
     def claim(self, key: str, *, wait: bool = True) -> contextlib.AbstractAsyncContextManager[bool]: ...
 

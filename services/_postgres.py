@@ -130,6 +130,10 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run, fn)
 
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)`, which only reads, as a transaction: a pooled connection is a thread's either way."""
+        return await self.transaction(fn)
+
     def _run(self, fn: Callable[[Connection], T]) -> T:
         for attempt in range(1, ATTEMPTS + 1):
             try:

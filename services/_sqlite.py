@@ -1,12 +1,21 @@
-"""One private SQLite database per service, owned by one thread, so DB work never blocks the event loop.
+"""One private SQLite database per service: writes on the database's own thread, point reads on the event loop.
 
 Every service opens its database through `Database.open()`: the file is put in WAL mode, the schema is
 brought to the newest version (PRAGMA user_version counts the migrations applied), and a new database gets
 its demo data in the same transaction as its first schema, so a database is either empty or seeded, never
-half of it. All work then runs as `await db.transaction(fn)`: `fn(conn)` runs on the database's single
+half of it. Work then runs as `await db.transaction(fn)`: `fn(conn)` runs on the database's single
 thread inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK if it raises). One thread means transactions are
 serialized: a read-check-write inside one `fn` cannot interleave with another. (`services._postgres` keeps
 the same promise on PostgreSQL; `services._db` is the interface both implement.)
+
+A bounded read (the point lookups every view makes) runs as `await db.read(fn)`: on the event loop's own
+thread, on a second, read-only connection, in a deferred transaction that sees everything committed before it
+began (WAL: a reader never waits for the writer). Why not on the thread: handing a call to it and back costs
+about 100 us of CPU (a queue, two wake-ups, the GIL passed twice), the read itself 10-15 us (measured on the
+2-core machines of docs/overload.md), and every view reads from four owners. The loop is held for those
+microseconds; a read that cannot go at once (SQLite answers "busy", which WAL makes rare: recovery, a writer
+in exclusive mode) goes to the thread instead, where it may wait. Reads that scan without bound (recovery's
+`pending`, the invariants' `held`) stay transactions.
 """
 
 from __future__ import annotations
@@ -32,10 +41,14 @@ __all__ = ["SEQUENCES_TABLE", "Database", "Migration", "Seed", "next_id", "scrip
 class Database:
     """A SQLite connection that lives on its own thread; use `open()`, then `transaction()`, then `close()`."""
 
-    def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection,
+                 reader: sqlite3.Connection | None = None) -> None:
+        """`reader`: the read-only connection `read()` uses on the event loop's thread (opened there by `open()`);
+        without one, reads go to the database's thread as transactions."""
         self.path = path
         self._executor = executor
         self._conn = conn
+        self._reader = reader
 
     @classmethod
     async def open(cls, path: Path, migrations: Sequence[Migration], seed: Seed | None = None) -> Database:
@@ -47,6 +60,7 @@ class Database:
             conn = await loop.run_in_executor(executor, _connect, path)
             db = cls(path, executor, conn)
             await db.transaction(lambda c: _migrate(c, path, migrations, seed))
+            db._reader = _connect_reader(path)
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -57,6 +71,26 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, _in_transaction, self._conn, fn)
 
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)`, which only reads, on this thread in one deferred transaction (see the module's
+        docstring); on the database's thread if SQLite cannot start it at once. A write in `fn` raises."""
+        reader = self._reader
+        if reader is None:
+            return await self.transaction(fn)
+        try:
+            reader.execute("BEGIN")
+            try:
+                result = fn(reader)
+            except BaseException:
+                reader.execute("ROLLBACK")
+                raise
+            reader.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            if not _busy(error):
+                raise
+            return await self.transaction(fn)
+        return result
+
     @contextlib.asynccontextmanager
     async def claim(self, key: str, *, wait: bool = True) -> AsyncIterator[bool]:
         """Always granted: a SQLite file has one writer at a time and its processes claim nothing from each other."""
@@ -64,6 +98,9 @@ class Database:
 
     async def close(self) -> None:
         """Close the connection (after any transaction in progress) and stop the thread."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._conn.close)
         self._executor.shutdown(wait=True)
@@ -80,6 +117,21 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
+
+
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection that answers "busy" at once rather than wait (it is used on the event loop)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=0.0)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    """Is this SQLite's "busy" or "locked" (try again elsewhere), not a mistake in the statement?"""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(error) or "busy" in str(error)
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

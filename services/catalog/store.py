@@ -66,4 +66,4 @@ class ProductStore:
                 found[sku] = ProductRow(*row)
             return [found[sku] for sku in skus]
 
-        return await self._db.transaction(read)
+        return await self._db.read(read)

@@ -81,7 +81,7 @@ class CustomerStore:
                 found[customer_id] = CustomerRow(*row)
             return [found[customer_id] for customer_id in customer_ids]
 
-        return await self._db.transaction(read)
+        return await self._db.read(read)
 
     async def create(self, name: str, email: str) -> CustomerRow:
         """A new customer with the next id; AlreadyExists if the email is taken."""

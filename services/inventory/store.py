@@ -261,7 +261,7 @@ class InventoryStore:
 
     async def get_many(self, skus: Sequence[str]) -> list[StockRow]:
         """The stock of each sku in the order asked; NotFound naming the first sku without stock."""
-        return await self._db.transaction(lambda conn: [_stock(conn, sku) for sku in skus])
+        return await self._db.read(lambda conn: [_stock(conn, sku) for sku in skus])
 
     async def reserve(self, reservation_id: str, lines: Sequence[tuple[str, int]]) -> Reservation:
         """Hold every line or none for `hold` seconds; the stock of each line's sku right after, in line order.

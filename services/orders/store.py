@@ -198,7 +198,7 @@ class OrderStore:
         return await self._db.transaction(begin)
 
     async def get(self, order_id: str) -> OrderRow:
-        return await self._db.transaction(lambda conn: _get(conn, order_id))
+        return await self._db.read(lambda conn: _get(conn, order_id))
 
     async def page(self, customer_id: str, page_size: int, page_token: str) -> Page:
         """One page of the customer's orders, newest (most recently recorded) first."""
@@ -216,7 +216,7 @@ class OrderStore:
             token = _encode_token(customer_id, page[-1]["seq"]) if more and page else ""
             return Page([_row(conn, r) for r in page], token)
 
-        return await self._db.transaction(read)
+        return await self._db.read(read)
 
     async def pending(self) -> list[OrderRow]:
         """Every order still PENDING, oldest first."""
