@@ -39,7 +39,8 @@ __all__ = ["SEQUENCES_TABLE", "Database", "Migration", "Seed", "next_id", "scrip
 
 
 class Database:
-    """A SQLite connection that lives on its own thread; use `open()`, then `transaction()`, then `close()`."""
+    """A SQLite database: a writing connection on its own thread, a read-only one on the event loop's; use
+    `open()`, then `transaction()` and `read()`, then `close()`."""
 
     def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection,
                  reader: sqlite3.Connection | None = None) -> None:
