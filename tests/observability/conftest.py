@@ -41,14 +41,20 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="package")
 def system(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    data_dir = tmp_path_factory.mktemp("observability")
+    with running(receiver, tmp_path_factory.mktemp("observability")) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def running(receiver: Receiver, data_dir: Path, *flags: str) -> Iterator[System]:
+    """`pullgate up` in `data_dir` with `flags`, its spans sent to `receiver`; stopped on exit."""
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
            "OTEL_TRACES_SAMPLER": "parentbased_always_on", "PULLGATE_LOG_FORMAT": "json"}
     env.pop("PULLGATE_METRICS_PORTS", None)
     log = (data_dir / "up.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "pullgate", "up", "--any-ports", "--data-dir", str(data_dir),
-         "--allow-fault-injection"],
+         "--allow-fault-injection", *flags],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,8 +15,8 @@ from pullgate.admin.v1 import admin_pb2, admin_pb2_grpc
 from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.gateway.v1 import gateway_pb2_grpc
 from pullgate.orders.v1 import orders_pb2
-from tests.observability.conftest import System
-from tests.observability.receiver import Span
+from tests.observability.conftest import System, running
+from tests.observability.receiver import Receiver, Span
 
 Gateway = gateway_pb2_grpc.GatewayServiceStub
 
@@ -158,11 +159,9 @@ async def test_place_order_shows_every_hop_and_the_placement_steps(
     assert strong.attributes["resilience.max_staleness_s"] == 0.0
 
 
-async def test_a_forced_hedge_shows_three_attempts_two_cancelled(
-    system: System, gateway: Gateway
-) -> None:
-    """With catalog slowed, the gateway hedges twice (hedging.max_attempts = 3): three attempts under the call's
-    span, the two losers cancelled."""
+async def test_a_slow_owner_with_one_replica_is_not_hedged(system: System, gateway: Gateway) -> None:
+    """A hedge goes only to a replica the call has not tried: with catalog slowed and one replica of it, the call
+    waits for its one attempt, and its span says so."""
     await set_faults(system, "catalog", "catalog.BatchGetProducts=delay:200ms")
     try:
         spans = await traced_call(system, "GetOrderView", gateway.GetOrderView(
@@ -170,13 +169,29 @@ async def test_a_forced_hedge_shows_three_attempts_two_cancelled(
     finally:
         await set_faults(system, "catalog", "")
     call = logical(spans, "gateway", "catalog/BatchGetProducts")[0]
+    assert call.attributes["resilience.attempts"] == 1
+    assert call.attributes["resilience.hedged"] is False
+    assert "hedge" not in call.event_names()
+
+
+async def test_a_forced_hedge_shows_three_attempts_two_cancelled(receiver: Receiver, tmp_path: Path) -> None:
+    """With three catalog replicas all slow, the gateway hedges twice (hedging.max_attempts = 3), each attempt to
+    another replica: three attempts under the call's span, the two losers cancelled."""
+    flags = ("--replicas", "3", "--faults", "catalog.BatchGetProducts=delay:200ms")
+    with running(receiver, tmp_path, *flags) as system:
+        async with system.channel("gateway", customer="1") as channel:
+            spans = await traced_call(system, "GetOrderView", Gateway(channel).GetOrderView(
+                pb.GetOrderViewRequest(order_id="1", read=STRONG), timeout=5), ("gateway",))
+            call = logical(spans, "gateway", "catalog/BatchGetProducts")[0]
+            attempts = system.receiver.wait_for(
+                lambda received: len([s for s in received if s.parent_id == call.span_id and s.is_client]) == 3)
     assert call.attributes["resilience.hedged"] is True
     assert call.attributes["resilience.attempts"] == 3
     assert "hedge" in call.event_names()
     loser_event = dict(call.events)["hedge loser cancelled"]
-    attempts = system.receiver.wait_for(
-        lambda received: len([s for s in received if s.parent_id == call.span_id and s.is_client]) == 3)
     clients = [s for s in attempts if s.parent_id == call.span_id and s.is_client]
+    losers = [attributes["resilience.replica"] for name, attributes in call.events if name == "hedge loser cancelled"]
+    assert len({*losers, call.attributes["resilience.replica"]}) == 3  # the winner and two losers: three replicas
     cancelled = [s for s in clients if s.attributes.get("pullgate.cancelled")]
     assert len(cancelled) == 2
     assert all(s.attributes["resilience.hedge_loser"] is True for s in cancelled)
