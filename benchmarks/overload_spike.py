@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benchmarks import cpu, overload_plot
+from benchmarks import canary, cpu, overload_plot
+from benchmarks.canary import Canary
 from benchmarks.overload_plan import DEADLINE, Plan, Target, ms, q
 from benchmarks.overload_system import System
 from pullgate.tools import machine, scrape
@@ -60,6 +61,9 @@ class Second:
     """The fewest places the edge gave reads (SHEDDABLE) at any sample in this second; None without an edge."""
     in_flight: int | None = None
     """The most requests the edge had in flight to the gateway at any sample in this second; None without one."""
+    speed: float | None = None
+    """How fast the machine's cores ran in this second against while capacity was measured (benchmarks.canary):
+    1.00 the same, 0.80 when the same work took 1.25 times the CPU; None where not timed."""
 
     @property
     def good(self) -> int:
@@ -130,6 +134,16 @@ def with_edge(seconds: Sequence[Second], samples: Sequence[EdgeSample], origin: 
     return out
 
 
+def with_speed(seconds: Sequence[Second], canary: Canary, origin: float, reference: float | None) -> list[Second]:
+    """`seconds` with the machine's speed in each against `reference` (the canary's cost while capacity was measured;
+    `origin`: the schedule's, as `time.monotonic()`); seconds without a timing, or without a reference, as they are."""
+    out = []
+    for s in seconds:
+        cost = canary.cost(origin + s.t, origin + s.t + 1)
+        out.append(s if cost is None or not reference else replace(s, speed=reference / cost))
+    return out
+
+
 def _cores(cores: float | None) -> str:
     return "-" if cores is None else f"{cores:.2f}"
 
@@ -143,14 +157,14 @@ def table(seconds: Sequence[Second]) -> str:
     system's CPU per good view; behind an edge, its fewest places for reads and most requests in flight."""
     lines = [f"{'s':>3} {'phase':7} {'offered':>7} {'good':>5} {'RESEXH':>6} {'CANCEL':>6} {'UNAVAIL':>7} "
              f"{'DEADLN':>6} {'other':>5}  {'OK p50':>7} {'OK p99':>7} {'ref p99':>7} {'lag p99':>7}  "
-             f"{'lost':>4}  {'cores':>5} {'idle':>5} {'CPU/OK':>6} {'room':>4} {'infl':>4}  (ms)"]
+             f"{'lost':>4}  {'cores':>5} {'idle':>5} {'CPU/OK':>6} {'room':>4} {'infl':>4} {'speed':>5}  (ms)"]
     for s in seconds:
         lines.append(f"{s.t:3d} {s.phase:7} {s.offered:7d} {s.good:5d} {s.kinds['RESOURCE_EXHAUSTED']:6d} "
                      f"{s.kinds['CANCELLED']:6d} "
                      f"{s.kinds['UNAVAILABLE']:7d} {s.kinds['DEADLINE_EXCEEDED']:6d} {s.kinds['other']:5d}  "
                      f"{ms(q(s.ok, 0.5)):>7} {ms(q(s.ok, 0.99)):>7} {ms(q(s.refused, 0.99)):>7} "
                      f"{ms(q(s.lag, 0.99)):>7}  {s.lost:4d}  {_cores(s.cores):>5} {_cores(s.idle):>5} {ms(s.cost):>6} "
-                     f"{_count(s.room):>4} {_count(s.in_flight):>4}")
+                     f"{_count(s.room):>4} {_count(s.in_flight):>4} {_cores(s.speed):>5}")
     return "\n".join(lines)
 
 
@@ -188,6 +202,12 @@ async def capacity(pool: Workers, targets: Sequence[Gateway], plan: Plan
 async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]:
     print(f"\n== 1. spike: strong order views, {DEADLINE:g} s deadlines, gateway {sut.label}", flush=True)
     cpus = os.cpu_count() or 1
+    with canary.running() as timer:
+        return await _run(pool, sut, plan, out, cpus, timer)
+
+
+async def _run(pool: Workers, sut: System, plan: Plan, out: Path, cpus: int, timer: Canary) -> list[Target]:
+    """The spike itself, with `timer` timing the machine's speed throughout."""
     async with machine.tracing(lambda: machine.system_pids(sut.data_dir)) as trace:
         meter = cpu.Meter()
         cap, measured, counted = await capacity(pool, [sut.gateway], plan)
@@ -217,11 +237,14 @@ async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]
     await asyncio.sleep(1.0)  # let the last transitions be counted
     opened = breakers_opened(before, await scrape.read_all(callers))
     seconds = with_edge(with_cores(per_second(result.shots, DEADLINE), trace, origin, cpus), edge_samples, origin)
+    seconds = with_speed(seconds, timer, origin, timer.cost(*counted))
     print(table(seconds))
     print("lost: views the gateway admitted and an owner then refused a part of; "
           "cores: the system's (servers and edge) in that second; idle: the machine's cores nobody used; "
           "CPU/OK: the system's CPU per good view; room: the fewest places the edge gave reads (SHEDDABLE) in that "
-          "second (from the gateway's limit); infl: the most requests it had in flight to the gateway")
+          "second (from the gateway's limit); infl: the most requests it had in flight to the gateway; speed: how fast "
+          "the machine's cores ran in that second against while capacity was measured (a fixed piece of work timed "
+          "in its thread's CPU time, benchmarks/canary.py; 0.80: the same work took 1.25x the CPU)")
     other = Counter(s.code for s in result.shots if overload_plot.kind(s, DEADLINE) == "other")
     if other:
         print("other: " + ", ".join(f"{code} {n}" for code, n in other.most_common()))

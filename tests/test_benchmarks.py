@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import statistics
+import threading
 from pathlib import Path
 from typing import cast
 
 import pytest
 
-from benchmarks import loop_bench, overload_bench, overload_cost, overload_spike, resilience_bench
+from benchmarks import canary, loop_bench, overload_bench, overload_cost, overload_spike, resilience_bench
+from benchmarks.canary import Canary
 from pullgate.tools.machine import Share, Trace
 from pullgate.tools.openloop import Shot
 
@@ -97,19 +100,42 @@ class _Trace:
         return {100.0: Share(1.0, 1.9, 1.4), 101.0: Share(1.0, 1.95, 1.2)}.get(start)
 
 
+class _Canary:
+    """A canary whose work took 1 ms in the spike's second 0 and 1.25 ms in second 1 (a stand-in for Canary)."""
+
+    def cost(self, start: float, end: float) -> float | None:
+        return {100.0: 0.001, 101.0: 0.00125}.get(start)
+
+
 def test_the_spike_table_gives_each_seconds_cost_and_what_the_edge_enforced() -> None:
-    """Each second's row ends with the cores the system used in it, those the machine left idle, the system's CPU
-    per good view, the fewest places the edge gave reads and the most requests it had in flight; a second the
-    trace or the edge's samples did not cover, or with no good view, says so with a dash."""
+    """Each second's row ends with the views lost to an owner's refusal, the cores the system used, those the
+    machine left idle, the system's CPU per good view, the fewest places the edge gave reads, the most requests it
+    had in flight, and how fast the machine ran against while capacity was measured; a second the trace, the
+    edge's samples or the canary did not cover, or with no good view, says so with a dash."""
     shots = [Shot("spike", 0, 0.001 * k, 0.0, 0.05, "OK") for k in range(200)]
     shots += [Shot("spike", 0, 1.0 + 0.001 * k, 0.0, 0.05, "OK" if k < 150 else "RESOURCE_EXHAUSTED", True)
               for k in range(600)]
+    shots += [Shot("spike", 0, 1.9, 0.0, 0.05, "RESOURCE_EXHAUSTED", relayed=True)]
     shots += [Shot("spike", 0, 2.5, 0.0, 0.002, "RESOURCE_EXHAUSTED", True)]
     edge = [overload_spike.EdgeSample(100.1, 26, 20), overload_spike.EdgeSample(100.6, 15, 24),
             overload_spike.EdgeSample(101.2, 17, 9)]
     seconds = overload_spike.with_cores(overload_spike.per_second(shots, 1.0), cast(Trace, _Trace()), 100.0, 2)
-    rows = [line.split() for line in overload_spike.table(overload_spike.with_edge(seconds, edge, 100.0)).splitlines()]
-    assert rows[0][-6:] == ["cores", "idle", "CPU/OK", "room", "infl", "(ms)"]
-    assert (rows[1][3], rows[1][-5:]) == ("200", ["1.40", "0.10", "7.0", "15", "24"])
-    assert (rows[2][3], rows[2][4], rows[2][-5:]) == ("150", "450", ["1.20", "0.05", "8.0", "17", "9"])
-    assert (rows[3][3], rows[3][-5:]) == ("0", ["-", "-", "-", "-", "-"])
+    seconds = overload_spike.with_edge(seconds, edge, 100.0)
+    seconds = overload_spike.with_speed(seconds, cast(Canary, _Canary()), 100.0, 0.001)
+    rows = [line.split() for line in overload_spike.table(seconds).splitlines()]
+    assert rows[0][-8:] == ["lost", "cores", "idle", "CPU/OK", "room", "infl", "speed", "(ms)"]
+    assert (rows[1][3], rows[1][-7:]) == ("200", ["0", "1.40", "0.10", "7.0", "15", "24", "1.00"])
+    assert (rows[2][3], rows[2][4], rows[2][-7:]) == ("150", "451", ["1", "1.20", "0.05", "8.0", "17", "9", "0.80"])
+    assert (rows[3][3], rows[3][-7:]) == ("0", ["0", "-", "-", "-", "-", "-", "-"])
+    assert overload_spike.with_speed(seconds, cast(Canary, _Canary()), 100.0, None) == seconds
+
+
+def test_the_canary_times_its_work_in_its_own_threads_cpu() -> None:
+    """The canary's work, run while the main thread only waits, costs CPU time that is read back by window."""
+    with canary.running(every=0.01) as timer:
+        while len(timer.timings) < 5:
+            threading.Event().wait(0.01)  # polls the condition above; the canary has no hook to await
+    assert all(t.cpu > 0 for t in timer.timings)
+    first, last = timer.timings[0].at, timer.timings[-1].at
+    assert timer.cost(first, last + 1) == statistics.median(t.cpu for t in timer.timings)
+    assert timer.cost(last + 1, last + 2) is None
