@@ -153,8 +153,9 @@ def _count(count: int | None) -> str:
 
 
 def table(seconds: Sequence[Second]) -> str:
-    """Per second: offered, good, not good by code, latencies, the system's cores, the machine's idle cores, and the
-    system's CPU per good view; behind an edge, its fewest places for reads and most requests in flight."""
+    """Per second: offered, good, not good by code, latencies, views lost to an owner's refusal, the system's cores,
+    the machine's idle cores, and the system's CPU per good view; behind an edge, its fewest places for reads and
+    most requests in flight; and how fast the machine ran (the canary's `speed`)."""
     lines = [f"{'s':>3} {'phase':7} {'offered':>7} {'good':>5} {'RESEXH':>6} {'CANCEL':>6} {'UNAVAIL':>7} "
              f"{'DEADLN':>6} {'other':>5}  {'OK p50':>7} {'OK p99':>7} {'ref p99':>7} {'lag p99':>7}  "
              f"{'lost':>4}  {'cores':>5} {'idle':>5} {'CPU/OK':>6} {'room':>4} {'infl':>4} {'speed':>5}  (ms)"]
