@@ -79,18 +79,11 @@ class Database:
         if reader is None:
             return await self.transaction(fn)
         try:
-            reader.execute("BEGIN")
-            try:
-                result = fn(reader)
-            except BaseException:
-                reader.execute("ROLLBACK")
-                raise
-            reader.execute("COMMIT")
+            return _in_transaction(reader, fn, "BEGIN")
         except sqlite3.OperationalError as error:
             if not _busy(error):
                 raise
             return await self.transaction(fn)
-        return result
 
     @contextlib.asynccontextmanager
     async def claim(self, key: str, *, wait: bool = True) -> AsyncIterator[bool]:
@@ -135,8 +128,11 @@ def _busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in str(error) or "busy" in str(error)
 
 
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+def _in_transaction(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], begin: str = "BEGIN IMMEDIATE"
+) -> T:
+    """`fn(conn)` between `begin` and COMMIT, or ROLLBACK if it raises (a deferred BEGIN for reads)."""
+    conn.execute(begin)
     try:
         result = fn(conn)
     except BaseException:
