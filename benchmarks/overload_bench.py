@@ -4,8 +4,9 @@ Four scenarios, all in one run, each printed as a table, the first three with th
 (never asserted: the figures are the point, before and after the mechanisms land):
 
 1. spike (`--replicas 1`): capacity for strong order views (32 closed-loop callers), then open loop at 0.5x,
-   3x for 10 s and 0.5x again, with 1 s deadlines. Targets: goodput in the spike >= 80% of capacity in every
-   second after the first; back to >= 90% of offered within 5 s after it; no breaker of a healthy owner opened
+   3x for 10 s and 0.5x again, with 1 s deadlines, then capacity again. Targets: goodput in the spike >= 80% of
+   capacity in every second after the first (each against the closed loops' second at its rank); back to
+   >= 90% of offered within 5 s after it; no breaker of a healthy owner opened
    (gateway's and orders' `resilience_breaker_transitions_total{state="open"}`); refusals answered
    fast, p99 < 5 ms (RESOURCE_EXHAUSTED from admission control, or CANCELLED from grpc's core queue).
 2. gray failure (`--replicas 2`): one catalog replica frozen with SIGSTOP; from 2 s after the freeze, 300

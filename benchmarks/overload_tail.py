@@ -45,7 +45,7 @@ async def run(pool: Workers, suts: Sequence[System], plan: Plan, out: Path) -> l
     print(f"\n== 3. tail: {FAULT} on every catalog replica; open-loop strong order views to {who}, "
           f"{DEADLINE:g} s deadlines", flush=True)
     targets = [s.gateway for s in suts]
-    cap, _, _ = await overload_spike.capacity(pool, targets, plan)
+    cap = (await overload_spike.closed(pool, targets, plan)).capacity
     each = min(plan.tail_rate, plan.tail_load * cap / len(suts)) if cap > 0 else plan.tail_rate
     rate = each * len(suts)
     seconds = min(plan.tail_views / each, plan.tail_seconds)

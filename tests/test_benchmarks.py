@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import statistics
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import cast
 
@@ -139,3 +140,34 @@ def test_the_canary_times_its_work_in_its_own_threads_cpu() -> None:
     first, last = timer.timings[0].at, timer.timings[-1].at
     assert timer.cost(first, last + 1) == statistics.median(t.cpu for t in timer.timings)
     assert timer.cost(last + 1, last + 2) is None
+
+
+def test_a_value_at_a_rank_interpolates_between_neighbours() -> None:
+    assert overload_spike.at_rank([30.0, 10.0, 20.0], 0.0) == 10.0
+    assert overload_spike.at_rank([30.0, 10.0, 20.0], 0.25) == 15.0
+    assert overload_spike.at_rank([30.0, 10.0, 20.0], 1.0) == 30.0
+    assert overload_spike.at_rank([7.0], 0.4) == 7.0
+
+
+def _spike(goods: list[int]) -> list[overload_spike.Second]:
+    """A spike's seconds with these good views, the first (never judged) with none."""
+    return [overload_spike.Second(t, "spike", 1000, Counter(good=good), [], [], [], 0)
+            for t, good in enumerate([0, *goods])]
+
+
+def test_each_spike_second_is_judged_against_the_closed_loops_second_at_its_rank() -> None:
+    """The spike's seconds, lowest first, each against the closed loops' at the same rank: a spike as uneven as a
+    closed loop on the same machine passes where its lowest second is under 80% of their mean; one lower than
+    theirs at any rank by more than a fifth misses, and the figure says at which and by how much."""
+    reference = [300.0, 300.0, 400.0, 400.0, 400.0, 400.0, 500.0, 500.0]  # mean 400; lowest 75% of it
+    pairs = overload_spike.by_rank([400, 250, 420, 410], reference)
+    assert pairs == [(250, 300.0), (400, 400.0), (410, 400.0), (420, 500.0)]
+    uneven = overload_spike.targets(_spike([260, 330, 400, 410, 390, 420, 480, 450]), 450.0, reference, {}, [])[0]
+    assert uneven.passed is True
+    assert "lowest 260/s = 87% of the closed loops' 300/s at its rank" in uneven.figure
+    assert "65% of their mean 400/s, whose own lowest was 75% of it" in uneven.figure
+    assert "0 of 8 seconds below 80% of theirs" in uneven.figure
+    # Every second well above the closed loops' lowest, but the middle and the top a fifth and more below theirs.
+    sagging = overload_spike.targets(_spike([260, 300, 310, 310, 320, 330, 340, 350]), 450.0, reference, {}, [])[0]
+    assert sagging.passed is False
+    assert "4 of 8 seconds below 80% of theirs" in sagging.figure
