@@ -8,7 +8,7 @@ deadline), refused by code, latency of OK answers (from when each was due) and o
 sent: how long the caller waited for the "no"; the generator's own lateness in sending is the last column), and
 the generator's send lag. Then the same closed loop again. The spike's goodput is judged second against second:
 its seconds, lowest first, each against the closed loops' seconds at the same rank, scaled to the cores the
-load left the system; a closed loop with no overload has seconds 15-28% under its own mean on this machine, so
+load left the system; a closed loop with no overload has had its lowest second 7-28% under its own mean here, so
 a verdict against the mean would ask the spike to be steadier than the machine (docs/overload.md).
 A refusal is RESOURCE_EXHAUSTED made at arrival (by the edge, HAProxy in front of the
 gateway, or by admission control in Python) or CANCELLED (grpc's core, when its queue in front of Python is full):
