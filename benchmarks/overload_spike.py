@@ -315,6 +315,10 @@ async def _run(pool: Workers, sut: System, plan: Plan, out: Path, cpus: int, tim
     return targets(seconds, cap, reference, opened, result.shots)
 
 
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.0%}" if whole > 0 else "n/a"
+
+
 def targets(seconds: Sequence[Second], cap: float, reference: Sequence[float], opened: Mapping[str, float],
             shots: Sequence[Shot]) -> list[Target]:
     """The spike's four targets. Goodput is judged second against second: the spike's seconds after the first,
@@ -328,15 +332,15 @@ def targets(seconds: Sequence[Second], cap: float, reference: Sequence[float], o
     pairs = by_rank([s.good for s in in_spike], reference) if reference else [(s.good, fair) for s in in_spike]
     short = sum(1 for good, against in pairs if good < 0.8 * against)
     low = min(in_spike, key=lambda s: s.good, default=None)
-    noise = f", whose own lowest was {min(reference) / fair:.0%} of it" if reference else ""
+    noise = f", whose own lowest was {_share(min(reference), fair)} of it" if reference else ""
     goodput = Target(
         "spike", "goodput in every spike second after the first >= 80% of capacity (for the cores left to it; each "
                  "second against the closed loops' at the same rank)",
         "no spike seconds" if low is None else
-        f"lowest {low.good}/s = {low.good / pairs[0][1]:.0%} of the closed loops' {pairs[0][1]:.0f}/s at its rank "
-        f"(second {low.t}; {low.good / fair:.0%} of their mean {fair:.0f}/s{noise}; {low.good / cap:.0%} of the "
+        f"lowest {low.good}/s = {_share(low.good, pairs[0][1])} of the closed loops' {pairs[0][1]:.0f}/s at its rank "
+        f"(second {low.t}; {_share(low.good, fair)} of their mean {fair:.0f}/s{noise}; {_share(low.good, cap)} of the "
         f"{cap:.0f}/s measured before, with the lighter load); {short} of {len(pairs)} seconds below 80% of theirs",
-        low is not None and short == 0)
+        None if fair <= 0 else low is not None and short == 0)  # no capacity measured: nothing to judge against
     back = recovered_after(after, 0.9)
     recovery = Target(
         "spike", "after it, goodput >= 90% of offered within 5 s",

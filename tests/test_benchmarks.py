@@ -171,3 +171,10 @@ def test_each_spike_second_is_judged_against_the_closed_loops_second_at_its_rank
     sagging = overload_spike.targets(_spike([260, 300, 310, 310, 320, 330, 340, 350]), 450.0, reference, {}, [])[0]
     assert sagging.passed is False
     assert "4 of 8 seconds below 80% of theirs" in sagging.figure
+
+
+def test_closed_loops_that_served_nothing_leave_the_spike_unjudged() -> None:
+    """Zero against zero is no pass: with no capacity measured the target says it could not be judged."""
+    goodput = overload_spike.targets(_spike([0, 0, 0]), 0.0, [0.0, 0.0], {}, [])[0]
+    assert goodput.passed is None
+    assert "n/a of the closed loops' 0/s at its rank" in goodput.figure
