@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -74,9 +74,10 @@ def _save(fig: Figure, axes: Sequence[Axes], title: str, path: Path) -> None:
 
 
 def spike(shots: Sequence[Shot], phases: Sequence[Phase], capacity: float, deadline: float, path: Path,
-          title: str, target: float | None = None) -> None:
+          title: str, target: float | None = None, bars: Mapping[int, float] | None = None) -> None:
     """Write the spike's timeline to `path`: one-second buckets by when each request was due; `target`, if given,
-    is the goodput each spike second must reach (drawn as a dotted line)."""
+    is 80% of the closed loops' mean (a dotted line), and `bars` the goodput each judged second had to reach, by
+    second (a short red line over each)."""
     buckets: dict[int, list[Shot]] = defaultdict(list)
     for shot in shots:
         buckets[math.floor(shot.due)].append(shot)
@@ -107,7 +108,12 @@ def spike(shots: Sequence[Shot], phases: Sequence[Phase], capacity: float, deadl
     bottom.plot(edges, offered, color="black", linewidth=1.0, label="offered")
     bottom.axhline(capacity, color="black", linewidth=0.8, linestyle="--", label=f"capacity {capacity:.0f}/s")
     if target is not None:
-        bottom.axhline(target, color="#d62728", linewidth=0.8, linestyle=":", label=f"goodput target {target:.0f}/s")
+        bottom.axhline(target, color="#d62728", linewidth=0.8, linestyle=":",
+                       label=f"80% of the closed loops' mean {target:.0f}/s")
+    if bars:
+        judged = sorted(bars)
+        bottom.hlines([bars[t] for t in judged], judged, [t + 1 for t in judged], color="#d62728", linewidth=2.0,
+                      label="each second's bar (80% of the closed loops' at its rank)")
     bottom.set_ylabel("answers per second")
     bottom.set_xlabel("seconds since the load started (by when each request was due)")
     bottom.grid(alpha=0.3)

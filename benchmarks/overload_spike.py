@@ -40,6 +40,8 @@ from resilience import Criticality
 
 CALLERS = 32
 """Closed-loop callers that measure capacity."""
+SHARE = 0.8
+"""Each spike second after the first must serve this share of the closed loops' second at its rank."""
 
 
 @dataclass
@@ -235,11 +237,12 @@ def at_rank(values: Sequence[float], share: float) -> float:
     return ranked[below] + (position - below) * (ranked[above] - ranked[below])
 
 
-def by_rank(goodput: Sequence[int], reference: Sequence[float]) -> list[tuple[int, float]]:
-    """Each of `goodput`'s seconds, lowest first, beside the `reference` second at the same rank: the quantile at
-    the same plotting position, (i + 0.5) / n, so that n seconds and a reference of any length compare."""
-    ranked = sorted(goodput)
-    return [(good, at_rank(reference, (i + 0.5) / len(ranked))) for i, good in enumerate(ranked)]
+def by_rank(seconds: Sequence[Second], reference: Sequence[float]) -> list[tuple[Second, float]]:
+    """Each of `seconds`, lowest goodput first, beside the `reference` second at the same rank: the quantile at
+    the same plotting position, (i + 0.5) / n, so that n seconds and a reference of any length compare. With no
+    reference, each beside nothing (NaN)."""
+    ranked = sorted(seconds, key=lambda s: s.good)
+    return [(s, at_rank(reference, (i + 0.5) / len(ranked))) for i, s in enumerate(ranked)]
 
 
 async def run(pool: Workers, sut: System, plan: Plan, out: Path) -> list[Target]:
@@ -307,10 +310,11 @@ async def _run(pool: Workers, sut: System, plan: Plan, out: Path, cpus: int, tim
                   f"first second {spike.line(cpus)}; so {loop.capacity:.0f}/s x {scale:.2f} = "
                   f"{loop.capacity * scale:.0f}/s for the spike's room")
     fair = sum(reference) / len(reference) if reference else cap
+    bars = {s.t: SHARE * against for s, against in by_rank([s for s in seconds if s.phase == "spike"][1:], reference)}
     path = out / "overload-timeline.png"
     overload_plot.spike(result.shots, phases, cap, DEADLINE, path,
                         f"pullgate spike: 3x capacity ({3 * cap:.0f}/s) for {plan.spike:g} s, strong order views, "
-                        f"{DEADLINE:g} s deadlines", target=0.8 * fair)
+                        f"{DEADLINE:g} s deadlines", target=SHARE * fair, bars=bars)
     print(f"picture: {path}")
     return targets(seconds, cap, reference, opened, result.shots)
 
@@ -329,8 +333,8 @@ def targets(seconds: Sequence[Second], cap: float, reference: Sequence[float], o
     in_spike = [s for s in seconds if s.phase == "spike"][1:]
     after = [s for s in seconds if s.phase == "after"]
     fair = sum(reference) / len(reference) if reference else cap
-    pairs = by_rank([s.good for s in in_spike], reference) if reference else [(s.good, fair) for s in in_spike]
-    short = sum(1 for good, against in pairs if good < 0.8 * against)
+    pairs = by_rank(in_spike, reference if reference else [fair])
+    short = sum(1 for s, against in pairs if s.good < SHARE * against)
     low = min(in_spike, key=lambda s: s.good, default=None)
     noise = f", whose own lowest was {_share(min(reference), fair)} of it" if reference else ""
     goodput = Target(
