@@ -309,7 +309,7 @@ async def _run(pool: Workers, sut: System, plan: Plan, out: Path, cpus: int, tim
             print(f"the system's room: in the closed loop {when} the spike {share.line(cpus)}; in the spike after its "
                   f"first second {spike.line(cpus)}; so {loop.capacity:.0f}/s x {scale:.2f} = "
                   f"{loop.capacity * scale:.0f}/s for the spike's room")
-    fair = sum(reference) / len(reference) if reference else cap
+    fair = mean_of(reference, cap)
     bars = {s.t: SHARE * against for s, against in by_rank([s for s in seconds if s.phase == "spike"][1:], reference)}
     path = out / "overload-timeline.png"
     overload_plot.spike(result.shots, phases, cap, DEADLINE, path,
@@ -317,6 +317,11 @@ async def _run(pool: Workers, sut: System, plan: Plan, out: Path, cpus: int, tim
                         f"{DEADLINE:g} s deadlines", target=SHARE * fair, bars=bars)
     print(f"picture: {path}")
     return targets(seconds, cap, reference, opened, result.shots)
+
+
+def mean_of(reference: Sequence[float], cap: float) -> float:
+    """The closed loops' mean OK views per second for the spike's room; `cap` where there is no reference."""
+    return sum(reference) / len(reference) if reference else cap
 
 
 def _share(part: float, whole: float) -> str:
@@ -332,7 +337,7 @@ def targets(seconds: Sequence[Second], cap: float, reference: Sequence[float], o
     what the picture draws 80% of."""
     in_spike = [s for s in seconds if s.phase == "spike"][1:]
     after = [s for s in seconds if s.phase == "after"]
-    fair = sum(reference) / len(reference) if reference else cap
+    fair = mean_of(reference, cap)
     pairs = by_rank(in_spike, reference if reference else [fair])
     short = sum(1 for s, against in pairs if s.good < SHARE * against)
     low = min(in_spike, key=lambda s: s.good, default=None)
