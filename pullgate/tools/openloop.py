@@ -312,14 +312,14 @@ START_AFTER = 0.2
 """Seconds from the moment every worker is connected to the schedule's origin."""
 
 
-def _prioritise() -> None:
+def prioritise() -> None:
     """In the worker before exec: raise its priority by NICE, for it and every thread it will start, if the OS
     lets us."""
     with contextlib.suppress(OSError):
         os.nice(NICE)
 
 
-class _Worker:
+class Worker:
     """A worker process, driven over its stdin and stdout: a job (a line of JSON), "ready" when it is connected,
     the origin (a line), then the shots (a line of JSON). It takes jobs until its stdin closes."""
 
@@ -327,10 +327,10 @@ class _Worker:
         self.process = process
 
     @classmethod
-    async def start(cls) -> _Worker:
+    async def start(cls) -> Worker:
         return cls(await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pullgate.tools.openloop", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=2**30, preexec_fn=_prioritise))
+            stdout=asyncio.subprocess.PIPE, limit=2**30, preexec_fn=prioritise))
 
     async def _line(self) -> bytes:
         assert self.process.stdout is not None
@@ -367,12 +367,19 @@ class _Worker:
 class Workers:
     """Load worker processes kept for a whole benchmark: starting Python costs seconds on a small machine."""
 
-    def __init__(self, workers: list[_Worker]) -> None:
+    def __init__(self, workers: list[Worker], native: bool = False) -> None:
         self._workers = workers
+        self.native = native
 
     @classmethod
-    async def start(cls, count: int = 2) -> Workers:
-        return cls(list(await asyncio.gather(*(_Worker.start() for _ in range(count)))))
+    async def start(cls, count: int = 2, native: bool = False) -> Workers:
+        """`count` workers: Python processes, or the native worker (pullgate.tools.native; it raises
+        NativeUnavailable where it cannot be built)."""
+        kind: type[Worker] = Worker
+        if native:
+            from pullgate.tools.native import NativeWorker  # it builds on this module
+            kind = NativeWorker
+        return cls(list(await asyncio.gather(*(kind.start() for _ in range(count)))), native)
 
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self._workers))
@@ -380,8 +387,9 @@ class Workers:
     def describe(self) -> str:
         """How many workers, and their priority against this process's (and so the systems' it starts)."""
         nice = sorted({os.getpriority(os.PRIO_PROCESS, w.process.pid) for w in self._workers})
-        return (f"{len(self._workers)} load worker processes at nice {', '.join(map(str, nice))}; this benchmark "
-                f"and the systems it starts at nice {os.getpriority(os.PRIO_PROCESS, 0)}")
+        kind = "native (loadgen.c)" if self.native else "Python"
+        return (f"{len(self._workers)} {kind} load worker processes at nice {', '.join(map(str, nice))}; this "
+                f"benchmark and the systems it starts at nice {os.getpriority(os.PRIO_PROCESS, 0)}")
 
     async def _run(self, jobs: Sequence[Job]) -> tuple[Result, float]:
         """Give each job to a worker; once all are connected, give them one origin and collect what they saw."""
@@ -409,9 +417,9 @@ class Workers:
 
 
 @contextlib.asynccontextmanager
-async def workers(count: int = 2) -> AsyncIterator[Workers]:
-    """`count` load worker processes, stopped on exit."""
-    pool = await Workers.start(count)
+async def workers(count: int = 2, native: bool = False) -> AsyncIterator[Workers]:
+    """`count` load worker processes (native: pullgate.tools.native's), stopped on exit."""
+    pool = await Workers.start(count, native)
     try:
         yield pool
     finally:
