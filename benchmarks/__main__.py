@@ -1,9 +1,9 @@
 """Run the benchmarks: `python -m benchmarks [NAME] [--quick]`, NAME one of resilience (the default), tracing,
 instructions, admission, overload, loop, dashboard, gateway.
 
-`overload` also takes `--out DIR` (where its pictures go) and `--only spike,gray,tail,cost`; `dashboard` (the Grafana
-panels drawn from a real run's Prometheus data) takes `--out DIR` too (default docs/), and so does `gateway`
-(pullgate's gateway against a hand-written one; its bar chart).
+`overload` also takes `--out DIR` (where its pictures go), `--only spike,gray,tail,cost` and `--generator` (native
+or Python load workers); `dashboard` (the Grafana panels drawn from a real run's Prometheus data) takes `--out DIR`
+too (default docs/), and so does `gateway` (pullgate's gateway against a hand-written one; its bar chart).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from benchmarks import (
     resilience_bench,
     tracing_bench,
 )
+from benchmarks.overload_bench import GENERATORS
 
 
 def scenarios(text: str) -> tuple[str, ...]:
@@ -45,6 +46,9 @@ def main() -> None:
                         help="overload, dashboard: where the PNGs go (default: . for overload, docs/ for dashboard)")
     parser.add_argument("--only", type=scenarios, default=overload_bench.SCENARIOS,
                         help="overload: the scenarios to run, e.g. spike,gray (default: all)")
+    parser.add_argument("--generator", choices=GENERATORS, default="auto",
+                        help="overload: the load workers: native (loadgen.c, built with cc; a few us of CPU a call), "
+                             "python (grpc.aio, ~0.4 ms a call), or auto (native where it builds; the default)")
     parser.add_argument("--edge", choices=("auto", "haproxy", "off"), default="auto",
                         help="overload: every system's `pullgate up --edge` (default auto: HAProxy in front of the "
                              "gateway when it is installed)")
@@ -59,7 +63,8 @@ def main() -> None:
         asyncio.run(dashboard_bench.run(quick=args.quick, out=args.out or Path("docs")))
         return
     if args.which == "overload":
-        asyncio.run(overload_bench.run(quick=args.quick, out=args.out or Path("."), only=args.only, edge=args.edge))
+        asyncio.run(overload_bench.run(quick=args.quick, out=args.out or Path("."), only=args.only, edge=args.edge,
+                                        generator=args.generator))
         return
     bench = {
         "resilience": resilience_bench, "tracing": tracing_bench, "instructions": instructions,

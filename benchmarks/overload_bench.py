@@ -36,15 +36,35 @@ from benchmarks import overload_cost, overload_gray, overload_spike, overload_ta
 from benchmarks.overload_plan import FULL, QUICK, Target
 from benchmarks.overload_system import up
 from benchmarks.resilience_bench import machine
+from pullgate.tools import native
 from pullgate.tools.openloop import workers
 
 SCENARIOS = ("spike", "gray", "tail", "cost")
 
+GENERATORS = ("auto", "native", "python")
+"""The load workers: native (pullgate/tools/loadgen.c), Python (pullgate/tools/openloop.py), or native where it
+builds (auto)."""
+
+
+async def native_wanted(generator: str) -> bool:
+    """Whether to use the native workers for `generator`; auto says why not where they cannot be built."""
+    if generator == "python":
+        return False
+    try:
+        await asyncio.to_thread(native.build)
+    except native.NativeUnavailable as reason:
+        if generator == "native":
+            raise
+        print(f"load: Python workers, because the native one is unavailable: {reason}", flush=True)
+        return False
+    return True
+
 
 async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = SCENARIOS,
-              edge: str = "auto") -> list[Target]:
+              edge: str = "auto", generator: str = "auto") -> list[Target]:
     """Run the chosen scenarios, print their tables and the targets; the targets, for a caller to inspect.
-    `edge` is every system's `pullgate up --edge` (auto: HAProxy in front of the gateway when installed)."""
+    `edge` is every system's `pullgate up --edge` (auto: HAProxy in front of the gateway when installed);
+    `generator` one of GENERATORS."""
     plan = QUICK if quick else FULL
     edged = ("--edge", edge)
     began = time.monotonic()
@@ -53,7 +73,7 @@ async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = 
     targets: list[Target] = []
     with tempfile.TemporaryDirectory(prefix="pullgate-overload-") as tmp:
         base = Path(tmp)
-        async with workers(2) as pool:
+        async with workers(2, await native_wanted(generator)) as pool:
             print(pool.describe(), flush=True)
             if quick:
                 # A smoke run: one system serves every scenario (each start costs 10-30 s here); figures mean
@@ -89,4 +109,4 @@ async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = 
     return targets
 
 
-__all__ = ["SCENARIOS", "run"]
+__all__ = ["GENERATORS", "SCENARIOS", "native_wanted", "run"]
