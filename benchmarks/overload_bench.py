@@ -50,14 +50,13 @@ async def native_wanted(generator: str) -> bool:
     """Whether to use the native workers for `generator`; auto says why not where they cannot be built."""
     if generator == "python":
         return False
-    try:
-        await asyncio.to_thread(native.build)
-    except native.NativeUnavailable as reason:
-        if generator == "native":
-            raise
-        print(f"load: Python workers, because the native one is unavailable: {reason}", flush=True)
-        return False
-    return True
+    reason = await asyncio.to_thread(native.unavailable)
+    if reason is None:
+        return True
+    if generator == "native":
+        raise native.NativeUnavailable(reason)
+    print(f"load: Python workers, because the native one is unavailable: {reason}", flush=True)
+    return False
 
 
 async def run(quick: bool = False, out: Path = Path("."), only: Sequence[str] = SCENARIOS,

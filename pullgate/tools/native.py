@@ -85,6 +85,15 @@ def build() -> Path:
     return binary
 
 
+def unavailable() -> str | None:
+    """None where the native worker builds here (it is then built), else why not and what to install."""
+    try:
+        build()
+    except NativeUnavailable as reason:
+        return str(reason)
+    return None
+
+
 def _host_port(address: str) -> tuple[str, str]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), port
@@ -152,4 +161,4 @@ class NativeWorker(Worker):
             shots.append(shot(line, self._job))
 
 
-__all__ = ["NativeUnavailable", "NativeWorker", "build", "job_lines", "shot"]
+__all__ = ["NativeUnavailable", "NativeWorker", "build", "job_lines", "shot", "unavailable"]

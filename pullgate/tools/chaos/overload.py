@@ -1,7 +1,8 @@
 """Doing the overload fault: a second process sends strong order views to the gateway at a multiple of the capacity
 measured before the run, and every process's breaker counters are read just before and after.
 
-The views come from the open-loop worker processes of `./dev bench overload` (`pullgate.tools.openloop`), not from
+The views come from the open-loop worker processes of `./dev bench overload` (`pullgate.tools.openloop`; the native
+one, `pullgate.tools.native`, where it builds, so that the spike's own sending takes little of the machine), not from
 the chaos tool's own loop: a spike of hundreds of views a second would stall that loop, and the chaos load's own
 timings (the deadline invariant) would then measure the tool instead of the system. Strong views, because every
 one reaches all four owners, so the cache hides none of the load (docs/overload.md, "Why these reads").
@@ -21,7 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from pullgate.tools import machine, scrape
+from pullgate.tools import machine, native, scrape
 from pullgate.tools.chaos.schedule import Fault
 from pullgate.tools.chaos.spike import Answer, Opens, Spike
 from pullgate.tools.openloop import Gateway, Phase, Workers
@@ -71,6 +72,11 @@ class Overload:
         self.measured: machine.Share | None = None
         """How the machine's CPU divided while capacity was counted."""
 
+    @property
+    def workers(self) -> str:
+        """Which load workers send the spike, and at what priority."""
+        return self._pool.describe()
+
     async def measure(self) -> float:
         """OK views per second (within the deadline) from CALLERS closed-loop callers; NoCapacity if none."""
         result, origin = await self._pool.closed_loop([self._gateway], CALLERS, WARM + COUNTED, CONSISTENCY,
@@ -119,7 +125,7 @@ class Overload:
 async def overload(gateway: Gateway, data_dir: Path, deadline: float) -> AsyncIterator[Overload]:
     """The worker processes started (Python takes seconds to start here), stopped on exit; they send to `gateway`
     (its address, with the system's CA and a token that may read every order: `Gateway.of`)."""
-    pool = await Workers.start(WORKERS)
+    pool = await Workers.start(WORKERS, native=await asyncio.to_thread(native.unavailable) is None)
     try:
         async with machine.tracing(lambda: machine.system_pids(data_dir)) as trace:
             yield Overload(pool, gateway, data_dir, deadline, trace)

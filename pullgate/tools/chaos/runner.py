@@ -213,8 +213,8 @@ async def chaos(settings: Settings, out: TextIO = sys.stdout) -> Report:
     try:
         if spiker is not None:
             capacity = await spiker.measure()
-            print(f"overload: capacity {capacity:.0f} OK strong order views/s ({CALLERS} closed-loop callers)",
-                  file=out, flush=True)
+            print(f"overload: capacity {capacity:.0f} OK strong order views/s ({CALLERS} closed-loop callers; "
+                  f"{spiker.workers})", file=out, flush=True)
         await asyncio.wait_for(sampler.first.wait(), 30)  # the owners' histories start before the first request
         record.started = time.time()
         origin = loop.time()
