@@ -45,3 +45,11 @@ def test_without_a_compiler_it_says_what_to_install(monkeypatch: pytest.MonkeyPa
     with pytest.raises(native.NativeUnavailable, match=r"apt-get install .*libnghttp2-dev"):
         native.build()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_cache_it_cannot_write_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    with pytest.raises(native.NativeUnavailable, match="a-file"):
+        native.build()

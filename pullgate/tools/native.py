@@ -72,16 +72,19 @@ def build() -> Path:
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         raise NativeUnavailable(f"no C compiler (cc) to build {SOURCE.name}; on Debian: apt-get install {PACKAGES}")
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=binary.parent) as tmp:
-        built = Path(tmp) / "loadgen"
-        result = subprocess.run([compiler, "-O2", "-o", str(built), str(SOURCE), *_flags(), "-lm"],
-                                capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            reason = (result.stderr.strip().splitlines() or ["(no message)"])[0]
-            raise NativeUnavailable(f"could not build {SOURCE.name} ({reason}); on Debian: apt-get install "
-                                    f"{PACKAGES}")
-        built.replace(binary)  # atomic: a concurrent build of the same source writes the same file
+    try:
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=binary.parent) as tmp:
+            built = Path(tmp) / "loadgen"
+            result = subprocess.run([compiler, "-O2", "-o", str(built), str(SOURCE), *_flags(), "-lm"],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                reason = (result.stderr.strip().splitlines() or ["(no message)"])[0]
+                raise NativeUnavailable(f"could not build {SOURCE.name} ({reason}); on Debian: apt-get install "
+                                        f"{PACKAGES}")
+            built.replace(binary)  # atomic: a concurrent build of the same source writes the same file
+    except OSError as error:
+        raise NativeUnavailable(f"could not build {SOURCE.name} into {binary.parent}: {error}") from error
     return binary
 
 
