@@ -51,6 +51,7 @@
 #define MAX_BODY 1024
 #define MAX_CALLERS 1024
 #define MAX_RESPONSE 65536
+#define CONNECT_TIMEOUT 30 /* seconds, as the Python worker waits for its channel */
 
 static const char *CODES[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
                               "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
@@ -105,6 +106,7 @@ struct Conn;
 
 typedef struct {
     int phase, target, caller;
+    size_t body, body_sent; /* which request body, and how much of it nghttp2 has taken */
     double due, sent, end;
     int32_t stream;
     int code;         /* -1 until known */
@@ -189,8 +191,8 @@ static int read_job(void) {
             if (job.ntargets == MAX_TARGETS) die("more than %d targets", MAX_TARGETS);
             static char host[256], port[16], name[256], ca[1024], cert[1024], key[1024], token[4096];
             if (sscanf(line, "target %255s %15s %255s %1023s %1023s %1023s %4095s", host, port, name, ca, cert, key,
-                       token) != 7)
-                die("bad target line: %.200s", line);
+                       token) != 7 || strlen(token) == 4095)
+                die("bad target line (or a field too long): %.200s", line);
             Target *t = &job.targets[job.ntargets++];
             copy_arg(t->host, sizeof(t->host), host);
             copy_arg(t->port, sizeof(t->port), port);
@@ -206,7 +208,8 @@ static int read_job(void) {
                 die("bad phase line: %s", line);
         } else if (strcmp(word, "body") == 0) {
             if (job.nbodies == MAX_BODIES) die("more than %d bodies", MAX_BODIES);
-            const char *hex = line + 5;
+            const char *hex = line + 4;
+            while (*hex == ' ') hex++;
             size_t n = strlen(hex) / 2;
             if (n + 5 > MAX_BODY) die("body too long");
             unsigned char *b = job.bodies[job.nbodies];
@@ -255,6 +258,7 @@ static void flush(Conn *c) {
         }
         int written;
         if (c->ssl) {
+            ERR_clear_error(); /* SSL_get_error reads the thread's queue: an old error would fail this call */
             written = SSL_write(c->ssl, c->out, (int)c->out_len);
             if (written <= 0) {
                 int e = SSL_get_error(c->ssl, written);
@@ -285,6 +289,7 @@ static void receive(Conn *c) {
     while (!c->dead) {
         int n;
         if (c->ssl) {
+            ERR_clear_error();
             n = SSL_read(c->ssl, buffer, sizeof(buffer));
             if (n <= 0) {
                 int e = SSL_get_error(c->ssl, n);
@@ -307,6 +312,9 @@ static void receive(Conn *c) {
         }
     }
     flush(c);
+    /* A session nghttp2 has ended (a GOAWAY sent after a protocol error, or received and served out) takes nothing
+     * more: without this, what it had in flight would wait for its deadlines. */
+    if (!c->dead && !nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) fail_conn(c);
 }
 
 /* ---- answers ---- */
@@ -323,32 +331,42 @@ static int code_of_http(int status) {
     }
 }
 
+/* Reads a varint at p[*i] (before `end`) into *out; 0 when it is cut short or longer than 64 bits. */
+static int varint(const unsigned char *p, size_t *i, size_t end, uint64_t *out) {
+    *out = 0;
+    for (int shift = 0; *i < end && shift < 64; shift += 7) {
+        unsigned char byte = p[(*i)++];
+        *out |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) return 1;
+    }
+    return 0;
+}
+
 /* Whether a GetOrderViewResponse (after gRPC's 5-byte framing) has `degraded = 3` set: top-level fields only. */
 static int degraded(const unsigned char *p, size_t n) {
     if (n < 5) return 0;
     size_t i = 5, end = 5 + ((size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4]);
     if (end > n) end = n;
     while (i < end) {
-        uint64_t key = 0, value = 0;
-        for (int shift = 0; i < end; shift += 7) {
-            key |= (uint64_t)(p[i] & 0x7f) << shift;
-            if (!(p[i++] & 0x80)) break;
-        }
+        uint64_t key, value;
+        if (!varint(p, &i, end, &key)) return 0;
         int wire = (int)(key & 7);
-        if (wire == 0 || wire == 2) {
-            for (int shift = 0; i < end; shift += 7) {
-                value |= (uint64_t)(p[i] & 0x7f) << shift;
-                if (!(p[i++] & 0x80)) break;
-            }
-            if (wire == 0 && key >> 3 == 3) return value != 0;
-            if (wire == 2) i += value;
+        uint64_t skip;
+        if (wire == 0) {
+            if (!varint(p, &i, end, &value)) return 0;
+            if (key >> 3 == 3) return value != 0;
+            continue;
+        } else if (wire == 2) {
+            if (!varint(p, &i, end, &skip)) return 0;
         } else if (wire == 1) {
-            i += 8;
+            skip = 8;
         } else if (wire == 5) {
-            i += 4;
+            skip = 4;
         } else {
             return 0;
         }
+        if (skip > end - i) return 0;
+        i += skip;
     }
     return 0;
 }
@@ -360,13 +378,18 @@ static void finish(Shot *s, int code) {
     s->done = 1;
     s->end = now();
     s->code = code;
-    if (code == OK) s->degraded = degraded(s->response, s->response_len);
+    if (code == OK && s->response_len <= MAX_RESPONSE) s->degraded = degraded(s->response, s->response_len);
+    if (code == OK) s->overloaded = s->edge = s->relayed = 0; /* as Python: from a failure's own trailers only */
     free(s->response);
     s->response = NULL;
     inflight--;
     if (s->caller >= 0) {
+        /* A refusal pauses its caller as a client that honours "overloaded" would; a connection that cannot take
+         * requests any more pauses it too, instead of failing thousands of requests a second. */
+        Conn *c = &conns[s->target];
         int refused = code == RESOURCE_EXHAUSTED || code == CANCELLED;
-        schedule_caller(s->caller, refused ? s->end + job.pause : s->end);
+        int closed = c->dead || (c->session && !nghttp2_session_check_request_allowed(c->session));
+        schedule_caller(s->caller, s->end + (refused || closed ? job.pause : 0.0));
     }
 }
 
@@ -379,14 +402,14 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (IS(":status")) {
         s->http_status = atoi((const char *)value);
     } else if (IS("grpc-status")) {
-        char text[8] = {0};
-        memcpy(text, value, valuelen < 7 ? valuelen : 7);
-        s->code = atoi(text);
-        if (s->code < 0 || s->code > 16) s->code = UNKNOWN;
+        int code = 0;
+        for (size_t i = 0; i < valuelen && code <= 16; i++)
+            code = value[i] >= '0' && value[i] <= '9' ? code * 10 + (value[i] - '0') : 99;
+        s->code = valuelen > 0 && code <= 16 ? code : UNKNOWN; /* not a status: UNKNOWN, never OK */
     } else if (IS("grpc-message")) {
-        s->edge = valuelen >= 5 && memcmp(value, "edge:", 5) == 0;
+        s->edge |= valuelen >= 5 && memcmp(value, "edge:", 5) == 0;
     } else if (IS("resilience-overloaded")) {
-        s->overloaded = valuelen == 1 && value[0] == '1';
+        s->overloaded |= valuelen == 1 && value[0] == '1';
     } else if (IS("resilience-failure-origin")) {
         s->relayed = 1;
     }
@@ -398,7 +421,11 @@ static int on_data(nghttp2_session *session, uint8_t flags, int32_t stream, cons
                    void *user) {
     (void)flags, (void)user;
     Shot *s = shot_of(session, stream);
-    if (!s || s->done || s->response_len + len > MAX_RESPONSE) return 0;
+    if (!s || s->done) return 0;
+    if (s->response_len + len > MAX_RESPONSE) {
+        s->response_len = MAX_RESPONSE + 1; /* too long to read: no more appended, `degraded` reads none of it */
+        return 0;
+    }
     unsigned char *grown = realloc(s->response, s->response_len + len);
     if (!grown) die("out of memory");
     s->response = grown;
@@ -413,8 +440,11 @@ static int on_close(nghttp2_session *session, int32_t stream, uint32_t error, vo
     if (!s || s->done) return 0;
     int code = s->code;
     if (code < 0) {
+        /* RST_STREAM's code as grpc maps it (gRPC's PROTOCOL-HTTP2, "Errors") */
         if (error == NGHTTP2_REFUSED_STREAM) code = UNAVAILABLE;
         else if (error == NGHTTP2_CANCEL) code = CANCELLED;
+        else if (error == NGHTTP2_ENHANCE_YOUR_CALM) code = RESOURCE_EXHAUSTED;
+        else if (error == NGHTTP2_INADEQUATE_SECURITY) code = PERMISSION_DENIED;
         else if (error != NGHTTP2_NO_ERROR) code = INTERNAL;
         else code = s->http_status && s->http_status != 200 ? code_of_http(s->http_status) : UNKNOWN;
     }
@@ -427,6 +457,7 @@ static int on_close(nghttp2_session *session, int32_t stream, uint32_t error, vo
 static void fail_conn(Conn *c) {
     if (c->dead) return;
     c->dead = 1;
+    ERR_clear_error();
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
     for (size_t i = oldest; i < nshots; i++)
         if (!shots[i].done && shots[i].sent > 0 && &conns[shots[i].target] == c) finish(&shots[i], UNAVAILABLE);
@@ -436,16 +467,14 @@ static void fail_conn(Conn *c) {
 
 static ssize_t read_body(nghttp2_session *session, int32_t stream, uint8_t *buf, size_t length, uint32_t *flags,
                          nghttp2_data_source *source, void *user) {
-    (void)session, (void)stream, (void)user;
-    size_t *state = source->ptr; /* [body index, bytes sent] */
-    size_t left = job.body_len[state[0]] - state[1];
+    (void)source, (void)user;
+    Shot *s = shot_of(session, stream);
+    if (!s) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t left = job.body_len[s->body] - s->body_sent;
     size_t n = left < length ? left : length;
-    memcpy(buf, job.bodies[state[0]] + state[1], n);
-    state[1] += n;
-    if (state[1] == job.body_len[state[0]]) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        free(state);
-    }
+    memcpy(buf, job.bodies[s->body] + s->body_sent, n);
+    s->body_sent += n;
+    if (s->body_sent == job.body_len[s->body]) *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
 
@@ -464,9 +493,13 @@ static void send_shot(Shot *s, long k, double timeout) {
     if (micros < 100000000) snprintf(grpc_timeout, sizeof(grpc_timeout), "%ldu", micros);
     else snprintf(grpc_timeout, sizeof(grpc_timeout), "%ldm", micros / 1000);
     Target *t = &job.targets[s->target];
+    char authority[300]; /* as grpc's: the TLS name it checks, or host:port in plaintext */
+    if (t->ca[0]) snprintf(authority, sizeof(authority), "%s", t->name);
+    else if (strchr(t->host, ':')) snprintf(authority, sizeof(authority), "[%s]:%s", t->host, t->port);
+    else snprintf(authority, sizeof(authority), "%s:%s", t->host, t->port);
     nghttp2_nv headers[8] = {
         HEADER(":method", "POST"), HEADER(":scheme", t->ca[0] ? "https" : "http"), HEADER(":path", job.path),
-        HEADER(":authority", t->name), HEADER("content-type", "application/grpc"), HEADER("te", "trailers"),
+        HEADER(":authority", authority), HEADER("content-type", "application/grpc"), HEADER("te", "trailers"),
         HEADER("grpc-timeout", grpc_timeout),
     };
     size_t count = 7;
@@ -474,13 +507,10 @@ static void send_shot(Shot *s, long k, double timeout) {
         snprintf(authorization, sizeof(authorization), "Bearer %s", t->token);
         headers[count++] = (nghttp2_nv)HEADER("authorization", authorization);
     }
-    size_t *state = malloc(2 * sizeof(size_t));
-    if (!state) die("out of memory");
-    state[0] = (size_t)(k % job.nbodies), state[1] = 0;
-    nghttp2_data_provider body = {.source.ptr = state, .read_callback = read_body};
+    s->body = (size_t)(k % job.nbodies), s->body_sent = 0;
+    nghttp2_data_provider body = {.read_callback = read_body};
     int32_t stream = nghttp2_submit_request(c->session, NULL, headers, count, &body, (void *)(uintptr_t)(s - shots + 1));
     if (stream < 0) {
-        free(state);
         finish(s, INTERNAL);
         return;
     }
@@ -520,6 +550,9 @@ static void connect_to(Conn *c, const Target *t) {
     if (c->fd < 0) die("cannot connect to %s:%s: %s", t->host, t->port, strerror(errno));
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct timeval patience = {.tv_sec = CONNECT_TIMEOUT}; /* the handshake blocks, but not for ever */
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof(patience));
     if (t->ca[0]) {
         SSL_CTX *ctx = context_for(t);
         c->ssl = SSL_new(ctx);
@@ -593,10 +626,27 @@ static double expire(double t) {
         }
         Conn *c = &conns[s->target];
         if (!c->dead) nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->stream, NGHTTP2_CANCEL);
+        s->overloaded = s->edge = s->relayed = 0; /* given up here: no trailers of its own */
         finish(s, DEADLINE_EXCEEDED);
         flush(c);
     }
     return next;
+}
+
+/* Waits up to `timeout` ms (-1: until the timer or a socket) and handles what is ready. */
+static void handle(int timeout) {
+    struct epoll_event events[64];
+    int n = epoll_wait(epfd, events, 64, timeout);
+    for (int i = 0; i < n; i++) {
+        if (events[i].data.ptr == NULL) {
+            uint64_t expirations;
+            if (read(tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN) die("timerfd read");
+            continue;
+        }
+        Conn *c = events[i].data.ptr;
+        if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) receive(c);
+        if (!c->dead && events[i].events & EPOLLOUT) flush(c);
+    }
 }
 
 static void run(void) {
@@ -615,9 +665,10 @@ static void run(void) {
                     Shot *s = new_shot();
                     long n = sequence++;
                     s->phase = -1, s->caller = i, s->target = (int)(n % job.ntargets);
-                    s->due = t - origin;
                     caller_at[i] = INFINITY;
                     send_shot(s, n, job.deadline);
+                    s->due = s->sent - origin; /* as Python: due, lag 0 and latency all from when it was sent */
+                    t = now();
                 }
                 if (caller_at[i] < next) next = caller_at[i];
             }
@@ -640,21 +691,11 @@ static void run(void) {
             }
             if (k >= total && inflight == 0) break;
         }
+        handle(0); /* what has arrived counts before its deadline is judged */
         double deadline = expire(now());
         if (deadline < next) next = deadline;
         if (isfinite(next)) arm(next);
-        struct epoll_event events[64];
-        int n = epoll_wait(epfd, events, 64, isfinite(next) ? -1 : 1000);
-        for (int i = 0; i < n; i++) {
-            if (events[i].data.ptr == NULL) {
-                uint64_t expirations;
-                if (read(tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN) die("timerfd read");
-                continue;
-            }
-            Conn *c = events[i].data.ptr;
-            if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) receive(c);
-            if (!c->dead && events[i].events & EPOLLOUT) flush(c);
-        }
+        handle(isfinite(next) ? -1 : 1000);
     }
 }
 

@@ -4,14 +4,18 @@ degraded views, the closed loop), so the overload benchmark can use either."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import ssl
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from pullgate.edge import haproxy
+from pullgate.security.pki import Pki
 from pullgate.tools import native
-from pullgate.tools.openloop import Gateway, Phase, Result, Shot, Workers
+from pullgate.tools.openloop import REFUSED_PAUSE, Gateway, Phase, Result, Shot, Workers
 from tests.e2e.test_edge import LIMIT_4, _config, _entry
 from tests.e2e.test_read_modes import _stopped
 from tests.e2e.test_up import System, pullgate_up
@@ -105,3 +109,40 @@ async def test_the_native_worker_runs_a_closed_loop(tmp_path: Path) -> None:
     assert _codes(result.shots) == {"OK": len(result.shots)}
     assert all(s.phase == "closed" and s.lag == 0.0 and 0 <= s.due < 1.0 and s.latency > 0 for s in result.shots)
 
+
+
+@pytest.mark.usefixtures("built")
+async def test_a_connection_that_breaks_fails_only_its_own_requests(tmp_path: Path) -> None:
+    """Two targets, one a TLS server that drops the connection without a TLS goodbye: its requests fail
+    UNAVAILABLE, and the other target's keep coming back OK (a leftover TLS error must not fail them too); a closed
+    loop's callers pause on the broken one (REFUSED_PAUSE) instead of failing thousands of requests a second."""
+    async with pullgate_up(tmp_path) as system:
+        assert system.access.pki is not None
+        pki = Pki(system.access.pki)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pki.cert("gateway"), pki.key("gateway"))
+        context.set_alpn_protocols(["h2"])
+
+        async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)
+            writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)  # a bare FIN: no close_notify
+            writer.transport.abort()
+
+        server = await asyncio.start_server(drop, "127.0.0.1", 0, ssl=context)
+        try:
+            gateway = _gateway(system)
+            broken = Gateway(f"127.0.0.1:{server.sockets[0].getsockname()[1]}", gateway.pki, gateway.token)
+            pool = await Workers.start(1, native=True)
+            try:
+                result, _ = await pool.open_loop([gateway, broken], [Phase("p", 1.0, 40.0)], "strong", 2.0)
+                closed, _ = await pool.closed_loop([gateway, broken], 4, 1.0, "strong", 2.0)
+            finally:
+                await pool.close()
+        finally:
+            server.close()
+    assert _codes([s for s in result.shots if s.target == 0]) == {"OK": 20}
+    assert _codes([s for s in result.shots if s.target == 1]) == {"UNAVAILABLE": 20}
+    failed = [s for s in closed.shots if s.target == 1]
+    assert _codes(failed) == {"UNAVAILABLE": len(failed)}
+    assert len(failed) <= 4 * (1.0 / REFUSED_PAUSE + 2)
+    assert _codes([s for s in closed.shots if s.target == 0])["OK"] >= 4
