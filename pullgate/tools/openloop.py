@@ -1,5 +1,7 @@
 """Load for the overload benchmark, sent from worker processes: open loop on a schedule, or closed loop to find
-capacity. `python -m pullgate.tools.openloop` is one worker; `Workers` keeps a few and gives them their jobs.
+capacity. `python -m pullgate.tools.openloop` is one worker; `Workers` keeps a few and gives them their jobs. The native
+worker (`pullgate.tools.native`, C) takes the same jobs and reports the same shots for a quarter of the CPU;
+`Workers.start(native=True)` uses it.
 
 Why open loop: a closed loop (send, wait, send) slows down exactly when the system does, so it hides the queue
 a crowd of independent callers builds (coordinated omission). Here request k is due at a fixed time of the
