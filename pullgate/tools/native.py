@@ -31,15 +31,12 @@ from pullgate.gateway.v1 import gateway_pb2 as pb
 from pullgate.security.access import OPERATOR
 from pullgate.security.pki import Pki
 from pullgate.tools.gateway_channel import MODES
-from pullgate.tools.openloop import ORDER_IDS, REFUSED_PAUSE, Job, Shot, Worker, prioritise
+from pullgate.tools.openloop import CLOSED, ORDER_IDS, REFUSED_PAUSE, Job, Shot, Worker, prioritise
 
 SOURCE = Path(__file__).with_name("loadgen.c")
 
 PATH = f"/{pb.DESCRIPTOR.services_by_name['GatewayService'].full_name}/GetOrderView"
 """The one method these loads call."""
-
-CLOSED = "closed"
-"""The phase of a closed loop's shots (as openloop's)."""
 
 PACKAGES = "gcc pkg-config libnghttp2-dev libssl-dev"
 """What Debian needs for the build."""
@@ -117,7 +114,7 @@ def job_lines(job: Job) -> list[str]:
         lines.append(" ".join(["target", host, port, topology.ENTRY, *files, target.token or "-"]))
     start = 0.0
     for phase in job.phases:
-        lines.append(f"phase {round(phase.seconds * phase.rate)} {phase.rate!r} {start!r}")
+        lines.append(f"phase {phase.count} {phase.rate!r} {start!r}")
         start += phase.seconds
     read = pb.ReadOptions(consistency=MODES[job.consistency])
     for order_id in ORDER_IDS:

@@ -77,6 +77,9 @@ REFUSED_PAUSE = 0.05
 refusal comes back in about a millisecond, so 32 such callers against a saturated gateway sent thousands of
 requests a second, each refused, and the refusals' cost, not the views', set what they measured."""
 
+CLOSED = "closed"
+"""The phase of a closed loop's shots."""
+
 ORDER_IDS = tuple(o.order_id for o in demo.ORDERS)
 """Order views go round the demo orders, so every view reads real data with one to four lines."""
 
@@ -120,6 +123,11 @@ class Phase:
     name: str
     seconds: float
     rate: float
+
+    @property
+    def count(self) -> int:
+        """How many requests it sends (Python's rounding)."""
+        return round(self.seconds * self.rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +223,7 @@ def slots(phases: Sequence[Phase]) -> list[tuple[float, str]]:
     out: list[tuple[float, str]] = []
     start = 0.0
     for phase in phases:
-        count = round(phase.seconds * phase.rate)
-        out += [(start + k / phase.rate, phase.name) for k in range(count)]
+        out += [(start + k / phase.rate, phase.name) for k in range(phase.count)]
         start += phase.seconds
     return out
 
@@ -278,7 +285,7 @@ async def _closed(job: Job, stubs: Sequence[tuple[GatewayServiceAsyncStub, Metad
             target = k % len(stubs)
             stub, metadata = stubs[target]
             answer = await view(stub, job.consistency, ORDER_IDS[k % len(ORDER_IDS)], job.deadline, metadata)
-            shots.append(Shot("closed", target, sent - job.origin, 0.0, loop.time() - sent, *answer))
+            shots.append(Shot(CLOSED, target, sent - job.origin, 0.0, loop.time() - sent, *answer))
             if answer[0] in REFUSALS:
                 await asyncio.sleep(REFUSED_PAUSE)
 
